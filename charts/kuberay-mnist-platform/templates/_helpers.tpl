@@ -1,0 +1,107 @@
+{{/* Prefix of every object name: fullnameOverride or the release name. */}}
+{{- define "platform.fullname" -}}
+{{- default .Release.Name .Values.fullnameOverride | trunc 40 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "platform.commonLabels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | trunc 63 | trimSuffix "-" }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: kuberay-mnist
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+{{- end -}}
+
+{{- define "platform.labels" -}}
+{{ include "platform.commonLabels" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{/* Selector labels of one component: include "platform.selectorLabels" (list . "minio") */}}
+{{- define "platform.selectorLabels" -}}
+{{- $root := index . 0 -}}
+app.kubernetes.io/name: {{ index . 1 }}
+app.kubernetes.io/instance: {{ $root.Release.Name }}
+{{- end -}}
+
+{{- define "platform.componentLabels" -}}
+{{- $root := index . 0 -}}
+{{ include "platform.commonLabels" $root }}
+{{ include "platform.selectorLabels" . }}
+app.kubernetes.io/component: {{ index . 1 }}
+{{- end -}}
+
+{{- define "platform.minioName" -}}{{ include "platform.fullname" . }}-minio{{- end -}}
+{{- define "platform.mlflowName" -}}{{ include "platform.fullname" . }}-mlflow{{- end -}}
+{{- define "platform.endpointsName" -}}{{ include "platform.fullname" . }}-endpoints{{- end -}}
+
+{{/* The S3 credentials Secret: the existing one, or the dev one this chart creates. */}}
+{{- define "platform.credentialsSecret" -}}
+{{- if .Values.credentials.dev.create -}}
+{{ include "platform.fullname" . }}-s3-credentials
+{{- else -}}
+{{- required "credentials.existingSecret is required: create a Secret with keys AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY and set credentials.existingSecret to its name (or, on a throw-away dev cluster only, use values-dev.yaml)" .Values.credentials.existingSecret -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "platform.image" -}}
+{{- if not .Values.image.repository -}}{{ fail "image.repository must not be empty" }}{{- end -}}
+{{- if not .Values.image.tag -}}{{ fail "image.tag must not be empty: pin the project image (e.g. 0.1.0-cpu)" }}{{- end -}}
+{{ .Values.image.repository }}:{{ .Values.image.tag }}
+{{- end -}}
+
+{{- define "platform.minioImage" -}}
+{{- if not .Values.minio.image.tag -}}{{ fail "minio.image.tag must not be empty: pin a RELEASE.* tag" }}{{- end -}}
+{{- if eq .Values.minio.image.tag "latest" -}}{{ fail "minio.image.tag must not be latest: pin a RELEASE.* tag" }}{{- end -}}
+{{ .Values.minio.image.repository }}:{{ .Values.minio.image.tag }}
+{{- end -}}
+
+{{- define "platform.s3Endpoint" -}}
+http://{{ include "platform.minioName" . }}:{{ .Values.minio.service.apiPort }}
+{{- end -}}
+
+{{- define "platform.mlflowUri" -}}
+http://{{ include "platform.mlflowName" . }}:{{ .Values.mlflow.service.port }}
+{{- end -}}
+
+{{/* env: S3 credentials from the Secret, under their AWS names. */}}
+{{- define "platform.credentialsEnv" -}}
+- name: AWS_ACCESS_KEY_ID
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "platform.credentialsSecret" . }}
+      key: AWS_ACCESS_KEY_ID
+- name: AWS_SECRET_ACCESS_KEY
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "platform.credentialsSecret" . }}
+      key: AWS_SECRET_ACCESS_KEY
+{{- end -}}
+
+{{/* Fail early on values that would only break at run time. */}}
+{{- define "platform.validate" -}}
+{{- $_ := include "platform.credentialsSecret" . -}}
+{{- $_ := include "platform.image" . -}}
+{{- $_ := include "platform.minioImage" . -}}
+{{- /* On a real install (not `helm template`, where lookup returns nothing) the
+       existing Secret must be there: every pod of the platform needs it. */ -}}
+{{- if and (not .Values.credentials.dev.create) (lookup "v1" "ConfigMap" .Release.Namespace "kube-root-ca.crt") -}}
+{{- if not (lookup "v1" "Secret" .Release.Namespace .Values.credentials.existingSecret) -}}
+{{- fail (printf "credentials.existingSecret: Secret %q not found in namespace %q; create it with keys AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY first" .Values.credentials.existingSecret .Release.Namespace) -}}
+{{- end -}}
+{{- end -}}
+{{- if and .Values.credentials.dev.create .Values.credentials.existingSecret -}}
+{{- fail "set either credentials.existingSecret or credentials.dev.create, not both" -}}
+{{- end -}}
+{{- if .Values.credentials.dev.create -}}
+{{- if or (lt (len .Values.credentials.dev.accessKeyId) 3) (lt (len .Values.credentials.dev.secretAccessKey) 8) -}}
+{{- fail "credentials.dev: MinIO needs accessKeyId of at least 3 and secretAccessKey of at least 8 characters" -}}
+{{- end -}}
+{{- end -}}
+{{- range $role, $bucket := .Values.buckets -}}
+{{- if not (regexMatch "^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$" $bucket) -}}
+{{- fail (printf "buckets.%s: %q is not a valid S3 bucket name (3-63 lowercase letters, digits, '.', '-')" $role $bucket) -}}
+{{- end -}}
+{{- end -}}
+{{- if ne (int .Values.mlflow.workers) 1 -}}
+{{- fail "mlflow.workers must be 1 with the SQLite backend store" -}}
+{{- end -}}
+{{- end -}}

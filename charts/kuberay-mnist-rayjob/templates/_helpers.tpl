@@ -1,0 +1,221 @@
+{{/* RayJob name: nameOverride or the release name. KubeRay limits RayJob names to
+     47 characters (the RayCluster gets a suffix) and needs a DNS-1035 label. */}}
+{{- define "rayjob.name" -}}
+{{- $n := default .Release.Name .Values.nameOverride -}}
+{{- if not (regexMatch "^[a-z]([-a-z0-9]{0,45}[a-z0-9])?$" $n) -}}
+{{- fail (printf "RayJob name %q must be a DNS-1035 label of at most 47 characters (set nameOverride)" $n) -}}
+{{- end -}}
+{{- $n -}}
+{{- end -}}
+
+{{- define "rayjob.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | trunc 63 | trimSuffix "-" }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/name: kuberay-mnist-train
+app.kubernetes.io/part-of: kuberay-mnist
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+{{- end -}}
+
+{{/* Labels of the Ray head and worker pods: they may reach MinIO and MLflow. */}}
+{{- define "rayjob.rayPodLabels" -}}
+{{ include "rayjob.labels" . }}
+{{ .Values.platform.clientLabel.key }}: {{ .Values.platform.clientLabel.value | toString | quote }}
+{{- end -}}
+
+{{- define "rayjob.image" -}}
+{{- if not .Values.image.repository -}}{{ fail "image.repository must not be empty" }}{{- end -}}
+{{- if not .Values.image.tag -}}{{ fail "image.tag must not be empty: pin the image that holds this code (e.g. 0.1.0-gpu)" }}{{- end -}}
+{{- if eq (toString .Values.image.tag) "latest" -}}{{ fail "image.tag must not be latest: pin the image that holds this code" }}{{- end -}}
+{{ .Values.image.repository }}:{{ .Values.image.tag }}
+{{- end -}}
+
+{{- define "rayjob.credentialsSecret" -}}
+{{- required "platform.credentialsSecret is required: the name of the platform's S3 credentials Secret (keys AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY), e.g. mnist-platform-s3-credentials" .Values.platform.credentialsSecret -}}
+{{- end -}}
+
+{{- define "rayjob.endpointsConfigMap" -}}
+{{- required "platform.endpointsConfigMap is required: the platform's endpoints ConfigMap, e.g. mnist-platform-endpoints" .Values.platform.endpointsConfigMap -}}
+{{- end -}}
+
+{{/* The env of every container (head, workers, submitter): identical on purpose. */}}
+{{- define "rayjob.env" -}}
+{{- $cm := include "rayjob.endpointsConfigMap" . -}}
+{{- $secret := include "rayjob.credentialsSecret" . -}}
+{{- range list "MLFLOW_TRACKING_URI" "AWS_ENDPOINT_URL" "AWS_DEFAULT_REGION" "MNIST_DVC_REMOTE_URL" }}
+- name: {{ . }}
+  valueFrom:
+    configMapKeyRef:
+      name: {{ $cm }}
+      key: {{ . }}
+{{- end }}
+{{- range list "AWS_ACCESS_KEY_ID" "AWS_SECRET_ACCESS_KEY" }}
+- name: {{ . }}
+  valueFrom:
+    secretKeyRef:
+      name: {{ $secret }}
+      key: {{ . }}
+{{- end }}
+- name: MNIST_DATA_CACHE
+  value: /data-cache
+- name: MNIST_PROJECT_DIR
+  value: /app
+- name: RAY_TRAIN_V2_ENABLED
+  value: "1"
+- name: RAY_USAGE_STATS_ENABLED
+  value: "0"
+- name: MLFLOW_DISABLE_TELEMETRY
+  value: "true"
+- name: DVC_NO_ANALYTICS
+  value: "1"
+# Read-only root filesystem: everything that writes under $HOME goes to /tmp.
+- name: HOME
+  value: /tmp/home
+- name: XDG_CACHE_HOME
+  value: /tmp/.cache
+- name: XDG_CONFIG_HOME
+  value: /tmp/.config
+- name: MPLCONFIGDIR
+  value: /tmp/.config/matplotlib
+{{- with .Values.job.extraEnv }}
+{{ toYaml . }}
+{{- end }}
+{{- end -}}
+
+{{/* Writable mounts of a Ray container (head/worker). */}}
+{{- define "rayjob.rayMounts" -}}
+- name: tmp
+  mountPath: /tmp
+- name: dshm
+  mountPath: /dev/shm
+- name: data-cache
+  mountPath: /data-cache
+- name: dvc-tmp
+  mountPath: /app/.dvc/tmp
+{{- end -}}
+
+{{- define "rayjob.rayVolumes" -}}
+- name: tmp
+  emptyDir:
+    sizeLimit: {{ .Values.ray.tmpSizeLimit }}
+- name: dshm
+  emptyDir:
+    medium: Memory
+    sizeLimit: {{ .Values.ray.shmSizeLimit }}
+- name: data-cache
+  emptyDir:
+    sizeLimit: {{ .Values.dataCacheSizeLimit }}
+- name: dvc-tmp
+  emptyDir:
+    sizeLimit: 64Mi
+{{- end -}}
+
+{{/* The optional initContainer that pulls the dataset into /data-cache. */}}
+{{- define "rayjob.pullDataInit" -}}
+{{- if .Values.job.pullDataInitContainer }}
+initContainers:
+  - name: pull-data
+    image: {{ include "rayjob.image" . }}
+    imagePullPolicy: {{ .Values.image.pullPolicy }}
+    command: [mnist-job, pull-data]
+    env:
+      {{- include "rayjob.env" . | trim | nindent 6 }}
+    resources:
+      requests: {cpu: 250m, memory: 512Mi, ephemeral-storage: 64Mi}
+      limits: {cpu: "1", memory: 1Gi, ephemeral-storage: 256Mi}
+    securityContext:
+      {{- toYaml .Values.containerSecurityContext | nindent 6 }}
+    volumeMounts:
+      - name: tmp
+        mountPath: /tmp
+      - name: data-cache
+        mountPath: /data-cache
+      - name: dvc-tmp
+        mountPath: /app/.dvc/tmp
+{{- end }}
+{{- end -}}
+
+{{/* Ray Train workers the worker group can host. */}}
+{{- define "rayjob.capacity" -}}
+{{- if .Values.job.useGpu -}}
+{{- mul (int .Values.ray.workers.replicas) (int .Values.ray.workers.gpusPerWorker) -}}
+{{- else -}}
+{{- int .Values.ray.workers.replicas -}}
+{{- end -}}
+{{- end -}}
+
+{{/* `mnist-job train ...`: the job's entrypoint (run by `ray job submit` on the head). */}}
+{{- define "rayjob.entrypoint" -}}
+{{- $args := list "mnist-job" "train" "--params" .Values.job.paramsFile -}}
+{{- $sets := dict -}}
+{{- $_ := set $sets "train.num_workers" (toString (int .Values.job.numWorkers)) -}}
+{{- $_ := set $sets "train.use_gpu" (ternary "true" "false" (eq (toString .Values.job.useGpu) "true")) -}}
+{{- $_ := set $sets "train.storage_path" (printf "s3://%s/%s" .Values.platform.checkpointsBucket (trimAll "/" .Values.job.storagePrefix)) -}}
+{{- $_ := set $sets "train.run_name" (include "rayjob.name" .) -}}
+{{- $_ := set $sets "train.output_dir" .Values.job.outputDir -}}
+{{- range $k := list "train.num_workers" "train.use_gpu" "train.storage_path" "train.run_name" "train.output_dir" -}}
+{{- $args = append $args "--set" -}}
+{{- $args = append $args (printf "%s=%s" $k (index $sets $k)) -}}
+{{- end -}}
+{{- range $k := keys .Values.job.set | sortAlpha -}}
+{{- if hasKey $sets $k -}}
+{{- fail (printf "job.set.%s: set it through its own value (job.numWorkers, job.useGpu, job.storagePrefix, nameOverride, job.outputDir)" $k) -}}
+{{- end -}}
+{{- $args = append $args "--set" -}}
+{{- $args = append $args (printf "%s=%v" $k (index $.Values.job.set $k)) -}}
+{{- end -}}
+{{- range .Values.job.extraArgs -}}
+{{- $args = append $args (toString .) -}}
+{{- end -}}
+{{- $quoted := list -}}
+{{- range $args -}}
+{{- if regexMatch "^[A-Za-z0-9_./:=,@+-]+$" . -}}
+{{- $quoted = append $quoted . -}}
+{{- else -}}
+{{- $quoted = append $quoted (squote .) -}}
+{{- end -}}
+{{- end -}}
+{{- join " " $quoted -}}
+{{- end -}}
+
+{{- define "rayjob.validate" -}}
+{{- $_ := include "rayjob.image" . -}}
+{{- $_ := include "rayjob.credentialsSecret" . -}}
+{{- $_ := include "rayjob.endpointsConfigMap" . -}}
+{{- $_ := include "rayjob.name" . -}}
+{{- if not (kindIs "bool" .Values.job.useGpu) -}}
+{{- fail (printf "job.useGpu must be true or false (got %v)" .Values.job.useGpu) -}}
+{{- end -}}
+{{- if lt (int .Values.job.numWorkers) 1 -}}
+{{- fail "job.numWorkers must be at least 1" -}}
+{{- end -}}
+{{- if lt (int .Values.ray.workers.replicas) 1 -}}
+{{- fail "ray.workers.replicas must be at least 1 (the head does not train: num-cpus 0)" -}}
+{{- end -}}
+{{- if lt (int .Values.ray.workers.gpusPerWorker) 0 -}}
+{{- fail "ray.workers.gpusPerWorker must not be negative" -}}
+{{- end -}}
+{{- if and .Values.job.useGpu (eq (int .Values.ray.workers.gpusPerWorker) 0) -}}
+{{- fail "job.useGpu=true but ray.workers.gpusPerWorker is 0: give each worker at least 1 GPU, or use values-cpu-kind.yaml / job.useGpu=false" -}}
+{{- end -}}
+{{- $cap := int (include "rayjob.capacity" .) -}}
+{{- if gt (int .Values.job.numWorkers) $cap -}}
+{{- if .Values.job.useGpu -}}
+{{- fail (printf "job.numWorkers=%d Ray Train workers do not fit ray.workers.replicas (%d) x ray.workers.gpusPerWorker (%d) = %d GPUs" (int .Values.job.numWorkers) (int .Values.ray.workers.replicas) (int .Values.ray.workers.gpusPerWorker) $cap) -}}
+{{- else -}}
+{{- fail (printf "job.numWorkers=%d Ray Train workers exceed ray.workers.replicas=%d (one Ray Train worker per worker pod in the CPU profile)" (int .Values.job.numWorkers) (int .Values.ray.workers.replicas)) -}}
+{{- end -}}
+{{- end -}}
+{{- if not .Values.platform.checkpointsBucket -}}
+{{- fail "platform.checkpointsBucket must not be empty" -}}
+{{- end -}}
+{{- if and .Values.lifecycle.deletionRules .Values.lifecycle.shutdownAfterJobFinishes -}}
+{{- fail "lifecycle.deletionRules and lifecycle.shutdownAfterJobFinishes are mutually exclusive in KubeRay: set shutdownAfterJobFinishes=false to use deletionRules" -}}
+{{- end -}}
+{{- if and (not .Values.lifecycle.deletionRules) (not .Values.lifecycle.shutdownAfterJobFinishes) -}}
+{{- fail "the RayCluster would never be deleted (GPUs stay allocated): set lifecycle.shutdownAfterJobFinishes=true or lifecycle.deletionRules" -}}
+{{- end -}}
+{{- if le (int .Values.lifecycle.activeDeadlineSeconds) 0 -}}
+{{- fail "lifecycle.activeDeadlineSeconds must be a positive number of seconds" -}}
+{{- end -}}
+{{- end -}}

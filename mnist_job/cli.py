@@ -1,0 +1,176 @@
+"""``mnist-job``: one command per stage. fetch -> prepare -> train -> evaluate.
+
+Every subcommand takes ``--params FILE`` and ``--set key=value``; expected
+failures print one line (or one list of invalid fields) and exit with the
+code from errors.py: 2 invalid input, 3 service unreachable, 4 bad data.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from mnist_job import config as cfg
+from mnist_job.errors import InvalidInput, JobError
+
+# CLI flag -> dotted params key. Each flag is a shortcut for --set KEY=VALUE.
+TRAIN_FLAGS = {
+    "epochs": (cfg.TrainParams, "train.epochs", int),
+    "batch_size": (cfg.TrainParams, "train.batch_size", int),
+    "learning_rate": (cfg.TrainParams, "train.learning_rate", float),
+    "num_workers": (cfg.TrainParams, "train.num_workers", int),
+    "cpus_per_worker": (cfg.TrainParams, "train.cpus_per_worker", int),
+    "use_gpu": (cfg.TrainParams, "train.use_gpu", str),
+    "max_failures": (cfg.TrainParams, "train.max_failures", int),
+    "storage_path": (cfg.TrainParams, "train.storage_path", str),
+    "run_name": (cfg.TrainParams, "train.run_name", str),
+    "output_dir": (cfg.TrainParams, "train.output_dir", str),
+    "train_subset": (cfg.DataParams, "data.train_subset", int),
+    "test_subset": (cfg.DataParams, "data.test_subset", int),
+    "experiment": (cfg.MlflowParams, "mlflow.experiment", str),
+}
+DATA_FLAGS = {
+    "source": (cfg.DataParams, "data.source", str),
+    "idx_dir": (cfg.DataParams, "data.idx_dir", str),
+}
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # argparse's own errors: usage line + message, exit 2
+        self.print_usage(sys.stderr)
+        print(f"error: {message}", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def _add_common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--params", type=Path, default=None, metavar="FILE",
+                        help="params file (default: params.yaml in the project folder, if present)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override one param, dotted key as in the file, YAML value (repeatable), "
+                             "e.g. --set train.epochs=3")
+
+
+def _add_flags(parser: argparse.ArgumentParser, flags: dict) -> None:
+    for name, (section, key, kind) in flags.items():
+        field = key.split(".", 1)[1]
+        parser.add_argument(f"--{name.replace('_', '-')}", dest=name, type=kind, default=None,
+                            metavar=field.upper() if kind is not str else "VALUE",
+                            help=f"{cfg.field_help(section, field)}; same as --set {key}=...")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="mnist-job", description=__doc__.split("\n\n")[0],
+                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                     epilog="Environment: MLFLOW_TRACKING_URI (default: SQLite under mlruns/), AWS_ENDPOINT_URL, "
+                            "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, MNIST_DVC_REMOTE_URL, MNIST_DATA_CACHE, "
+                            "MNIST_PROJECT_DIR (default: the current folder), RAY_ADDRESS (default: a local Ray).\n"
+                            "Exit codes: 0 ok, 2 invalid input, 3 service unreachable, 4 dataset missing or corrupt.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    p = sub.add_parser("fetch", help="download or copy raw MNIST into data.raw_dir, verified by SHA-256")
+    _add_common(p)
+    _add_flags(p, DATA_FLAGS)
+    p.add_argument("--force", action="store_true", help="fetch again even if verified raw files are present")
+
+    p = sub.add_parser("prepare", help="build the checksummed dataset (data.dir) that DVC tracks")
+    _add_common(p)
+    p.add_argument("--force", action="store_true", help="rebuild even if the dataset is up to date")
+
+    p = sub.add_parser("train", help="train with Ray Train on N workers, track in MLflow, register the model",
+                       description="Train the CNN with ray.train.torch.TorchTrainer. Checks MLflow, S3 and the "
+                                   "dataset first; logs params, per-epoch metrics, plots and the model to MLflow; "
+                                   "checkpoints every epoch to train.storage_path; rerunning a train.run_name "
+                                   "resumes it.")
+    _add_common(p)
+    _add_flags(p, TRAIN_FLAGS)
+
+    p = sub.add_parser("evaluate", help="score a saved model on the test set; write metrics.json and plots")
+    _add_common(p)
+    p.add_argument("--model", type=Path, default=Path("outputs/model/checkpoint.pt"), help="checkpoint file")
+    p.add_argument("--metrics", type=Path, default=Path("outputs/metrics.json"), help="metrics file for DVC")
+    p.add_argument("--plots", type=Path, default=Path("outputs/plots"), help="folder for plots")
+
+    p = sub.add_parser("pull-data", help="dvc pull the dataset into MNIST_DATA_CACHE (once per node) and verify it")
+    _add_common(p)
+
+    p = sub.add_parser("ensure-buckets", help="create S3 buckets at AWS_ENDPOINT_URL, waiting for the endpoint")
+    p.add_argument("--bucket", action="append", required=True, help="bucket name (repeatable)")
+    p.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for the endpoint (default 300)")
+    return parser
+
+
+def _params(args, runtime: cfg.Runtime, flags: dict | None = None) -> cfg.Params:
+    params_file = args.params
+    if params_file is None and (runtime.project_dir / "params.yaml").is_file():
+        params_file = runtime.project_dir / "params.yaml"
+    given = {key: getattr(args, name) for name, (_, key, _) in (flags or {}).items()}
+    return cfg.load_params(params_file, args.overrides, given)
+
+
+def _say(message: str) -> None:
+    print(message, flush=True)
+
+
+def run(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    runtime = cfg.Runtime.from_env()
+
+    if args.command == "ensure-buckets":
+        from mnist_job.storage import ensure_buckets
+
+        ensure_buckets(args.bucket, runtime.s3_endpoint, args.timeout, log=_say)
+        return 0
+
+    if args.command == "fetch":
+        from mnist_job.fetch import fetch
+
+        params = _params(args, runtime, DATA_FLAGS)
+        fetch(params.data, runtime.path(params.data.raw_dir), force=args.force, log=_say)
+    elif args.command == "prepare":
+        from mnist_job.prepare import prepare
+
+        params = _params(args, runtime)
+        prepare(runtime.path(params.data.raw_dir), runtime.path(params.data.dir), force=args.force, log=_say)
+    elif args.command == "pull-data":
+        from mnist_job.dataset import ensure_dataset
+
+        params = _params(args, runtime)
+        if runtime.data_cache is None:
+            raise InvalidInput("MNIST_DATA_CACHE: set it to the folder the dataset should be pulled into")
+        path = ensure_dataset(runtime.project_dir, params.data.dir, runtime.data_cache, runtime.dvc_remote_url,
+                              runtime.s3_endpoint, log=_say)
+        _say(f"dataset ready: {path}")
+    elif args.command == "train":
+        from mnist_job.train import run_training
+
+        params = _params(args, runtime, TRAIN_FLAGS)
+        result = run_training(params, runtime, log=_say)
+        accuracy = "n/a" if result.test_accuracy is None else f"{result.test_accuracy:.4f}"
+        _say(f"run id: {result.run_id}")
+        _say(f"test accuracy: {accuracy}")
+        _say(f"registered: {result.registered}")
+        _say(f"model: {result.model_dir}")
+    elif args.command == "evaluate":
+        from mnist_job.evaluate import evaluate_saved_model
+
+        params = _params(args, runtime)
+        evaluation = evaluate_saved_model(params, runtime, runtime.path(str(args.model)),
+                                          runtime.path(str(args.metrics)), runtime.path(str(args.plots)))
+        _say(f"test accuracy: {evaluation.accuracy:.4f} on {evaluation.count} images; wrote {args.metrics}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        return run(argv)
+    except JobError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

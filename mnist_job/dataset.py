@@ -1,0 +1,195 @@
+"""The prepared dataset: verify it, load it, and get it onto a worker with DVC.
+
+A worker needs ``data/mnist``. Where the project folder already holds a
+verified copy (a laptop after ``prepare``), it is used as is. Otherwise (a pod,
+or a worker of the local harness) the worker ``dvc pull``s it into its data
+cache (``MNIST_DATA_CACHE``): once per node, under a file lock on that folder,
+because several Ray workers on one node share it and node ranks cannot tell
+nodes apart (see FIELD-NOTES). The pull happens in a small DVC workspace
+inside the cache that holds copies of the project's DVC metadata, so it works
+where the project folder is read-only or has no ``.git`` (a container image).
+Every load checks the SHA-256 of every file against ``manifest.json``; a partial
+or corrupted pull is refused, never trained on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from mnist_job.errors import DataError, ServiceUnavailable
+
+MANIFEST = "manifest.json"
+SPLIT_FILES = {
+    "train_images": "train_images.npy",
+    "train_labels": "train_labels.npy",
+    "test_images": "test_images.npy",
+    "test_labels": "test_labels.npy",
+}
+# The DVC metadata a pull needs; the image ships exactly these.
+DVC_METADATA = ("dvc.yaml", "dvc.lock", ".dvc/config")
+
+
+def array_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def verify_dataset(folder: Path) -> dict:
+    """Return the manifest if every file is present and matches it; raise DataError otherwise."""
+    manifest_path = folder / MANIFEST
+    if not manifest_path.is_file():
+        raise DataError(f"dataset {folder}: {MANIFEST} is missing (not prepared, or an incomplete pull)")
+    try:
+        manifest = json.loads(manifest_path.read_text())
+        files = manifest["files"]
+    except (ValueError, KeyError):
+        raise DataError(f"dataset {folder}: {MANIFEST} is unreadable") from None
+    for filename in SPLIT_FILES.values():
+        entry = files.get(filename)
+        path = folder / filename
+        if entry is None:
+            raise DataError(f"dataset {folder}: {MANIFEST} has no entry for {filename}")
+        if not path.is_file():
+            raise DataError(f"dataset {folder}: {filename} is missing (an incomplete pull?)")
+        actual = array_sha256(path)
+        if actual != entry["sha256"]:
+            raise DataError(
+                f"dataset {folder}: {filename} fails its checksum "
+                f"(sha256 {actual[:12]}..., manifest says {entry['sha256'][:12]}...); refusing to use it"
+            )
+    return manifest
+
+
+@dataclass(frozen=True)
+class MnistArrays:
+    train_images: np.ndarray
+    train_labels: np.ndarray
+    test_images: np.ndarray
+    test_labels: np.ndarray
+    manifest: dict
+
+
+def load_dataset(folder: Path) -> MnistArrays:
+    manifest = verify_dataset(folder)
+    arrays = {key: np.load(folder / name, allow_pickle=False) for key, name in SPLIT_FILES.items()}
+    return MnistArrays(**arrays, manifest=manifest)
+
+
+def manifest_digest(manifest: dict) -> str:
+    """One short id for the dataset's content (tagged on MLflow runs)."""
+    canonical = json.dumps(manifest["files"], sort_keys=True).encode()
+    return hashlib.sha256(canonical).hexdigest()
+
+
+# ------------------------------------------------------------------ DVC
+
+
+def dvc_lock_hash(project_dir: Path, out_path: str) -> str | None:
+    """The md5 DVC recorded for ``out_path`` in dvc.lock (what ``dvc pull`` fetches)."""
+    lock = project_dir / "dvc.lock"
+    if not lock.is_file():
+        return None
+    stages = (yaml.safe_load(lock.read_text()) or {}).get("stages", {})
+    for stage in stages.values():
+        for out in stage.get("outs", []):
+            if out.get("path") == out_path:
+                return out.get("md5")
+    return None
+
+
+def dvc_executable() -> str:
+    """The dvc next to this interpreter (a venv or the image), else the one on PATH."""
+    candidate = Path(sys.executable).with_name("dvc")
+    return str(candidate) if candidate.exists() else "dvc"
+
+
+def _default_remote_url(project_dir: Path) -> tuple[str, str]:
+    from configobj import ConfigObj  # dvc's own config reader
+
+    config = ConfigObj(str(project_dir / ".dvc" / "config"))
+    name = config.get("core", {}).get("remote")
+    if not name:
+        raise DataError(f"{project_dir}/.dvc/config names no default remote and MNIST_DVC_REMOTE_URL is unset")
+    url = config.get(f'remote "{name}"', {}).get("url", "")
+    if "://" not in url and not url.startswith("/"):
+        # relative remote paths are relative to the config file's folder
+        url = str((project_dir / ".dvc" / url).resolve())
+    return name, url
+
+
+def write_pull_workspace(project_dir: Path, workspace: Path, remote_url: str | None, s3_endpoint: str | None) -> str:
+    """A DVC workspace in ``workspace`` with the project's metadata; returns the remote URL used."""
+    for rel in DVC_METADATA:
+        source = project_dir / rel
+        if not source.is_file():
+            raise DataError(f"cannot pull the dataset: {source} is missing (the image must ship the DVC metadata)")
+        (workspace / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, workspace / rel)
+    url = remote_url or _default_remote_url(project_dir)[1]
+    lines = ["[core]", "    no_scm = true", "    remote = pull", "['remote \"pull\"']", f"    url = {url}"]
+    if url.startswith("s3://") and s3_endpoint:
+        lines.append(f"    endpointurl = {s3_endpoint}")
+    (workspace / ".dvc" / "config.local").write_text("\n".join(lines) + "\n")
+    return url
+
+
+def dvc_pull(project_dir: Path, workspace: Path, out_path: str, remote_url: str | None,
+             s3_endpoint: str | None, log=print) -> Path:
+    workspace.mkdir(parents=True, exist_ok=True)
+    url = write_pull_workspace(project_dir, workspace, remote_url, s3_endpoint)
+    target = workspace / out_path
+    shutil.rmtree(target, ignore_errors=True)  # never mix a previous partial pull with this one
+    env = {**os.environ, "DVC_NO_ANALYTICS": "1"}
+    started = time.monotonic()
+    done = subprocess.run([dvc_executable(), "pull", "--force", out_path], cwd=workspace,
+                          capture_output=True, text=True, env=env)
+    if done.returncode != 0:
+        message = " ".join((done.stderr or done.stdout).split())[-600:]
+        if any(w in message for w in ("Could not connect", "connect timeout", "Connection refused",
+                                      "EndpointConnectionError", "NoSuchBucket", "bucket does not exist")):
+            raise ServiceUnavailable(f"dvc pull from {url} (endpoint {s3_endpoint or 'default'}) failed: {message}")
+        raise DataError(f"dvc pull of {out_path} from {url} failed: {message}")
+    log(f"data: pulled {out_path} from {url} into {target} in {time.monotonic() - started:.1f} s")
+    return target
+
+
+def ensure_dataset(project_dir: Path, data_dir: str, cache_dir: Path | None, remote_url: str | None,
+                   s3_endpoint: str | None, log=print) -> Path:
+    """A verified local copy of the prepared dataset, pulling it with DVC if needed."""
+    local = Path(data_dir) if Path(data_dir).is_absolute() else project_dir / data_dir
+    if cache_dir is None:
+        if (local / MANIFEST).is_file():
+            verify_dataset(local)
+            return local
+        cache_dir = project_dir / ".cache" / "dataset"
+    from filelock import FileLock
+
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    workspace = cache_dir / "dvc-workspace"
+    pulled = workspace / data_dir
+    with FileLock(str(cache_dir / ".pull.lock")):
+        if (pulled / MANIFEST).is_file():
+            try:
+                verify_dataset(pulled)
+                log(f"data: using {pulled}, pulled earlier on this node")
+                return pulled
+            except DataError as exc:
+                log(f"data: cached copy is not usable ({exc}); pulling again")
+        dvc_pull(project_dir, workspace, data_dir, remote_url, s3_endpoint, log=log)
+        verify_dataset(pulled)
+        (cache_dir / "PULLED").write_text(json.dumps({"path": str(pulled), "pid": os.getpid(), "time": time.time()}))
+        return pulled

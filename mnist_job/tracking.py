@@ -1,0 +1,193 @@
+"""MLflow: where runs go, checking the server first, and logging that survives outages.
+
+Ray Train V2 rejects ``MLflowLoggerCallback``; instead the driver creates (or
+resumes) the run and the rank-0 worker logs to it by run id from inside the
+training loop. Each epoch's metrics go in one ``log_batch`` call, so an epoch
+is either logged whole or not at all; before logging, the logger asks the
+server which epochs it already has, which makes logging exactly-once across
+worker restarts and server outages (metrics wait in a buffer and are retried).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+
+from mnist_job.errors import InvalidInput, ServiceUnavailable
+
+PRESENCE_KEY = "val_accuracy"  # logged every epoch; its steps say which epochs the server has
+RUN_NAME_TAG = "ray.run_name"
+
+
+def local_store(project_dir: Path) -> tuple[str, str]:
+    """The embedded default: a SQLite store and an artifact folder under mlruns/."""
+    root = project_dir / "mlruns"
+    return f"sqlite:///{root / 'mlflow.db'}", (root / "artifacts").as_uri()
+
+
+def resolve_tracking_uri(tracking_uri: str | None, project_dir: Path) -> str:
+    if tracking_uri:
+        return tracking_uri
+    (project_dir / "mlruns").mkdir(parents=True, exist_ok=True)
+    return local_store(project_dir)[0]
+
+
+def redact(uri: str) -> str:
+    """A URI fit for messages: user:password@ removed."""
+    parts = urllib.parse.urlsplit(uri)
+    if not (parts.username or parts.password):
+        return uri
+    host = parts.hostname or ""
+    if parts.port:
+        host += f":{parts.port}"
+    return urllib.parse.urlunsplit(parts._replace(netloc=host))
+
+
+def check_tracking_server(uri: str, timeout: float = 5.0, attempts: int = 3) -> None:
+    """Fail fast (well under 30 s) with the endpoint's name when an HTTP server does not answer."""
+    if not uri.startswith(("http://", "https://")):
+        return
+    url = uri.rstrip("/") + "/health"
+    reason = ""
+    for attempt in range(attempts):
+        try:
+            with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310
+                if response.status == 200:
+                    return
+                reason = f"HTTP {response.status}"
+        except urllib.error.HTTPError as exc:
+            reason = f"HTTP {exc.code}"
+            if exc.code == 403:
+                raise ServiceUnavailable(
+                    f"MLflow tracking server {redact(uri)} refused the request (HTTP 403): "
+                    "add this host name to the server's --allowed-hosts"
+                ) from None
+        except (urllib.error.URLError, OSError) as exc:
+            reason = str(getattr(exc, "reason", exc))
+        if attempt + 1 < attempts:
+            time.sleep(1.0)
+    raise ServiceUnavailable(f"MLflow tracking server {redact(uri)} is unreachable: {reason}")
+
+
+def get_or_create_experiment(client, name: str, project_dir: Path, tracking_uri: str) -> str:
+    experiment = client.get_experiment_by_name(name)
+    if experiment is not None:
+        if experiment.lifecycle_stage == "deleted":
+            raise InvalidInput(f"mlflow.experiment: experiment {name!r} is deleted; restore it or pick another name")
+        return experiment.experiment_id
+    artifact_location = None
+    if tracking_uri.startswith("sqlite:"):
+        artifact_location = f"{local_store(project_dir)[1]}/{name}"
+    return client.create_experiment(name, artifact_location=artifact_location)
+
+
+def git_commit(project_dir: Path, given: str | None) -> str:
+    if given:
+        return given
+    try:
+        done = subprocess.run(["git", "rev-parse", "HEAD"], cwd=project_dir, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+    return done.stdout.strip() if done.returncode == 0 else "unknown"
+
+
+def start_or_resume_run(client, experiment_id: str, run_name: str, params: dict, tags: dict) -> tuple[str, bool]:
+    """The MLflow run of ``run_name``: a new one, or the unfinished one a restarted driver left."""
+    from mlflow.entities import Metric, Param, RunTag  # noqa: F401 (Param, RunTag used below)
+
+    existing = client.search_runs(
+        [experiment_id], filter_string=f"tags.`{RUN_NAME_TAG}` = '{run_name}'", max_results=1
+    )
+    if existing:
+        run = existing[0]
+        if run.info.status == "FINISHED":
+            raise InvalidInput(
+                f"train.run_name: run {run_name!r} already finished (MLflow run {run.info.run_id}); "
+                "pick a new run name to train again"
+            )
+        client.update_run(run.info.run_id, status="RUNNING")
+        return run.info.run_id, True
+    run = client.create_run(experiment_id, run_name=run_name, tags={RUN_NAME_TAG: run_name, **tags})
+    client.log_batch(run.info.run_id, params=[Param(k, str(v)[:6000]) for k, v in sorted(params.items())])
+    return run.info.run_id, False
+
+
+class EpochMetricsLogger:
+    """Per-epoch metrics to one run, exactly once, surviving server outages.
+
+    ``log(epoch, metrics)`` queues the epoch and tries to send everything queued;
+    when the server is down the epochs stay queued and go with the next call.
+    ``flush(timeout)`` keeps trying until the queue is empty or time runs out.
+    """
+
+    def __init__(self, client, run_id: str, say: Callable[[str], None] = print):
+        self.client = client
+        self.run_id = run_id
+        self.say = say
+        self.pending: dict[int, dict[str, float]] = {}
+        self._down_since: float | None = None
+
+    def _logged_epochs(self) -> set[int]:
+        return {m.step for m in self.client.get_metric_history(self.run_id, PRESENCE_KEY)}
+
+    def log(self, epoch: int, metrics: dict[str, float]) -> bool:
+        self.pending[epoch] = metrics
+        return self._send()
+
+    def backfill(self, history: list[dict[str, float]]) -> bool:
+        """After a restore: queue every checkpointed epoch; the ones the server has are skipped."""
+        for entry in history:
+            self.pending.setdefault(int(entry["epoch"]), {k: v for k, v in entry.items() if k != "epoch"})
+        return self._send()
+
+    def _send(self) -> bool:
+        from mlflow.entities import Metric
+
+        if not self.pending:
+            return True
+        try:
+            have = self._logged_epochs()
+            for epoch in sorted(self.pending):
+                if epoch not in have:
+                    now = int(time.time() * 1000)
+                    batch = [Metric(k, float(v), now, epoch) for k, v in sorted(self.pending[epoch].items())]
+                    self.client.log_batch(self.run_id, metrics=batch)
+                del self.pending[epoch]
+        except Exception as exc:  # noqa: BLE001 (any client or network error: keep the metrics)
+            if self._down_since is None:
+                self._down_since = time.monotonic()
+                self.say(f"mlflow: server unreachable ({type(exc).__name__}); "
+                         f"keeping {len(self.pending)} epoch(s) of metrics to retry")
+            return False
+        if self._down_since is not None:
+            self.say(f"mlflow: server back after {time.monotonic() - self._down_since:.0f} s; buffered metrics sent")
+            self._down_since = None
+        return True
+
+    def flush(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while not self._send():
+            if time.monotonic() > deadline:
+                raise ServiceUnavailable(
+                    f"MLflow tracking server did not take {len(self.pending)} epoch(s) of metrics "
+                    f"within {timeout:.0f} s (epochs {sorted(self.pending)})"
+                )
+            time.sleep(3.0)
+
+
+def retry(action: Callable[[], object], what: str, timeout: float, say: Callable[[str], None] = print):
+    """Run ``action`` until it succeeds or ``timeout`` passes (for end-of-run artifact logging)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return action()
+        except Exception as exc:  # noqa: BLE001
+            if time.monotonic() > deadline:
+                raise ServiceUnavailable(f"MLflow: could not {what} within {timeout:.0f} s: {exc}") from None
+            say(f"mlflow: could not {what} ({type(exc).__name__}); retrying")
+            time.sleep(3.0)

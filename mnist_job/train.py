@@ -1,0 +1,216 @@
+"""Stage 3, train: the driver. Checks, then ``TorchTrainer`` on N workers, then the summary.
+
+Order matters: everything that can be found wrong without training (params,
+services, data, cluster size) is checked before a worker starts, so a bad
+setting costs seconds, not an epoch. The per-worker loop is in train_loop.py.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import shutil
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from mnist_job.config import Params, Runtime
+from mnist_job.errors import DataError, InvalidInput, JobError, ServiceUnavailable
+from mnist_job.storage import check_s3_location
+
+
+@dataclass(frozen=True)
+class TrainingResult:
+    run_id: str
+    experiment_id: str
+    tracking_uri: str
+    test_accuracy: float | None
+    registered: str
+    model_dir: Path
+    resumed: bool
+
+
+def default_run_name() -> str:
+    return f"mnist-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}-{secrets.token_hex(2)}"
+
+
+def resolve_storage_path(storage_path: str, runtime: Runtime) -> str:
+    if storage_path.startswith("s3://"):
+        return storage_path
+    if "://" in storage_path:
+        raise InvalidInput(f"train.storage_path: {storage_path!r}: only local paths and s3:// are supported")
+    return str(runtime.path(storage_path).resolve())
+
+
+def init_ray(runtime: Runtime):
+    import ray
+
+    if ray.is_initialized():
+        return ray
+    if runtime.ray_address:  # a cluster: the RayJob's driver, or RAY_ADDRESS set by hand
+        try:
+            ray.init(address=runtime.ray_address, log_to_driver=True)
+        except ConnectionError as exc:
+            raise ServiceUnavailable(f"Ray cluster at {runtime.ray_address} is unreachable: {exc}") from None
+    else:
+        # "local": always a fresh cluster; a stale /tmp/ray/ray_current_cluster cannot hijack it.
+        # The dashboard serves the State API that Ray Train's placement-group cleaner polls.
+        ray.init(address="local", include_dashboard=True, dashboard_host="127.0.0.1", log_to_driver=True)
+    return ray
+
+
+def plan_resources(params: Params, ray) -> tuple[bool, int]:
+    """(use_gpu, CPUs per worker), refusing combinations the cluster cannot run."""
+    resources = ray.cluster_resources()
+    cpus, gpus = int(resources.get("CPU", 0)), int(resources.get("GPU", 0))
+    workers = params.train.num_workers
+    use_gpu = params.train.use_gpu == "true" or (params.train.use_gpu == "auto" and gpus > 0)
+    problems = []
+    if params.train.use_gpu == "true" and gpus == 0:
+        problems.append("train.use_gpu: true, but the Ray cluster has no GPU")
+    elif use_gpu and workers > gpus:
+        problems.append(f"train.num_workers: {workers} workers need {workers} GPUs; the Ray cluster has {gpus}")
+    if params.train.cpus_per_worker:
+        per_worker = params.train.cpus_per_worker
+    elif use_gpu:
+        per_worker = 1
+    else:  # share the cluster's CPUs: threads per worker = its CPU share
+        per_worker = max(1, cpus // workers)
+    if not use_gpu and workers * per_worker > cpus:
+        problems.append(
+            f"train.num_workers: {workers} workers x {per_worker} CPUs exceed the {cpus} CPUs of the Ray cluster "
+            "(lower train.num_workers or train.cpus_per_worker)")
+    if problems:
+        raise InvalidInput(problems)
+    return use_gpu, per_worker
+
+
+def run_training(params: Params, runtime: Runtime, log=print) -> TrainingResult:
+    from mlflow import MlflowClient
+
+    from mnist_job import tracking
+    from mnist_job.dataset import MANIFEST, dvc_lock_hash, ensure_dataset, manifest_digest
+    from mnist_job.train_loop import CHECKPOINT_FILE, train_loop_per_worker
+
+    t_start = time.monotonic()
+    run_name = params.train.run_name or default_run_name()
+    storage_path = resolve_storage_path(params.train.storage_path, runtime)
+
+    # 1. services, before any work: one clear error naming the endpoint (exit 3)
+    tracking_uri = tracking.resolve_tracking_uri(runtime.tracking_uri, runtime.project_dir)
+    tracking.check_tracking_server(tracking_uri)
+    if storage_path.startswith("s3://"):
+        check_s3_location(storage_path, runtime.s3_endpoint, "train.storage_path")
+    if runtime.data_cache and runtime.dvc_remote_url and runtime.dvc_remote_url.startswith("s3://"):
+        check_s3_location(runtime.dvc_remote_url, runtime.s3_endpoint, "MNIST_DVC_REMOTE_URL")
+
+    # 2. data: verified here too, so a corrupt dataset fails in seconds (exit 4)
+    data_dir = ensure_dataset(runtime.project_dir, params.data.dir, runtime.data_cache, runtime.dvc_remote_url,
+                              runtime.s3_endpoint, log=log)
+    manifest = json.loads((data_dir / MANIFEST).read_text())  # verified by ensure_dataset
+
+    # 3. the Ray cluster and what it can run
+    ray = init_ray(runtime)
+    use_gpu, cpus_per_worker = plan_resources(params, ray)
+
+    # 4. the MLflow run (resumed when a restarted driver reruns the same run name)
+    client = MlflowClient(tracking_uri=tracking_uri)
+    experiment_id = tracking.get_or_create_experiment(client, params.mlflow.experiment, runtime.project_dir, tracking_uri)
+    import mlflow
+    import ray as ray_module
+    import torch
+
+    tags = {
+        "git.commit": tracking.git_commit(runtime.project_dir, runtime.git_commit),
+        "mlflow.source.git.commit": tracking.git_commit(runtime.project_dir, runtime.git_commit),
+        "dvc.data_md5": dvc_lock_hash(runtime.project_dir, params.data.dir) or "unknown",
+        "data.manifest_sha256": manifest_digest(manifest),
+        "version.ray": ray_module.__version__,
+        "version.torch": torch.__version__,
+        "version.mlflow": mlflow.__version__,
+        "workers.count": str(params.train.num_workers),
+        "workers.kind": "gpu" if use_gpu else "cpu",
+        "workers.cpus_each": str(cpus_per_worker),
+        "ray.storage_path": storage_path,
+    }
+    run_id, resumed = tracking.start_or_resume_run(client, experiment_id, run_name, params.flat(), tags)
+    log(f"mlflow: {'resuming' if resumed else 'started'} run {run_id} ({run_name}) in experiment "
+        f"{params.mlflow.experiment!r} at {tracking.redact(tracking_uri)}")
+
+    # 5. train
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={
+            "params": params.model_dump(),
+            "runtime": runtime.model_dump(),
+            "tracking_uri": tracking_uri,
+            "run_id": run_id,
+            "threads_per_worker": cpus_per_worker,
+        },
+        scaling_config=ScalingConfig(num_workers=params.train.num_workers, use_gpu=use_gpu,
+                                     resources_per_worker={"CPU": cpus_per_worker}),
+        run_config=RunConfig(
+            name=run_name,
+            storage_path=storage_path,
+            failure_config=FailureConfig(max_failures=params.train.max_failures),
+            checkpoint_config=CheckpointConfig(num_to_keep=2),
+        ),
+    )
+    t_fit = time.monotonic()
+    try:
+        result = trainer.fit()
+    except Exception as exc:  # noqa: BLE001 (Ray wraps worker errors; report the root cause)
+        client.set_terminated(run_id, status="FAILED")
+        raise _root_cause(exc) from None
+    fit_seconds = time.monotonic() - t_fit
+
+    # 6. the final model next to the project, and the summary
+    out_dir = runtime.path(params.train.output_dir)
+    model_dir = out_dir / "model"
+    if result.checkpoint is None:
+        client.set_terminated(run_id, status="FAILED")
+        raise JobError("training finished without a checkpoint")
+    with result.checkpoint.as_directory() as folder:
+        model_dir.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(Path(folder) / CHECKPOINT_FILE, model_dir / CHECKPOINT_FILE)
+    run = client.get_run(run_id)
+    test_accuracy = run.data.metrics.get("test_accuracy")
+    registered = run.data.tags.get("model.registered", "false")
+    client.log_metric(run_id, "fit_wall_s", fit_seconds)
+    client.set_terminated(run_id, status="FINISHED")
+    summary = {
+        "run_id": run_id, "run_name": run_name, "experiment_id": experiment_id,
+        "tracking_uri": tracking.redact(tracking_uri), "test_accuracy": test_accuracy, "registered": registered,
+        "fit_wall_s": round(fit_seconds, 1), "total_wall_s": round(time.monotonic() - t_start, 1),
+        "storage_path": f"{storage_path}/{run_name}",
+    }
+    (out_dir / "run.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return TrainingResult(run_id, experiment_id, tracking_uri, test_accuracy, registered, model_dir, resumed)
+
+
+def _root_cause(exc: BaseException) -> Exception:
+    """The JobError a worker raised, if any, so its exit code and message reach the user."""
+    seen = set()
+    stack = [exc]
+    while stack:
+        current = stack.pop()
+        if id(current) in seen or current is None:
+            continue
+        seen.add(id(current))
+        if isinstance(current, JobError):
+            return current
+        failures = getattr(current, "worker_failures", None)
+        nested = list(failures.values()) if isinstance(failures, dict) else []
+        for nxt in (current.__cause__, current.__context__, getattr(current, "cause", None), *nested):
+            if isinstance(nxt, BaseException):
+                stack.append(nxt)
+    text = str(exc).strip().splitlines()
+    for kind in (DataError, ServiceUnavailable, InvalidInput):
+        for line in text:
+            if kind.__name__ + ":" in line:
+                return kind(line.split(kind.__name__ + ":", 1)[1].strip())
+    return JobError(f"training failed: {text[-1] if text else type(exc).__name__}")

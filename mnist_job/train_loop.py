@@ -1,0 +1,256 @@
+"""What every Ray Train worker runs: load the data, train its shard, report each epoch.
+
+Rank 0 also checkpoints, logs to MLflow (Ray Train V2 has no MLflow callback)
+and, after the last epoch, evaluates on the test set, logs the plots and the
+model, and registers it when it is good enough. Every rank calls
+``ray.train.report`` each epoch; only rank 0 passes a checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+CHECKPOINT_FILE = "checkpoint.pt"
+FINAL_TAG = "final.logged"
+
+
+def _say(rank: int, message: str) -> None:
+    print(f"[rank {rank}] {message}", flush=True)
+
+
+def split_train_validation(train_images: np.ndarray, train_labels: np.ndarray, validation_size: int, subset: int):
+    """Deterministic: the last ``validation_size`` images (of the subset) are held out."""
+    if subset:
+        train_images, train_labels = train_images[:subset], train_labels[:subset]
+    cut = len(train_images) - validation_size
+    return (train_images[:cut], train_labels[:cut]), (train_images[cut:], train_labels[cut:])
+
+
+def shard_indices(n: int, epoch: int, seed: int, rank: int, world: int) -> torch.Tensor:
+    """This rank's share of one epoch's shuffled order; every rank gets the same count."""
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1000 + epoch))
+    per_rank = n // world
+    return order[rank * per_rank : (rank + 1) * per_rank]
+
+
+def _all_reduce(values: list[float], device: torch.device, world: int) -> list[float]:
+    if world == 1:
+        return values
+    import torch.distributed as dist
+
+    tensor = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.all_reduce(tensor)
+    return tensor.tolist()
+
+
+def run_epoch(model, optimizer, scheduler, x: torch.Tensor, y: torch.Tensor, shard: torch.Tensor, local_batch: int):
+    """One pass over this rank's shard; returns (loss sum, correct, seen)."""
+    model.train()
+    loss_fn = torch.nn.functional.cross_entropy
+    loss_sum = torch.zeros((), device=x.device, dtype=torch.float64)
+    correct = torch.zeros((), device=x.device, dtype=torch.int64)
+    steps = len(shard) // local_batch  # equal on every rank: no rank waits on a missing all-reduce
+    shard = shard.to(x.device)
+    for step in range(steps):
+        idx = shard[step * local_batch : (step + 1) * local_batch]
+        xb, yb = x[idx], y[idx]
+        logits = model(xb)
+        loss = loss_fn(logits, yb)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        loss_sum += loss.detach() * len(yb)
+        correct += (logits.argmax(1) == yb).sum()
+    return loss_sum.item(), correct.item(), steps * local_batch
+
+
+@torch.no_grad()
+def score(model, x: torch.Tensor, y: torch.Tensor, batch: int = 1000) -> tuple[float, float, int]:
+    model.eval()
+    loss_sum, correct = 0.0, 0
+    for i in range(0, len(x), batch):
+        logits = model(x[i : i + batch])
+        loss_sum += torch.nn.functional.cross_entropy(logits, y[i : i + batch], reduction="sum").item()
+        correct += (logits.argmax(1) == y[i : i + batch]).sum().item()
+    return loss_sum, correct, len(x)
+
+
+def train_loop_per_worker(config: dict) -> None:
+    import ray.train
+    import ray.train.torch
+
+    from mnist_job.config import Params, Runtime
+    from mnist_job.dataset import ensure_dataset, load_dataset
+    from mnist_job.model import build_model, images_to_tensor
+
+    params = Params.model_validate(config["params"], strict=False)
+    runtime = Runtime.model_validate(config["runtime"])
+    context = ray.train.get_context()
+    rank, world = context.get_world_rank(), context.get_world_size()
+    device = ray.train.torch.get_device()
+    if device.type == "cpu":
+        torch.set_num_threads(config["threads_per_worker"])
+    torch.manual_seed(params.train.seed)
+
+    started = time.monotonic()
+    data_dir = ensure_dataset(runtime.project_dir, params.data.dir, runtime.data_cache, runtime.dvc_remote_url,
+                              runtime.s3_endpoint, log=lambda m: _say(rank, m))
+    data = load_dataset(data_dir)
+    (train_x, train_y), (val_x, val_y) = split_train_validation(
+        data.train_images, data.train_labels, params.data.validation_size, params.data.train_subset)
+    x = images_to_tensor(train_x, device)
+    y = torch.as_tensor(train_y.astype(np.int64), device=device)
+    # validation is sharded too, then summed over ranks
+    vx = images_to_tensor(val_x[rank::world], device)
+    vy = torch.as_tensor(val_y[rank::world].astype(np.int64), device=device)
+    _say(rank, f"data ready in {time.monotonic() - started:.1f} s: {len(x)} train / {len(val_x)} validation images "
+               f"from {data_dir} on {device}")
+
+    model = ray.train.torch.prepare_model(build_model(params.model.width, params.model.dropout))
+    local_batch = max(1, params.train.batch_size // world)
+    steps_per_epoch = (len(x) // world) // local_batch
+    if steps_per_epoch == 0:
+        raise ValueError(f"train.batch_size {params.train.batch_size} is larger than the training set of {len(x)}")
+    optimizer = torch.optim.AdamW(model.parameters(), lr=params.train.learning_rate, weight_decay=params.train.weight_decay)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=params.train.learning_rate, total_steps=params.train.epochs * steps_per_epoch)
+
+    history: list[dict] = []
+    start_epoch = 1
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint:
+        with checkpoint.as_directory() as folder:
+            state = torch.load(Path(folder) / CHECKPOINT_FILE, map_location=device, weights_only=False)
+        unwrap(model).load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        history = state["history"]
+        start_epoch = state["epoch"] + 1
+        _say(rank, f"resumed from the checkpoint of epoch {state['epoch']}")
+
+    logger = None
+    if rank == 0:
+        logger = _mlflow_logger(config, rank)
+        if history:
+            logger.backfill(history)
+
+    for epoch in range(start_epoch, params.train.epochs + 1):
+        t0 = time.monotonic()
+        shard = shard_indices(len(x), epoch, params.train.seed, rank, world)
+        loss_sum, correct, seen = run_epoch(model, optimizer, scheduler, x, y, shard, local_batch)
+        train_time = time.monotonic() - t0
+        v_loss, v_correct, v_seen = score(model, vx, vy)
+        loss_sum, correct, seen, v_loss, v_correct, v_seen = _all_reduce(
+            [loss_sum, correct, seen, v_loss, v_correct, v_seen], device, world)
+        metrics = {
+            "epoch": epoch,
+            "train_loss": loss_sum / seen,
+            "train_accuracy": correct / seen,
+            "val_loss": v_loss / max(v_seen, 1),
+            "val_accuracy": v_correct / max(v_seen, 1),
+            "images_per_s": seen / train_time,
+            "epoch_time_s": time.monotonic() - t0,
+        }
+        history.append(metrics)
+        _say(rank, f"epoch {epoch}/{params.train.epochs} train_loss={metrics['train_loss']:.4f} "
+                   f"train_acc={metrics['train_accuracy']:.4f} val_loss={metrics['val_loss']:.4f} "
+                   f"val_acc={metrics['val_accuracy']:.4f} images/s={metrics['images_per_s']:.0f} "
+                   f"time={metrics['epoch_time_s']:.1f}s")
+        if rank == 0:
+            with tempfile.TemporaryDirectory() as folder:
+                torch.save({"model": unwrap(model).state_dict(), "optimizer": optimizer.state_dict(),
+                            "scheduler": scheduler.state_dict(), "epoch": epoch, "history": history,
+                            "model_params": params.model.model_dump()}, Path(folder) / CHECKPOINT_FILE)
+                ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder))
+            # after the checkpoint is safe: a restart re-trains at most the epochs not logged yet
+            logger.log(epoch, {k: v for k, v in metrics.items() if k != "epoch"})
+        else:
+            ray.train.report(metrics, checkpoint=None)
+
+    if rank == 0:
+        finish_run(config, unwrap(model), data, history, logger, device)
+
+
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    return model.module if hasattr(model, "module") else model
+
+
+def _mlflow_logger(config: dict, rank: int):
+    from mlflow import MlflowClient
+
+    from mnist_job.tracking import EpochMetricsLogger
+
+    # Fail a request in seconds rather than minutes so an outage only delays logging.
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+    client = MlflowClient(tracking_uri=config["tracking_uri"])
+    return EpochMetricsLogger(client, config["run_id"], say=lambda m: _say(rank, m))
+
+
+def finish_run(config: dict, model: torch.nn.Module, data, history: list[dict], logger, device) -> None:
+    """Rank 0, after the last epoch: test metrics, plots, model, registry. Idempotent across restarts."""
+    import mlflow
+
+    from mnist_job.config import Params
+    from mnist_job.evaluate import evaluate, plot_confusion, plot_curves
+    from mnist_job.model import images_to_tensor
+    from mnist_job.tracking import retry
+
+    params = Params.model_validate(config["params"], strict=False)
+    client, run_id = logger.client, config["run_id"]
+    timeout = params.mlflow.flush_timeout_s
+    logger.flush(timeout)
+    run = retry(lambda: client.get_run(run_id), "read the run", timeout)
+    if run.data.tags.get(FINAL_TAG) == "true":
+        _say(0, "final evaluation was logged before a restart; nothing to redo")
+        return
+
+    n_test = params.data.test_subset or len(data.test_labels)
+    test_images, test_labels = data.test_images[:n_test], data.test_labels[:n_test]
+    evaluation = evaluate(model, test_images, test_labels, device)
+    _say(0, f"test accuracy {evaluation.accuracy:.4f} on {evaluation.count} images")
+    model = model.to("cpu").eval()
+    register = evaluation.accuracy >= params.mlflow.register_min_accuracy
+
+    with tempfile.TemporaryDirectory() as folder:
+        folder = Path(folder)
+        plot_curves(history, folder / "plots" / "training_curves.png")
+        plot_confusion(evaluation, folder / "plots" / "confusion_matrix.png")
+        (folder / "metrics").mkdir()
+        (folder / "metrics" / "history.json").write_text(json.dumps(history, indent=2))
+        (folder / "metrics" / "test_metrics.json").write_text(json.dumps(evaluation.to_json(), indent=2))
+
+        def log_everything():
+            from mlflow.entities import Metric
+
+            now = int(time.time() * 1000)
+            step = int(history[-1]["epoch"]) if history else 0
+            client.log_batch(run_id, metrics=[Metric(k, v, now, step) for k, v in evaluation.metrics().items()])
+            client.log_artifacts(run_id, str(folder / "plots"), "plots")
+            client.log_artifacts(run_id, str(folder / "metrics"), "metrics")
+            mlflow.set_tracking_uri(config["tracking_uri"])
+            example = images_to_tensor(test_images[:2]).numpy()
+            with mlflow.start_run(run_id=run_id):
+                info = mlflow.pytorch.log_model(
+                    model, name="model", input_example=example,
+                    registered_model_name=params.mlflow.registered_model if register else None)
+            version = getattr(info, "registered_model_version", None)
+            client.set_tag(run_id, "model.registered", f"{params.mlflow.registered_model}/{version}" if register else "false")
+            client.set_tag(run_id, "model.uri", info.model_uri)
+            client.set_tag(run_id, FINAL_TAG, "true")
+            return version
+
+        version = retry(log_everything, "log the final model and plots", timeout, say=lambda m: _say(0, m))
+    if register:
+        _say(0, f"registered {params.mlflow.registered_model} version {version}")
+    else:
+        _say(0, f"not registered: test accuracy {evaluation.accuracy:.4f} < mlflow.register_min_accuracy "
+                f"{params.mlflow.register_min_accuracy}")

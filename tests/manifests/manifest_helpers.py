@@ -1,0 +1,135 @@
+"""Shared constants and helpers of the manifest tests (imported by conftest and tests)."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+TOOLS = ROOT / ".tools" / "bin"
+CHARTS = ROOT / "charts"
+PLATFORM = CHARTS / "kuberay-mnist-platform"
+RAYJOB = CHARTS / "kuberay-mnist-rayjob"
+NAMESPACE = "mnist"
+PLATFORM_RELEASE = "mnist-platform"
+RAYJOB_RELEASE = "mnist-train"
+# Kubernetes versions the rendered objects must validate against (strict).
+K8S_VERSIONS = ("1.29", "1.33", "1.35")
+
+
+def crds_dir() -> Path:
+    env = os.environ.get("KUBERAY_CRDS_DIR")
+    return Path(env) if env else (ROOT / ".." / "shared" / "kuberay" / "crds").resolve()
+
+
+@dataclass(frozen=True)
+class Profile:
+    """One `helm template` invocation of a chart with a values profile."""
+
+    id: str
+    chart: Path
+    release: str
+    values: tuple[str, ...] = ()
+    sets: tuple[str, ...] = ()
+
+    def args(self) -> list[str]:
+        out: list[str] = []
+        for v in self.values:
+            out += ["-f", str(self.chart / v)]
+        for s in self.sets:
+            out += ["--set", s]
+        return out
+
+
+NO_OPERATOR = ("kuberay-operator.enabled=false",)
+PROFILES = {
+    p.id: p
+    for p in (
+        Profile("rayjob-gpu", RAYJOB, RAYJOB_RELEASE),
+        Profile("rayjob-cpu-kind", RAYJOB, RAYJOB_RELEASE, ("values-cpu-kind.yaml",)),
+        Profile("rayjob-gpu-initcontainer", RAYJOB, RAYJOB_RELEASE, (), ("job.pullDataInitContainer=true",)),
+        Profile("platform-default", PLATFORM, PLATFORM_RELEASE, (), NO_OPERATOR),
+        Profile("platform-dev", PLATFORM, PLATFORM_RELEASE, ("values-dev.yaml",), NO_OPERATOR),
+    )
+}
+
+
+@dataclass
+class Result:
+    returncode: int
+    stdout: str
+    stderr: str
+    docs: list[dict] = field(default_factory=list)
+
+
+def run(cmd: list[str], **kw) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PATH": f"{TOOLS}{os.pathsep}{os.environ.get('PATH', '')}"}
+    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, **kw)
+
+
+def by_kind(docs: list[dict], kind: str) -> list[dict]:
+    return [d for d in docs if d.get("kind") == kind]
+
+
+def one(docs: list[dict], kind: str, name: str | None = None) -> dict:
+    found = [d for d in by_kind(docs, kind) if name is None or d["metadata"]["name"] == name]
+    assert len(found) == 1, f"expected one {kind} {name or ''}, found {len(found)}"
+    return found[0]
+
+
+def rayjob_pod_templates(rayjob: dict) -> dict[str, dict]:
+    """role -> pod template (head, each worker group, submitter)."""
+    spec = rayjob["spec"]
+    out = {"head": spec["rayClusterSpec"]["headGroupSpec"]["template"]}
+    for g in spec["rayClusterSpec"].get("workerGroupSpecs", []):
+        out[f"worker:{g['groupName']}"] = g["template"]
+    if "submitterPodTemplate" in spec:
+        out["submitter"] = spec["submitterPodTemplate"]
+    return out
+
+
+def workload_pod_templates(docs: list[dict]) -> dict[str, dict]:
+    """'<Kind>/<name>[/<role>]' -> pod template, for every object that makes pods."""
+    out: dict[str, dict] = {}
+    for d in docs:
+        kind, name = d["kind"], d["metadata"]["name"]
+        if kind in ("Deployment", "StatefulSet", "DaemonSet", "Job"):
+            out[f"{kind}/{name}"] = d["spec"]["template"]
+        elif kind == "RayJob":
+            for role, t in rayjob_pod_templates(d).items():
+                out[f"{kind}/{name}/{role}"] = t
+    return out
+
+
+def load_yaml(path: Path):
+    return yaml.safe_load(path.read_text())
+
+
+
+_BIN = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40}
+_DEC = {"": 1, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "m": 10**-3}
+
+
+def _parse(q) -> float:
+    m = re.fullmatch(r"([0-9.]+)([A-Za-z]*)", str(q))
+    if not m:
+        raise ValueError(f"bad quantity {q!r}")
+    num, unit = float(m.group(1)), m.group(2)
+    if unit in _BIN:
+        return num * _BIN[unit]
+    if unit in _DEC:
+        return num * _DEC[unit]
+    raise ValueError(f"bad unit in {q!r}")
+
+
+def cpu(q) -> float:
+    return _parse(q)
+
+
+def mem(q) -> float:
+    return _parse(q)

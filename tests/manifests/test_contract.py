@@ -1,0 +1,330 @@
+"""The contract between the image, the package, the platform chart and the RayJob chart."""
+
+from __future__ import annotations
+
+import re
+import shlex
+import tomllib
+
+import pytest
+import yaml
+
+from manifest_helpers import (
+    PLATFORM,
+    RAYJOB,
+    RAYJOB_RELEASE,
+    ROOT,
+    by_kind,
+    load_yaml,
+    one,
+    rayjob_pod_templates,
+    workload_pod_templates,
+)
+
+REQUIRED_ENV = {
+    "MLFLOW_TRACKING_URI": "configMapKeyRef",
+    "AWS_ENDPOINT_URL": "configMapKeyRef",
+    "AWS_DEFAULT_REGION": "configMapKeyRef",
+    "MNIST_DVC_REMOTE_URL": "configMapKeyRef",
+    "AWS_ACCESS_KEY_ID": "secretKeyRef",
+    "AWS_SECRET_ACCESS_KEY": "secretKeyRef",
+}
+REQUIRED_LITERAL_ENV = {
+    "MNIST_DATA_CACHE": "/data-cache",
+    "MNIST_PROJECT_DIR": "/app",
+    "RAY_TRAIN_V2_ENABLED": "1",
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "DVC_NO_ANALYTICS": "1",
+}
+SECRETISH = re.compile(r"(secret|password|passwd|token|access_?key|credential)", re.I)
+
+
+def rayjob(render, profile="rayjob-gpu"):
+    return one(render(profile), "RayJob")
+
+
+def entrypoint_argv(rj: dict) -> list[str]:
+    return shlex.split(rj["spec"]["entrypoint"])
+
+
+def sets(argv: list[str]) -> dict[str, str]:
+    out = {}
+    for i, a in enumerate(argv):
+        if a == "--set":
+            k, v = argv[i + 1].split("=", 1)
+            out[k] = v
+    return out
+
+
+def console_scripts() -> dict[str, str]:
+    pyproject = ROOT / "pyproject.toml"
+    assert pyproject.exists(), "pyproject.toml is missing"
+    return tomllib.loads(pyproject.read_text()).get("project", {}).get("scripts", {})
+
+
+# --------------------------------------------------------------------------- entrypoint
+
+
+@pytest.mark.parametrize("profile", ["rayjob-gpu", "rayjob-cpu-kind"])
+def test_entrypoint_is_a_declared_console_script(render, profile):
+    argv = entrypoint_argv(rayjob(render, profile))
+    scripts = console_scripts()
+    assert argv[0] in scripts, f"entrypoint runs {argv[0]!r}, not in [project.scripts] {sorted(scripts)}"
+    assert argv[1] == "train"
+    assert argv[argv.index("--params") + 1] == "/app/params.yaml"
+
+
+def test_every_command_is_a_declared_console_script_or_tool(render):
+    allowed = set(console_scripts()) | {"mlflow"}
+    for profile in ("platform-dev", "rayjob-gpu-initcontainer"):
+        for where, tmpl in workload_pod_templates(render(profile)).items():
+            for c in tmpl["spec"].get("initContainers", []) + tmpl["spec"]["containers"]:
+                if "command" in c:
+                    assert c["command"][0] in allowed, f"{where}/{c['name']} runs {c['command'][0]!r}"
+
+
+def test_dockerfile_installs_the_project():
+    text = (ROOT / "image" / "Dockerfile").read_text()
+    assert re.search(r"^COPY .*pyproject\.toml", text, re.M), "Dockerfile must copy pyproject.toml"
+    assert re.search(r"^COPY .*mnist_job/", text, re.M), "Dockerfile must copy the package"
+    assert re.search(r"pip install --no-cache-dir /app\b", text), "Dockerfile must `pip install /app`"
+    assert re.search(r"^WORKDIR /app$", text, re.M)
+    for f in ("dvc.yaml", "dvc.lock", "params.yaml", ".dvc/config"):
+        assert re.search(rf"^COPY .*{re.escape(f)}", text, re.M), f"Dockerfile must copy {f}"
+    assert "dvc config --local core.no_scm true" in text
+    users = re.findall(r"^USER (\S+)", text, re.M)
+    assert users and users[-1].split(":")[0] == "1000", f"last USER must be uid 1000, got {users}"
+    assert re.search(r"^ARG VARIANT=cpu$", text, re.M)
+    assert re.search(r"^ARG BASE_IMAGE=rayproject/ray$", text, re.M)
+    assert re.search(r"^ARG BASE_TAG=\$\{RAY_VERSION\}-\$\{PYTHON_TAG\}-\$\{VARIANT\}$", text, re.M)
+    assert re.search(r"^ARG RAY_VERSION=2\.60\.0$", text, re.M)
+
+
+def test_dockerignore_keeps_local_state_out():
+    ignore = [line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines() if line.strip() and not line.startswith("#")]
+    assert ignore[0] == "*", "the build context is an allow-list"
+    for must in (".venv", ".tools", "data", "outputs", "mlruns", ".git"):
+        assert must in ignore
+    for needed in ("!pyproject.toml", "!mnist_job/", "!dvc.yaml", "!dvc.lock", "!params.yaml", "!.dvc/config"):
+        assert needed in ignore
+
+
+@pytest.mark.parametrize("profile,gpu,workers", [("rayjob-gpu", "true", "2"), ("rayjob-cpu-kind", "false", "2")])
+def test_entrypoint_carries_the_values(render, profile, gpu, workers):
+    rj = rayjob(render, profile)
+    s = sets(entrypoint_argv(rj))
+    assert s["train.num_workers"] == workers
+    assert s["train.use_gpu"] == gpu
+    assert s["train.run_name"] == RAYJOB_RELEASE == rj["metadata"]["name"]
+    assert re.fullmatch(r"s3://[a-z0-9.-]+/[\w./-]+", s["train.storage_path"]), s["train.storage_path"]
+    assert s["train.output_dir"].startswith("/tmp/"), "the root filesystem is read-only"
+    if profile == "rayjob-cpu-kind":
+        assert s["train.epochs"] == "1" and int(s["data.train_subset"]) <= 20000
+
+
+def test_entrypoint_quotes_odd_values(helm_template):
+    res = helm_template(RAYJOB, "t", "--set", "job.extraArgs[0]=a b;rm -rf /", "--set-string", "job.set.mlflow\\.experiment=x y")
+    assert res.returncode == 0, res.stderr
+    argv = entrypoint_argv(one(res.docs, "RayJob"))
+    assert "a b;rm -rf /" in argv and "mlflow.experiment=x y" in argv
+
+
+def test_runtime_env_only_env_vars(render):
+    for profile in ("rayjob-gpu", "rayjob-cpu-kind"):
+        runtime_env = yaml.safe_load(rayjob(render, profile)["spec"]["runtimeEnvYAML"])
+        assert set(runtime_env) == {"env_vars"}, "code and deps are baked in the image: only env_vars"
+        for k, v in runtime_env["env_vars"].items():
+            assert isinstance(v, str)
+            assert not SECRETISH.search(k), f"runtimeEnvYAML is visible in the Ray dashboard: no {k}"
+
+
+# --------------------------------------------------------------------------- env and references
+
+
+def env_map(container: dict) -> dict[str, dict]:
+    return {e["name"]: e for e in container.get("env", [])}
+
+
+@pytest.mark.parametrize("profile", ["rayjob-gpu", "rayjob-cpu-kind", "rayjob-gpu-initcontainer"])
+def test_pod_env_is_identical_and_complete(render, profile):
+    templates = rayjob_pod_templates(rayjob(render, profile))
+    assert set(templates) >= {"head", "submitter"} and any(k.startswith("worker:") for k in templates)
+    envs = {}
+    for role, t in templates.items():
+        for c in t["spec"].get("initContainers", []) + t["spec"]["containers"][:1]:
+            envs[f"{role}/{c['name']}"] = c.get("env", [])
+    first = next(iter(envs.values()))
+    for where, env in envs.items():
+        assert env == first, f"{where} env differs from the others"
+    m = {e["name"]: e for e in first}
+    for name, source in REQUIRED_ENV.items():
+        assert name in m, f"missing env {name}"
+        ref = m[name].get("valueFrom", {}).get(source)
+        assert ref and ref["key"] == name, f"{name} must come from a {source} key named {name}"
+    for name, value in REQUIRED_LITERAL_ENV.items():
+        assert m.get(name, {}).get("value") == value, f"{name} must be {value!r}"
+
+
+def refs(docs: list[dict]) -> set[tuple[str, str, str]]:
+    """(kind, name, key) of every configMapKeyRef / secretKeyRef in pod templates."""
+    out = set()
+    for t in workload_pod_templates(docs).values():
+        for c in t["spec"].get("initContainers", []) + t["spec"]["containers"]:
+            for e in c.get("env", []):
+                vf = e.get("valueFrom", {})
+                if "configMapKeyRef" in vf:
+                    out.add(("ConfigMap", vf["configMapKeyRef"]["name"], vf["configMapKeyRef"]["key"]))
+                if "secretKeyRef" in vf:
+                    out.add(("Secret", vf["secretKeyRef"]["name"], vf["secretKeyRef"]["key"]))
+            for ef in c.get("envFrom", []):
+                raise AssertionError(f"envFrom hides which keys are needed: {ef}")
+    return out
+
+
+def provided(docs: list[dict]) -> set[tuple[str, str, str]]:
+    out = set()
+    for d in docs:
+        if d["kind"] == "ConfigMap":
+            out |= {("ConfigMap", d["metadata"]["name"], k) for k in d.get("data", {})}
+        if d["kind"] == "Secret":
+            keys = set(d.get("data", {})) | set(d.get("stringData", {}))
+            out |= {("Secret", d["metadata"]["name"], k) for k in keys}
+    return out
+
+
+@pytest.mark.parametrize("profile", ["rayjob-gpu", "rayjob-cpu-kind", "rayjob-gpu-initcontainer"])
+def test_rayjob_references_exist_in_platform_dev(render, profile):
+    needed = refs(render(profile))
+    assert {k for k, _, _ in needed} == {"ConfigMap", "Secret"}
+    missing = needed - provided(render("platform-dev"))
+    assert not missing, f"referenced by the RayJob but not defined by the platform (dev): {sorted(missing)}"
+
+
+def test_platform_references_exist(render):
+    """The platform's own pods only reference what it defines (dev) or the existing Secret (default)."""
+    dev = render("platform-dev")
+    assert refs(dev) - provided(dev) == set()
+    default = render("platform-default")
+    existing = load_yaml(PLATFORM / "values.yaml")["credentials"]["existingSecret"]
+    leftovers = refs(default) - provided(default)
+    assert leftovers and {(k, n) for k, n, _ in leftovers} == {("Secret", existing)}
+    # ...and the RayJob default points at that same Secret and ConfigMap.
+    rj_values = load_yaml(RAYJOB / "values.yaml")["platform"]
+    assert rj_values["credentialsSecret"] == existing
+    assert ("ConfigMap", rj_values["endpointsConfigMap"], "AWS_ENDPOINT_URL") in provided(default)
+
+
+def test_buckets_agree(render):
+    dev = render("platform-dev")
+    job = one(dev, "Job")
+    created = {a.split("=", 1)[1] for a in job["spec"]["template"]["spec"]["containers"][0]["command"] if a.startswith("--bucket=")}
+    cm = one(dev, "ConfigMap")["data"]
+    assert cm["MNIST_DVC_REMOTE_URL"].startswith("s3://")
+    assert cm["MNIST_DVC_REMOTE_URL"][5:].split("/")[0] in created
+    mlflow = one(dev, "Deployment", "mnist-platform-mlflow")["spec"]["template"]["spec"]["containers"][0]["command"]
+    art = [a for a in mlflow if a.startswith("--artifacts-destination=")][0].split("=", 1)[1]
+    assert art.startswith("s3://") and art[5:] in created
+    for profile in ("rayjob-gpu", "rayjob-cpu-kind"):
+        storage = sets(entrypoint_argv(rayjob(render, profile)))["train.storage_path"]
+        assert storage[5:].split("/")[0] in created, f"{profile}: checkpoints bucket {storage} is not created"
+
+
+def test_endpoints_point_at_platform_services(render):
+    dev = render("platform-dev")
+    cm = one(dev, "ConfigMap")["data"]
+    services = {s["metadata"]["name"]: {p["port"] for p in s["spec"]["ports"]} for s in by_kind(dev, "Service")}
+    for key in ("MLFLOW_TRACKING_URI", "AWS_ENDPOINT_URL"):
+        m = re.fullmatch(r"http://([a-z0-9-]+):(\d+)", cm[key])
+        assert m, cm[key]
+        assert int(m.group(2)) in services.get(m.group(1), set()), f"{key}={cm[key]} matches no Service port"
+    mlflow = one(dev, "Deployment", "mnist-platform-mlflow")["spec"]["template"]["spec"]["containers"][0]
+    hosts = [a for a in mlflow["command"] if a.startswith("--allowed-hosts=")][0].split("=", 1)[1].split(",")
+    host = cm["MLFLOW_TRACKING_URI"][len("http://"):]
+    assert host in hosts and host.split(":")[0] in hosts
+    assert "mnist-platform-mlflow.mnist.svc.cluster.local:5000" in hosts
+    e = env_map(mlflow)
+    assert e["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"]["value"] == "false"
+    assert e["MLFLOW_S3_ENDPOINT_URL"]["value"] == cm["AWS_ENDPOINT_URL"]
+    for flag in ("--backend-store-uri=sqlite:////mlflow/mlflow.db", "--serve-artifacts", "--host=0.0.0.0", "--workers=1"):
+        assert flag in mlflow["command"]
+
+
+# --------------------------------------------------------------------------- secrets
+
+
+def leaves(tree, path=()):
+    if isinstance(tree, dict):
+        for k, v in tree.items():
+            yield from leaves(v, path + (str(k),))
+    elif isinstance(tree, list):
+        for i, v in enumerate(tree):
+            yield from leaves(v, path + (str(i),))
+    else:
+        yield path, tree
+
+
+def test_no_secret_values_in_default_values():
+    for values in (PLATFORM / "values.yaml", RAYJOB / "values.yaml", RAYJOB / "values-cpu-kind.yaml"):
+        for path, value in leaves(load_yaml(values)):
+            key = path[-1]
+            if SECRETISH.search(key) and not re.search(r"(existingSecret|credentialsSecret|Secret)$", key):
+                assert value in ("", None, False), f"{values.name}: {'.'.join(path)} holds a value; secrets belong in a Secret"
+
+
+def test_dev_credentials_only_in_dev_values():
+    dev = load_yaml(PLATFORM / "values-dev.yaml")["credentials"]["dev"]
+    assert dev["create"] is True and dev["secretAccessKey"]
+    assert "DEV" in (PLATFORM / "values-dev.yaml").read_text().split("\n", 3)[1].upper()
+    for f in list((ROOT / "charts").rglob("*.yaml")) + list((ROOT / "charts").rglob("*.tpl")):
+        if f.name != "values-dev.yaml":
+            assert dev["secretAccessKey"] not in f.read_text(), f"dev secret leaked into {f}"
+
+
+@pytest.mark.parametrize("profile", ["platform-dev", "platform-default", "rayjob-gpu", "rayjob-cpu-kind"])
+def test_configmaps_hold_no_secrets(render, profile):
+    dev_secret = load_yaml(PLATFORM / "values-dev.yaml")["credentials"]["dev"]["secretAccessKey"]
+    for cm in by_kind(render(profile), "ConfigMap"):
+        for k, v in cm.get("data", {}).items():
+            assert not SECRETISH.search(k), f"ConfigMap {cm['metadata']['name']} key {k} looks secret"
+            assert dev_secret not in v
+    for d in render(profile):
+        if d["kind"] != "Secret":
+            assert dev_secret not in yaml.safe_dump(d), f"{d['kind']}/{d['metadata']['name']} contains the secret"
+
+
+def test_default_platform_creates_no_secret(render):
+    assert not by_kind(render("platform-default"), "Secret")
+
+
+# --------------------------------------------------------------------------- network policies
+
+
+def test_network_policies_admit_exactly_the_job_pods(render):
+    dev = render("platform-dev")
+    pols = {p["metadata"]["name"]: p for p in by_kind(dev, "NetworkPolicy")}
+    client = load_yaml(PLATFORM / "values.yaml")["networkPolicy"]["clientLabel"]
+    client_sel = {client["key"]: str(client["value"])}
+    for target in ("mnist-platform-minio", "mnist-platform-mlflow"):
+        pol = pols[target]
+        assert pol["spec"]["policyTypes"] == ["Ingress"]
+        selectors = [f["podSelector"]["matchLabels"] for r in pol["spec"]["ingress"] for f in r["from"]]
+        assert client_sel in selectors, f"{target} does not admit the job pods"
+        for r in pol["spec"]["ingress"]:
+            for f in r["from"]:
+                assert set(f) == {"podSelector"}, "no namespaceSelector/ipBlock: same-namespace pods only"
+    # every platform pod is selected by a policy
+    pods = {k: t["metadata"]["labels"] for k, t in workload_pod_templates(dev).items()}
+    for where, labels in pods.items():
+        assert any(all(labels.get(k) == v for k, v in p["spec"]["podSelector"]["matchLabels"].items()) for p in pols.values()), where
+    # the RayJob's Ray pods carry the client label, the submitter does not need it
+    for profile in ("rayjob-gpu", "rayjob-cpu-kind"):
+        rj_client = load_yaml(RAYJOB / "values.yaml")["platform"]["clientLabel"]
+        assert rj_client == client
+        for role, t in rayjob_pod_templates(rayjob(render, profile)).items():
+            has = t["metadata"]["labels"].get(client["key"]) == str(client["value"])
+            assert has == (role != "submitter"), f"{profile} {role}: client label {'missing' if not has else 'not needed'}"
+        # and do not accidentally match the platform's own selectors
+        head_labels = rayjob_pod_templates(rayjob(render, profile))["head"]["metadata"]["labels"]
+        for p in pols.values():
+            sel = p["spec"]["podSelector"]["matchLabels"]
+            assert not all(head_labels.get(k) == v for k, v in sel.items())

@@ -1,0 +1,181 @@
+"""helm lint, helm template for every profile, strict schema validation, drift."""
+
+from __future__ import annotations
+
+import copy
+import filecmp
+import subprocess
+
+import jsonschema
+import kubernetes_validate
+import pytest
+
+from manifest_helpers import (
+    CHARTS,
+    K8S_VERSIONS,
+    PLATFORM,
+    PROFILES,
+    RAYJOB,
+    ROOT,
+    by_kind,
+    crds_dir,
+    load_yaml,
+    run,
+)
+
+CUSTOM_KINDS = {"RayJob": "ray.io_rayjobs.yaml", "RayCluster": "ray.io_rayclusters.yaml"}
+
+
+@pytest.mark.parametrize(
+    "chart,values",
+    [
+        (RAYJOB, None),
+        (RAYJOB, "values-cpu-kind.yaml"),
+        (PLATFORM, None),
+        (PLATFORM, "values-dev.yaml"),
+    ],
+    ids=["rayjob", "rayjob-cpu-kind", "platform", "platform-dev"],
+)
+def test_helm_lint(tools, chart, values):
+    cmd = [str(tools / "helm"), "lint", str(chart), "--strict" if chart == RAYJOB else "--quiet"]
+    if values:
+        cmd += ["-f", str(chart / values)]
+    proc = run(cmd)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out
+    assert "[ERROR]" not in out, out
+    # The only tolerated warning: the optional operator dependency is not vendored.
+    warnings = [line for line in out.splitlines() if "[WARNING]" in line and "missing these dependencies: kuberay-operator" not in line]
+    assert not warnings, out
+
+
+def test_every_chart_is_covered():
+    charts = sorted(p.parent.name for p in CHARTS.glob("*/Chart.yaml"))
+    assert charts == ["kuberay-mnist-platform", "kuberay-mnist-rayjob"]
+    for chart in CHARTS.glob("*/"):
+        if not (chart / "Chart.yaml").exists():
+            continue
+        assert load_yaml(chart / "Chart.yaml")["apiVersion"] == "v2"
+        for values in chart.glob("values*.yaml"):
+            assert any(p.chart == chart and (values.name == "values.yaml" or values.name in p.values) for p in PROFILES.values()), (
+                f"{values} is not rendered by any test profile"
+            )
+
+
+@pytest.mark.parametrize("profile", sorted(PROFILES))
+def test_profile_renders(render, profile):
+    docs = render(profile)
+    for d in docs:
+        assert d.get("apiVersion") and d.get("kind") and d.get("metadata", {}).get("name"), d
+        assert d["metadata"].get("namespace") == "mnist", f"{d['kind']}/{d['metadata']['name']} has no namespace"
+
+
+@pytest.mark.parametrize("version", K8S_VERSIONS)
+@pytest.mark.parametrize("profile", sorted(PROFILES))
+def test_kubernetes_schema_strict(render, profile, version):
+    checked = 0
+    for d in render(profile):
+        if d["kind"] in CUSTOM_KINDS:
+            continue
+        try:
+            kubernetes_validate.validate(d, version, strict=True)
+        except kubernetes_validate.ValidationError as exc:
+            pytest.fail(f"{d['kind']}/{d['metadata']['name']} invalid for Kubernetes {version}: {exc.message} at {list(exc.path)}")
+        checked += 1
+    if profile.startswith("platform"):
+        assert checked >= 10
+
+
+def _strict(schema):
+    """CRD structural schema -> JSON schema that rejects unknown fields, as the API
+    server's strict field validation (kubectl's default) does."""
+    if isinstance(schema, dict):
+        out = {k: _strict(v) for k, v in schema.items()}
+        if (
+            out.get("type") == "object"
+            and "properties" in out
+            and "additionalProperties" not in out
+            and not out.get("x-kubernetes-preserve-unknown-fields")
+        ):
+            out["additionalProperties"] = False
+        return out
+    if isinstance(schema, list):
+        return [_strict(v) for v in schema]
+    return schema
+
+
+_CRD_CACHE: dict[str, dict] = {}
+
+
+def crd_schema(kind: str, version: str) -> dict:
+    key = f"{kind}/{version}"
+    if key not in _CRD_CACHE:
+        path = crds_dir() / CUSTOM_KINDS[kind]
+        assert path.is_file(), f"KubeRay CRD not found: {path} (set KUBERAY_CRDS_DIR)"
+        crd = load_yaml(path)
+        (ver,) = [v for v in crd["spec"]["versions"] if v["name"] == version]
+        schema = _strict(ver["schema"]["openAPIV3Schema"])
+        # metadata is validated by the API server, not by the CRD schema.
+        schema["properties"]["metadata"] = {"type": "object"}
+        _CRD_CACHE[key] = schema
+    return _CRD_CACHE[key]
+
+
+def validate_custom(obj: dict) -> None:
+    group_version = obj["apiVersion"]
+    assert group_version == "ray.io/v1", f"{obj['kind']} must use ray.io/v1, not {group_version}"
+    jsonschema.validate(obj, crd_schema(obj["kind"], "v1"), cls=jsonschema.Draft7Validator)
+
+
+@pytest.mark.parametrize("profile", [p for p in sorted(PROFILES) if p.startswith("rayjob")])
+def test_rayjob_matches_kuberay_crd(render, profile):
+    customs = [d for d in render(profile) if d["kind"] in CUSTOM_KINDS]
+    assert len(by_kind(customs, "RayJob")) == 1
+    for d in customs:
+        try:
+            validate_custom(d)
+        except jsonschema.ValidationError as exc:
+            pytest.fail(f"{d['kind']}/{d['metadata']['name']}: {exc.message} at {list(exc.absolute_path)}")
+
+
+def test_crd_validation_can_fail(render):
+    """The CRD check catches an unknown field, a wrong type and a missing required field."""
+    rayjob = by_kind(render("rayjob-gpu"), "RayJob")[0]
+    validate_custom(rayjob)
+    for mutate in (
+        lambda s: s.update(shutdownAfterJobFinish=True),  # typo
+        lambda s: s.update(activeDeadlineSeconds="7200"),  # string, not integer
+        lambda s: s["rayClusterSpec"]["workerGroupSpecs"][0].pop("groupName"),  # required
+        lambda s: s["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]["containers"][0].update(imagePullPolicy=3),
+    ):
+        bad = copy.deepcopy(rayjob)
+        mutate(bad["spec"])
+        with pytest.raises(jsonschema.ValidationError):
+            validate_custom(bad)
+
+
+def test_generated_manifests_have_no_drift(tools, tmp_path):
+    proc = run(["bash", str(ROOT / "scripts" / "render-manifests.sh"), str(tmp_path)])
+    assert proc.returncode == 0, proc.stderr
+    expected = sorted(p.name for p in tmp_path.glob("*.yaml"))
+    assert expected == ["platform-dev.yaml", "rayjob-cpu-kind.yaml", "rayjob.yaml"]
+    for name in expected:
+        committed = ROOT / "k8s" / name
+        assert committed.exists(), f"k8s/{name} missing: run `make manifests`"
+        assert filecmp.cmp(committed, tmp_path / name, shallow=False), (
+            f"k8s/{name} differs from a fresh render of the chart: run `make manifests`\n"
+            + subprocess.run(["diff", "-u", str(committed), str(tmp_path / name)], capture_output=True, text=True).stdout[:4000]
+        )
+    for name in expected:
+        assert (ROOT / "k8s" / name).read_text().startswith("# GENERATED FILE - do not edit.")
+    stray = sorted({p.name for p in (ROOT / "k8s").glob("*.yaml")} - set(expected))
+    assert not stray, f"k8s/ holds files not produced by `make manifests`: {stray}"
+
+
+def test_render_refuses_to_drop_an_enabled_dependency(tools):
+    """helm-template.sh must not silently render without an enabled subchart."""
+    proc = run(["bash", str(ROOT / "scripts" / "helm-template.sh"), str(PLATFORM), "x", "mnist", "-f", str(PLATFORM / "values-dev.yaml")])
+    if (PLATFORM / "charts").exists() and any((PLATFORM / "charts").glob("kuberay-operator*")):
+        pytest.skip("operator subchart fetched: the chart renders with it")
+    assert proc.returncode != 0
+    assert "helm dependency update" in proc.stderr

@@ -1,0 +1,125 @@
+"""Pod hardening and resources, GPU/CPU profile shape, RayJob lifecycle."""
+
+from __future__ import annotations
+
+import pytest
+
+from manifest_helpers import PROFILES, cpu, mem, one, rayjob_pod_templates, workload_pod_templates
+
+
+ALL = sorted(PROFILES)
+
+
+def containers(tmpl):
+    spec = tmpl["spec"]
+    return spec.get("initContainers", []) + spec["containers"]
+
+
+@pytest.mark.parametrize("profile", ALL)
+def test_pods_are_hardened(render, profile):
+    templates = workload_pod_templates(render(profile))
+    assert templates
+    for where, t in templates.items():
+        pod = t["spec"].get("securityContext", {})
+        assert pod.get("runAsNonRoot") is True, where
+        assert pod.get("runAsUser") == 1000, where
+        assert pod.get("seccompProfile", {}).get("type") == "RuntimeDefault", where
+        assert t["spec"].get("automountServiceAccountToken") is False, where
+        for c in containers(t):
+            sc = c.get("securityContext", {})
+            label = f"{where}/{c['name']}"
+            assert sc.get("allowPrivilegeEscalation") is False, label
+            assert sc.get("privileged") is False, label
+            assert sc.get("capabilities", {}).get("drop") == ["ALL"], label
+            assert not sc.get("capabilities", {}).get("add"), label
+            assert sc.get("readOnlyRootFilesystem") is True, label
+            mounts = {m["mountPath"] for m in c.get("volumeMounts", [])}
+            assert "/tmp" in mounts, f"{label}: read-only root needs a writable /tmp"
+            res = c.get("resources", {})
+            for part in ("requests", "limits"):
+                for r in ("cpu", "memory"):
+                    assert r in res.get(part, {}), f"{label}: no {part}.{r}"
+            assert mem(res["requests"]["memory"]) <= mem(res["limits"]["memory"]), label
+            assert cpu(res["requests"]["cpu"]) <= cpu(res["limits"]["cpu"]), label
+            image = c["image"]
+            assert ":" in image.rsplit("/", 1)[-1] and not image.endswith(":latest"), f"{label}: unpinned image {image}"
+        for v in t["spec"].get("volumes", []):
+            if "emptyDir" in v:
+                assert v["emptyDir"].get("sizeLimit"), f"{where}: emptyDir {v['name']} has no sizeLimit"
+            assert "hostPath" not in v, where
+
+
+def test_rayjob_gpu_profile(render):
+    rj = one(render("rayjob-gpu"), "RayJob")
+    spec = rj["spec"]
+    head = spec["rayClusterSpec"]["headGroupSpec"]
+    assert head["rayStartParams"]["num-cpus"] == "0"
+    assert head["rayStartParams"]["dashboard-host"] == "0.0.0.0"
+    (group,) = spec["rayClusterSpec"]["workerGroupSpecs"]
+    c = group["template"]["spec"]["containers"][0]
+    assert int(c["resources"]["limits"]["nvidia.com/gpu"]) >= 1
+    assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in group["template"]["spec"]["tolerations"]
+    assert group["replicas"] == group["minReplicas"] == group["maxReplicas"]
+    mounts = {m["mountPath"]: m["name"] for m in c["volumeMounts"]}
+    assert {"/tmp", "/data-cache", "/dev/shm", "/app/.dvc/tmp"} <= set(mounts)
+    vols = {v["name"]: v for v in group["template"]["spec"]["volumes"]}
+    assert vols[mounts["/data-cache"]]["emptyDir"]["sizeLimit"]
+    assert vols[mounts["/dev/shm"]]["emptyDir"]["medium"] == "Memory"
+
+
+def test_rayjob_lifecycle_frees_the_cluster(render):
+    for profile in ("rayjob-gpu", "rayjob-cpu-kind"):
+        spec = one(render(profile), "RayJob")["spec"]
+        assert spec["shutdownAfterJobFinishes"] is True
+        assert spec["ttlSecondsAfterFinished"] >= 0
+        assert "deletionStrategy" not in spec, "KubeRay rejects deletionRules together with shutdownAfterJobFinishes"
+        assert spec["activeDeadlineSeconds"] > 0
+        assert spec["submitterConfig"]["backoffLimit"] >= 0
+        assert spec["submissionMode"] == "K8sJobMode"
+        assert spec["rayClusterSpec"]["authOptions"]["mode"] == "token"
+        assert spec["rayClusterSpec"]["rayVersion"] == "2.60.0"
+        assert spec["submitterPodTemplate"]["spec"]["restartPolicy"] == "Never"
+
+
+def test_deletion_rules_alternative(helm_template):
+    from manifest_helpers import RAYJOB
+
+    res = helm_template(
+        RAYJOB, "t", "--set", "lifecycle.shutdownAfterJobFinishes=false",
+        "--set", "lifecycle.deletionRules[0].policy=DeleteCluster",
+        "--set", "lifecycle.deletionRules[0].condition.jobStatus=SUCCEEDED",
+        "--set", "lifecycle.deletionRules[1].policy=DeleteCluster",
+        "--set", "lifecycle.deletionRules[1].condition.jobStatus=FAILED",
+        "--set", "lifecycle.deletionRules[1].condition.ttlSeconds=600",
+    )
+    assert res.returncode == 0, res.stderr
+    spec = one(res.docs, "RayJob")["spec"]
+    assert spec["shutdownAfterJobFinishes"] is False and "ttlSecondsAfterFinished" not in spec
+    assert len(spec["deletionStrategy"]["deletionRules"]) == 2
+
+
+def test_cpu_kind_profile_fits_a_laptop(render):
+    rj = one(render("rayjob-cpu-kind"), "RayJob")
+    total_cpu = total_mem = 0.0
+    for role, t in rayjob_pod_templates(rj).items():
+        n = 1
+        if role.startswith("worker:"):
+            (g,) = rj["spec"]["rayClusterSpec"]["workerGroupSpecs"]
+            n = g["replicas"]
+        c = t["spec"]["containers"][0]
+        assert "nvidia.com/gpu" not in c["resources"].get("limits", {}), role
+        assert not t["spec"].get("tolerations"), role
+        total_cpu += n * cpu(c["resources"]["requests"]["cpu"])
+        total_mem += n * mem(c["resources"]["requests"]["memory"])
+    platform = render("platform-dev")
+    for where, t in workload_pod_templates(platform).items():
+        if where.startswith("Job/"):
+            continue  # finished before the RayJob starts
+        for c in t["spec"]["containers"]:
+            total_cpu += cpu(c["resources"]["requests"]["cpu"])
+            total_mem += mem(c["resources"]["requests"]["memory"])
+    # 8 CPUs / 16 GiB laptop, minus ~1.5 CPU and ~3 GiB for kind's control plane and the operator.
+    assert total_cpu <= 6.5, f"CPU profile requests {total_cpu} CPUs"
+    assert total_mem <= 13 * 2**30, f"CPU profile requests {total_mem / 2**30:.1f} GiB"
+    head = rj["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]["containers"][0]
+    assert cpu(head["resources"]["limits"]["cpu"]) <= 1
