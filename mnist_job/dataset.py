@@ -151,6 +151,11 @@ def dvc_pull(project_dir: Path, workspace: Path, out_path: str, remote_url: str 
              s3_endpoint: str | None, log=print) -> Path:
     workspace.mkdir(parents=True, exist_ok=True)
     url = write_pull_workspace(project_dir, workspace, remote_url, s3_endpoint)
+    if url.startswith("s3://"):
+        from mnist_job.storage import check_s3_location
+
+        # DVC reports a missing bucket as missing files; say what is wrong, and fast
+        check_s3_location(url, s3_endpoint, "MNIST_DVC_REMOTE_URL" if remote_url else "the DVC remote")
     target = workspace / out_path
     shutil.rmtree(target, ignore_errors=True)  # never mix a previous partial pull with this one
     env = {**os.environ, "DVC_NO_ANALYTICS": "1"}
@@ -162,6 +167,9 @@ def dvc_pull(project_dir: Path, workspace: Path, out_path: str, remote_url: str 
         if any(w in message for w in ("Could not connect", "connect timeout", "Connection refused",
                                       "EndpointConnectionError", "NoSuchBucket", "bucket does not exist")):
             raise ServiceUnavailable(f"dvc pull from {url} (endpoint {s3_endpoint or 'default'}) failed: {message}")
+        if "missing-files" in message or "do not exist neither locally nor on remote" in message:
+            raise DataError(f"the DVC remote {url} has no copy of {out_path} as dvc.lock records it "
+                            f"({dvc_lock_hash(workspace, out_path)}): push it with `dvc push {out_path}`")
         raise DataError(f"dvc pull of {out_path} from {url} failed: {message}")
     log(f"data: pulled {out_path} from {url} into {target} in {time.monotonic() - started:.1f} s")
     return target

@@ -156,6 +156,8 @@ class _NumpyArraysOnly(pickle.Unpickler):
         ("numpy._core.multiarray", "_reconstruct"),
         ("numpy", "ndarray"),
         ("numpy", "dtype"),
+        # protocol-2 pickles written by Python 3 carry array bytes through _codecs.encode (no side effects)
+        ("_codecs", "encode"),
     }
 
     def find_class(self, module: str, name: str):

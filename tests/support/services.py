@@ -222,11 +222,15 @@ def start_ray_cluster(root: Path, head_cpus: int, worker_cpus: list[int], env: d
     """
     env = base_env(RAY_AUTH_MODE="disabled", **(env or {}))
     gcs_port, dashboard_port = free_port(), free_port()
+    # Ray's unix sockets live under --temp-dir and must stay under 107 bytes: short folders in /tmp.
+    import tempfile
+
+    short = Path(tempfile.mkdtemp(prefix="ray-", dir="/tmp"))
     log_dir = root / "logs"
     head = start("ray-head", [
         str(VENV_BIN / "ray"), "start", "--head", "--block", "--node-ip-address=127.0.0.1",
         f"--port={gcs_port}", f"--num-cpus={head_cpus}", "--num-gpus=0", "--include-dashboard=true",
-        "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard_port}", f"--temp-dir={root / 'head'}",
+        "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard_port}", f"--temp-dir={short / 'head'}",
         "--disable-usage-stats", *(head_args or []),
     ], log_dir, env=env)
     dashboard = f"http://127.0.0.1:{dashboard_port}"
@@ -237,14 +241,48 @@ def start_ray_cluster(root: Path, head_cpus: int, worker_cpus: list[int], env: d
         node_env = {**env, **((worker_env or [{}] * len(worker_cpus))[i])}
         workers.append(start(f"ray-worker-{i}", [
             str(VENV_BIN / "ray"), "start", "--block", f"--address={address}", "--node-ip-address=127.0.0.1",
-            f"--num-cpus={cpus}", "--num-gpus=0", f"--temp-dir={root / f'worker-{i}'}", "--disable-usage-stats",
+            f"--num-cpus={cpus}", "--num-gpus=0", f"--temp-dir={short / f'w{i}'}", "--disable-usage-stats",
         ], log_dir, env=node_env))
-    cluster = RayCluster(head, workers, address, dashboard, root)
+    cluster = RayCluster(head, workers, address, dashboard, short)
     _wait_nodes(cluster, 1 + len(worker_cpus), 120)
     return cluster
 
 
-def _wait_nodes(cluster: RayCluster, count: int, timeout: float) -> None:
+@dataclass
+class RayNodeSpec:
+    """One node to start: the full `ray start ... --block` command line and the node's whole environment."""
+
+    name: str
+    args: list[str]
+    env: dict[str, str]
+    cwd: Path | None = None
+
+
+def start_ray_nodes(head: RayNodeSpec, workers: list[RayNodeSpec], address: str, dashboard: str, log_dir: Path,
+                    timeout: float = 120, headers: dict[str, str] | None = None) -> RayCluster:
+    """Start a head and worker nodes from ready-made command lines (e.g. derived from a RayJob manifest).
+
+    Unlike start_ray_cluster, nothing is added to the commands or environments: the caller decides
+    every flag (ports, temp dirs, auth). ``headers`` go with the dashboard requests (token auth).
+    Whatever was started is stopped again if the cluster does not come up.
+    """
+    started: list[Managed] = []
+    try:
+        head_process = start(head.name, head.args, log_dir, env=head.env, cwd=head.cwd)
+        started.append(head_process)
+        wait_http(f"{dashboard}/api/version", timeout, head_process, headers=headers)
+        for spec in workers:
+            started.append(start(spec.name, spec.args, log_dir, env=spec.env, cwd=spec.cwd))
+        cluster = RayCluster(head_process, started[1:], address, dashboard, log_dir.parent)
+        _wait_nodes(cluster, 1 + len(workers), timeout, headers=headers)
+        return cluster
+    except BaseException:
+        for process in reversed(started):
+            process.stop()
+        raise
+
+
+def _wait_nodes(cluster: RayCluster, count: int, timeout: float, headers: dict[str, str] | None = None) -> None:
     deadline = time.monotonic() + timeout
     alive = 0
     while time.monotonic() < deadline:
@@ -252,7 +290,8 @@ def _wait_nodes(cluster: RayCluster, count: int, timeout: float) -> None:
             if not process.alive():
                 raise RuntimeError(f"{process.name} exited; log {process.log}:\n{process.tail()}")
         try:
-            with urllib.request.urlopen(f"{cluster.dashboard}/nodes?view=summary", timeout=5) as response:
+            request = urllib.request.Request(f"{cluster.dashboard}/nodes?view=summary", headers=headers or {})
+            with urllib.request.urlopen(request, timeout=5) as response:
                 summary = json.load(response)["data"]["summary"]
             alive = sum(1 for n in summary if n.get("raylet", {}).get("state") == "ALIVE")
             if alive >= count:

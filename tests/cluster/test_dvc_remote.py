@@ -1,0 +1,93 @@
+"""DVC against a real S3 server: push, pull into an empty worker cache, once per node, refusals."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import pytest
+
+from mnist_job.dataset import MANIFEST, ensure_dataset, verify_dataset
+from mnist_job.errors import ServiceUnavailable
+from tests.conftest import copy_dvc_project
+from tests.support.dvc import push_dataset
+from tests.support.services import base_env
+
+REMOTE = "s3://dvc-test/dvcstore"
+
+
+@pytest.fixture
+def pushed(s3, tmp_path, prepared_dataset):
+    s3.create_buckets("dvc-test")
+    output = push_dataset(tmp_path / "push", REMOTE, s3.env())
+    assert "pushed" in output.lower()
+    keys = s3.keys("dvc-test", "dvcstore/")
+    assert len(keys) >= 5, keys  # four arrays + manifest, content-addressed
+    return s3
+
+
+@pytest.fixture
+def image_like_project(tmp_path):
+    """What the image ships: DVC metadata and params, no data, no .git."""
+    return copy_dvc_project(tmp_path / "app", with_data=False)
+
+
+def test_pull_into_an_empty_cache_then_reuse(pushed, image_like_project, tmp_path, monkeypatch):
+    for key, value in pushed.env().items():
+        monkeypatch.setenv(key, value)
+    cache = tmp_path / "cache"
+    logs = []
+    started = time.monotonic()
+    folder = ensure_dataset(image_like_project, "data/mnist", cache, REMOTE, pushed.endpoint, log=logs.append)
+    assert time.monotonic() - started < 60
+    assert verify_dataset(folder)["class_counts"]["test"][0] == 980
+    assert any("pulled data/mnist" in m for m in logs)
+    assert (cache / "PULLED").is_file()
+    assert not (image_like_project / "data").exists()  # the read-only project folder was not written
+
+    logs.clear()
+    assert ensure_dataset(image_like_project, "data/mnist", cache, REMOTE, pushed.endpoint, log=logs.append) == folder
+    assert any("pulled earlier" in m for m in logs)
+
+    # a partial copy (a file lost) is not used: it is pulled again
+    (folder / "test_images.npy").unlink()
+    logs.clear()
+    ensure_dataset(image_like_project, "data/mnist", cache, REMOTE, pushed.endpoint, log=logs.append)
+    assert any("not usable" in m for m in logs) and any("pulled data/mnist" in m for m in logs)
+    verify_dataset(folder)
+
+
+def test_concurrent_workers_on_one_node_pull_once(pushed, image_like_project, tmp_path):
+    cache = tmp_path / "shared-cache"
+    env = base_env(**pushed.env(), MNIST_DATA_CACHE=str(cache), MNIST_PROJECT_DIR=str(image_like_project),
+                   MNIST_DVC_REMOTE_URL=REMOTE)
+    procs = [subprocess.Popen([sys.executable, "-m", "mnist_job", "pull-data"], stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True, env=env, cwd=image_like_project) for _ in range(2)]
+    outputs = [p.communicate(timeout=300)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outputs
+    joined = "\n".join(outputs)
+    assert joined.count("pulled data/mnist") == 1, joined
+    assert joined.count("pulled earlier") == 1, joined
+    assert (cache / "dvc-workspace" / "data" / "mnist" / MANIFEST).is_file()
+
+
+def test_missing_bucket_is_named(s3, image_like_project, tmp_path, monkeypatch):
+    for key, value in s3.env().items():
+        monkeypatch.setenv(key, value)
+    with pytest.raises(ServiceUnavailable) as info:
+        ensure_dataset(image_like_project, "data/mnist", tmp_path / "c", "s3://no-such-bucket/x", s3.endpoint)
+    assert "no-such-bucket" in str(info.value)
+
+
+def test_unreachable_s3_endpoint_fails_fast_with_exit_3(image_like_project, tmp_path):
+    env = base_env(AWS_ENDPOINT_URL="http://127.0.0.1:9", AWS_ACCESS_KEY_ID="x", AWS_SECRET_ACCESS_KEY="y",
+                   MNIST_DATA_CACHE=str(tmp_path / "c"), MNIST_PROJECT_DIR=str(image_like_project),
+                   MNIST_DVC_REMOTE_URL=REMOTE, MNIST_TEST_LEAK_CHECK="1")
+    started = time.monotonic()
+    done = subprocess.run([sys.executable, "-m", "mnist_job", "train", "--set",
+                           "train.storage_path=s3://ray-checkpoints/x"], capture_output=True, text=True, env=env,
+                          cwd=image_like_project, timeout=120)
+    assert done.returncode == 3, done.stderr
+    assert time.monotonic() - started < 30
+    assert "127.0.0.1:9" in done.stderr and "Traceback" not in done.stderr

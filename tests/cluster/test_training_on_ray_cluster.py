@@ -1,0 +1,116 @@
+"""`mnist-job train` on a real multi-node Ray cluster, tracking to a real MLflow server with S3 artifacts.
+
+One training run (2 workers on 2 worker nodes, a small subset, 2 epochs) is shared by the
+assertions below; they check what a user would look at in MLflow afterwards.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+
+import pytest
+
+from mnist_job.dataset import dvc_lock_hash
+from tests.support import services
+
+pytestmark = pytest.mark.slow
+
+EPOCHS = 2
+METRICS = ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "images_per_s", "epoch_time_s")
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, prepared_dataset):
+    root = tmp_path_factory.mktemp("cluster-train")
+    s3 = services.start_s3(root / "logs")
+    mlflow = cluster = None
+    try:
+        s3.create_buckets("mlflow-artifacts")
+        mlflow = services.start_mlflow(root / "logs", root / "mlflow", s3=s3)
+        cluster = services.start_ray_cluster(root / "ray", head_cpus=0, worker_cpus=[1, 1])
+        # The driver gets the endpoints and no S3 credentials: the server proxies artifacts.
+        env = services.base_env(MLFLOW_TRACKING_URI=mlflow.uri, RAY_ADDRESS=cluster.address,
+                                RAY_AUTH_MODE="disabled", MNIST_PROJECT_DIR=str(services.PROJECT_DIR))
+        done = subprocess.run(
+            [sys.executable, "-m", "mnist_job", "train", "--epochs", str(EPOCHS), "--num-workers", "2",
+             "--train-subset", "6000", "--test-subset", "2000", "--set", "data.validation_size=1000",
+             "--set", "mlflow.register_min_accuracy=0.5", "--set", "mlflow.registered_model=mnist-cnn-test",
+             "--set", f"train.storage_path={root / 'checkpoints'}", "--set", f"train.output_dir={root / 'outputs'}",
+             "--run-name", "cluster-test"],
+            capture_output=True, text=True, env=env, cwd=root, timeout=900)
+        print(done.stdout[-4000:], done.stderr[-4000:])
+        assert done.returncode == 0, f"train failed ({done.returncode}); logs in {root}:\n{done.stderr[-3000:]}"
+        run_id = re.search(r"run id: (\w+)", done.stdout).group(1)
+        from mlflow import MlflowClient
+
+        yield {"client": MlflowClient(tracking_uri=mlflow.uri), "run_id": run_id, "s3": s3, "output": done,
+               "root": root}
+    finally:
+        for service in (cluster, mlflow):
+            if service:
+                service.stop()
+        s3.process.stop()
+
+
+def test_run_has_every_param(trained):
+    params = trained["client"].get_run(trained["run_id"]).data.params
+    assert params["train.epochs"] == str(EPOCHS)
+    assert params["train.num_workers"] == "2"
+    assert params["data.train_subset"] == "6000"
+    assert {"model.width", "train.learning_rate", "train.batch_size", "mlflow.experiment"} <= params.keys()
+
+
+def test_one_value_per_epoch_for_each_metric(trained):
+    client = trained["client"]
+    for key in METRICS:
+        steps = [m.step for m in client.get_metric_history(trained["run_id"], key)]
+        assert steps == list(range(1, EPOCHS + 1)), (key, steps)
+    run = client.get_run(trained["run_id"])
+    assert run.data.metrics["test_accuracy"] > 0.8
+    assert run.info.status == "FINISHED"
+
+
+def test_plots_metrics_and_model_are_artifacts_in_s3(trained):
+    client = trained["client"]
+    files = {f.path for f in client.list_artifacts(trained["run_id"], "plots")}
+    assert {"plots/confusion_matrix.png", "plots/training_curves.png"} <= files
+    keys = trained["s3"].keys("mlflow-artifacts")
+    assert any(k.endswith("plots/confusion_matrix.png") for k in keys)
+    assert any(re.search(r"models/m-\w+/artifacts/MLmodel$", k) for k in keys), keys
+
+
+def test_model_is_registered(trained):
+    client = trained["client"]
+    versions = client.search_model_versions("name='mnist-cnn-test'")
+    assert len(versions) == 1
+    assert versions[0].run_id == trained["run_id"]
+    assert client.get_run(trained["run_id"]).data.tags["model.registered"] == "mnist-cnn-test/1"
+
+
+def test_run_tags_identify_code_data_and_workers(trained, project_dir):
+    tags = trained["client"].get_run(trained["run_id"]).data.tags
+    assert re.fullmatch(r"[0-9a-f]{40}|unknown", tags["git.commit"])
+    assert tags["dvc.data_md5"] == dvc_lock_hash(project_dir, "data/mnist")
+    assert tags["workers.count"] == "2" and tags["workers.kind"] == "cpu"
+    import mlflow
+    import ray
+    import torch
+
+    assert (tags["version.ray"], tags["version.torch"], tags["version.mlflow"]) == (
+        ray.__version__, torch.__version__, mlflow.__version__)
+
+
+def test_workers_ran_on_both_worker_nodes_and_logged_each_epoch(trained):
+    out = trained["output"].stdout + trained["output"].stderr
+    for rank in (0, 1):
+        for epoch in range(1, EPOCHS + 1):
+            assert re.search(rf"\[rank {rank}\] epoch {epoch}/{EPOCHS} train_loss=\S+ .*images/s=\d+", out)
+    assert "test accuracy:" in trained["output"].stdout
+
+
+def test_outputs_for_dvc_and_evaluate(trained):
+    root = trained["root"]
+    assert (root / "outputs" / "model" / "checkpoint.pt").is_file()
+    assert '"run_id"' in (root / "outputs" / "run.json").read_text()

@@ -1,0 +1,63 @@
+"""The model: shapes, input transform, and that it learns a fixed batch."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from mnist_job.evaluate import evaluate
+from mnist_job.model import PIXEL_MEAN, PIXEL_STD, build_model, count_flops_per_image, images_to_tensor
+from mnist_job.train_loop import shard_indices, split_train_validation
+
+
+def test_output_shape_and_channels_last():
+    model = build_model(width=8, dropout=0.0)
+    x = images_to_tensor(np.zeros((5, 28, 28), dtype=np.uint8))
+    assert x.shape == (5, 1, 28, 28) and x.dtype == torch.float32
+    assert x.is_contiguous(memory_format=torch.channels_last)
+    assert model(x).shape == (5, 10)
+
+
+def test_input_normalisation():
+    x = images_to_tensor(np.array([[[0, 255] * 14] * 28], dtype=np.uint8))
+    assert torch.isclose(x.min(), torch.tensor((0 - PIXEL_MEAN) / PIXEL_STD))
+    assert torch.isclose(x.max(), torch.tensor((1 - PIXEL_MEAN) / PIXEL_STD))
+
+
+def test_loss_decreases_on_a_fixed_batch(prepared_dataset):
+    torch.manual_seed(0)
+    images = np.load(prepared_dataset / "train_images.npy", mmap_mode="r")[:64]
+    labels = torch.as_tensor(np.load(prepared_dataset / "train_labels.npy")[:64].astype(np.int64))
+    x = images_to_tensor(np.array(images))
+    model = build_model(width=16, dropout=0.0)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(30):
+        loss = torch.nn.functional.cross_entropy(model(x), labels)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.25 * losses[0]
+    assert evaluate(model, np.array(images), labels.numpy().astype(np.uint8)).accuracy > 0.9
+
+
+def test_flop_count_matches_shape_arithmetic():
+    w = 8
+    expected = 2 * (28 * 28 * w * 9 + 14 * 14 * 2 * w * w * 9 + 7 * 7 * 4 * w * 2 * w * 9 + 4 * w * 9 * 10)
+    assert count_flops_per_image(build_model(width=w, dropout=0.0)) == expected
+
+
+def test_shards_are_disjoint_equal_and_cover_the_epoch():
+    shards = [shard_indices(1003, epoch=2, seed=1, rank=r, world=3) for r in range(3)]
+    assert {len(s) for s in shards} == {334}
+    joined = torch.cat(shards)
+    assert len(set(joined.tolist())) == len(joined)
+    assert not torch.equal(shard_indices(1003, 2, 1, 0, 3), shard_indices(1003, 3, 1, 0, 3))  # reshuffled per epoch
+
+
+def test_validation_is_held_out_from_training():
+    images = np.arange(100)
+    (train_x, _), (val_x, _) = split_train_validation(images, images, validation_size=10, subset=50)
+    assert len(train_x) == 40 and len(val_x) == 10
+    assert not set(train_x) & set(val_x)

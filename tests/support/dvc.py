@@ -1,0 +1,30 @@
+"""Push the prepared dataset to an S3 remote with the real `dvc push`, without touching the repo's config."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+from tests.support.services import PROJECT_DIR, VENV_BIN, base_env
+
+
+def push_dataset(workdir: Path, remote_url: str, s3_env: dict[str, str]) -> str:
+    """`dvc push data/mnist` to ``remote_url`` from a scratch DVC workspace that borrows the repo's cache.
+
+    Returns dvc's output. The repo's .dvc/config and config.local stay untouched.
+    """
+    workdir.mkdir(parents=True, exist_ok=True)
+    for rel in ("dvc.yaml", "dvc.lock", ".dvc/config"):
+        (workdir / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(PROJECT_DIR / rel, workdir / rel)
+    (workdir / ".dvc" / "config.local").write_text(
+        "[core]\n    no_scm = true\n    remote = push\n"
+        f"[cache]\n    dir = {PROJECT_DIR / '.dvc' / 'cache'}\n"
+        f"['remote \"push\"']\n    url = {remote_url}\n    endpointurl = {s3_env['AWS_ENDPOINT_URL']}\n"
+    )
+    done = subprocess.run([str(VENV_BIN / "dvc"), "push", "data/mnist"], cwd=workdir, capture_output=True,
+                          text=True, env=base_env(**s3_env), timeout=300)
+    if done.returncode != 0:
+        raise RuntimeError(f"dvc push failed: {done.stdout}\n{done.stderr}")
+    return done.stdout + done.stderr
