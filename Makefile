@@ -19,7 +19,6 @@ help: ## list the targets
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip 2>&1 | grep -v '^WARNING: Location' || true
 	$(PY) -m pip install --quiet -e '.[dev]' 2>&1 | grep -v '^WARNING: Location' ; test $${PIPESTATUS[0]} -eq 0
 	touch $@
 
@@ -44,10 +43,10 @@ evaluate: venv ## re-score outputs/model on the test set: outputs/metrics.json +
 mlflow-ui: venv ## MLflow UI on the local runs (http://127.0.0.1:5000)
 	mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlruns/mlflow.db --host 127.0.0.1 --port 5000
 
-test: data ## every test, inside a network namespace with only loopback
+test: data tools ## every test, inside a network namespace with only loopback
 	scripts/run-tests.sh
 
-test-fast: data ## the tests not marked slow
+test-fast: data tools ## the tests not marked slow
 	scripts/run-tests.sh -m "not slow"
 
 lint: venv ## ruff
