@@ -180,10 +180,30 @@ class Runtime(BaseModel):
             raise InvalidInput(problems)
         return runtime
 
+    def for_this_node(self, environ: Mapping[str, str] | None = None) -> Runtime:
+        """This settings object as seen from another node: that node's own environment wins.
+
+        Pods (and the local harness's nodes) may keep the project and the data cache at other
+        paths than the driver's; a worker uses its own, and the driver's where it sets none.
+        """
+        env = os.environ if environ is None else environ
+        mine = Runtime.from_env({k: v for k, v in env.items() if k in _NODE_LOCAL and v.strip()}
+                                | {"MNIST_PROJECT_DIR": env.get("MNIST_PROJECT_DIR") or str(self.project_dir)})
+        return self.model_copy(update={
+            "project_dir": mine.project_dir,
+            "data_cache": mine.data_cache or self.data_cache,
+            "s3_endpoint": mine.s3_endpoint or self.s3_endpoint,
+            "dvc_remote_url": mine.dvc_remote_url or self.dvc_remote_url,
+        })
+
     def path(self, relative: str) -> Path:
         """A params path (relative to the project) as an absolute path."""
         p = Path(relative)
         return p if p.is_absolute() else self.project_dir / p
+
+
+# The settings a node may override for itself (see Runtime.for_this_node).
+_NODE_LOCAL = ("MNIST_PROJECT_DIR", "MNIST_DATA_CACHE", "AWS_ENDPOINT_URL", "MLFLOW_S3_ENDPOINT_URL", "MNIST_DVC_REMOTE_URL")
 
 
 # --------------------------------------------------------------------------- loading

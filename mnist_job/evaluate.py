@@ -98,6 +98,7 @@ def plot_curves(history: list[dict[str, float]], path: Path) -> Path:
     left.set(xlabel="epoch", ylabel="cross-entropy loss", title="Loss")
     right.set(xlabel="epoch", ylabel="accuracy", title="Accuracy")
     for ax in (left, right):
+        ax.set_xticks(epochs)
         ax.grid(alpha=0.3)
         ax.legend()
     fig.tight_layout()

@@ -44,6 +44,11 @@ def resolve_storage_path(storage_path: str, runtime: Runtime) -> str:
 
 
 def init_ray(runtime: Runtime):
+    import os
+
+    # Ray folds log lines that differ only in numbers ("[rank 0] epoch 2" / "[rank 1] epoch 2"),
+    # which hides per-rank progress and resume messages; keep every line unless told otherwise.
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     import ray
 
     if ray.is_initialized():
@@ -96,6 +101,10 @@ def run_training(params: Params, runtime: Runtime, log=print) -> TrainingResult:
     t_start = time.monotonic()
     run_name = params.train.run_name or default_run_name()
     storage_path = resolve_storage_path(params.train.storage_path, runtime)
+
+    if runtime.ray_address and not runtime.tracking_uri:
+        # On a cluster the embedded SQLite store would live and die with one pod.
+        raise InvalidInput("MLFLOW_TRACKING_URI: must be set when running on a Ray cluster (RAY_ADDRESS is set)")
 
     # 1. services, before any work: one clear error naming the endpoint (exit 3)
     tracking_uri = tracking.resolve_tracking_uri(runtime.tracking_uri, runtime.project_dir)

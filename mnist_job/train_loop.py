@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -22,7 +23,9 @@ FINAL_TAG = "final.logged"
 
 
 def _say(rank: int, message: str) -> None:
-    print(f"[rank {rank}] {message}", flush=True)
+    # Not print(): Ray Train V2 patches print and, with Ray's wrapped stdout, every line came out twice.
+    sys.stdout.write(f"[rank {rank}] {message}\n")
+    sys.stdout.flush()
 
 
 def split_train_validation(train_images: np.ndarray, train_labels: np.ndarray, validation_size: int, subset: int):
@@ -92,7 +95,7 @@ def train_loop_per_worker(config: dict) -> None:
     from mnist_job.model import build_model, images_to_tensor
 
     params = Params.model_validate(config["params"], strict=False)
-    runtime = Runtime.model_validate(config["runtime"])
+    runtime = Runtime.model_validate(config["runtime"]).for_this_node()
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
     device = ray.train.torch.get_device()

@@ -9,7 +9,7 @@ import time
 import pytest
 
 from mnist_job.dataset import MANIFEST, ensure_dataset, verify_dataset
-from mnist_job.errors import ServiceUnavailable
+from mnist_job.errors import DataError, ServiceUnavailable
 from tests.conftest import copy_dvc_project
 from tests.support.dvc import push_dataset
 from tests.support.services import base_env
@@ -91,3 +91,21 @@ def test_unreachable_s3_endpoint_fails_fast_with_exit_3(image_like_project, tmp_
     assert done.returncode == 3, done.stderr
     assert time.monotonic() - started < 30
     assert "127.0.0.1:9" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_remote_missing_an_object_is_refused_and_nothing_half_pulled_is_kept(pushed, image_like_project, tmp_path):
+    """A partial remote (one object gone): the pull fails with exit 4 and the cache holds no dataset."""
+    client = pushed.client()
+    victim = next(k for k in pushed.keys("dvc-test", "dvcstore/") if not k.endswith(".dir"))
+    client.delete_object(Bucket="dvc-test", Key=victim)
+    cache = tmp_path / "cache"
+    env = base_env(**pushed.env(), MNIST_DATA_CACHE=str(cache), MNIST_PROJECT_DIR=str(image_like_project),
+                   MNIST_DVC_REMOTE_URL=REMOTE)
+    done = subprocess.run([sys.executable, "-m", "mnist_job", "pull-data"], capture_output=True, text=True,
+                          env=env, cwd=image_like_project, timeout=300)
+    assert done.returncode == 4, done.stdout + done.stderr
+    assert "Traceback" not in done.stderr
+    pulled = cache / "dvc-workspace" / "data" / "mnist"
+    with pytest.raises(DataError):
+        verify_dataset(pulled)
+    assert not (cache / "PULLED").exists()

@@ -16,6 +16,7 @@ import pytest
 
 from tests.e2e import kuberay_local as kl
 
+
 @dataclass
 class Session:
     root: Path

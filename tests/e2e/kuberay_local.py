@@ -14,12 +14,13 @@ substitution is recorded in ``Substitutions`` and printed. The rules:
 
 * Service DNS names (``mnist-platform-minio:9000`` and its ``.mnist.svc...`` forms) map to
   the loopback port of the local stand-in (moto_server for MinIO, ``mlflow server``).
-* Pod paths (volume mounts and the image's /app) map to a per-pod folder:
-  ``/X -> <pod-root>/X``. In container env the pod root is written out; in the job-wide
-  runtime env and in the entrypoint (which KubeRay hands to every node / the driver) it
-  is written ``${MNIST_E2E_POD_ROOT}/X``: Ray expands ``${VAR}`` in runtime-env env_vars
-  from each worker process's environment, and the driver's entrypoint runs in a shell,
-  so each node resolves its own pod folder, as each pod has its own /app and /data-cache.
+* Pod paths (volume mounts and the image's /app) map to ``<root>/pod/X``, one path for
+  every pod, as in Kubernetes, where every pod sees its own /app and /data-cache at the same
+  path: each Ray node runs in its own mount namespace (``unshare -m``) in which
+  ``<root>/pod`` is a bind mount of that node's folder ``<root>/pods/<name>``. So a path the
+  driver passes to the workers (the package hands its Runtime to them) means the worker's own
+  folder, and each worker's data cache starts empty and is filled by its own ``dvc pull``.
+  The MLflow server and the bucket job (one process each) get their folder written out.
 * Fixed ports (6379, 8265, 10001, 5000, 9000) become free loopback ports; CPUs from the
   limits are scaled down to fit this machine; commands from the image (``mnist-job``,
   ``mlflow``, ``ray``) are the venv's console scripts (the image pip-installs the same
@@ -60,7 +61,9 @@ RAYJOB_ARGS = ("-f", str(RAYJOB_CHART / "values-cpu-kind.yaml"))
 PLATFORM_ARGS = ("-f", str(PLATFORM_CHART / "values-dev.yaml"), "--set", "kuberay-operator.enabled=false")
 RAYJOB_GENERATED = ROOT / "k8s" / "rayjob-cpu-kind.yaml"
 PLATFORM_GENERATED = ROOT / "k8s" / "platform-dev.yaml"
-POD_ROOT_VAR = "MNIST_E2E_POD_ROOT"
+# Overrides the harness may append to the entrypoint (each printed as a substitution); none by
+# default: the CPU profile runs as rendered.
+ENTRYPOINT_OVERRIDES = tuple(o for o in os.environ.get("MNIST_E2E_OVERRIDES", "").split(",") if o)
 # The harness's own cap on the job, under the manifest's activeDeadlineSeconds (CI must stay fast).
 JOB_CAP_S = float(os.environ.get("MNIST_E2E_JOB_CAP_S", "600"))
 # Env vars whose presence in the pods the contract requires, with what reads them. The
@@ -130,8 +133,8 @@ class Phases:
 
     def render(self) -> str:
         total = sum(s for _, s in self.times)
-        rows = [f"  {name:<44} {seconds:7.1f} s" for name, seconds in self.times]
-        return "\n".join(["phase timings:", *rows, f"  {'total':<44} {total:7.1f} s"])
+        rows = [f"  {name:<72} {seconds:7.1f} s" for name, seconds in self.times]
+        return "\n".join(["phase timings:", *rows, f"  {'total':<72} {total:7.1f} s"])
 
 
 # ------------------------------------------------------------------ rendering
@@ -352,12 +355,12 @@ def entrypoint_argv(rayjob: dict) -> list[str]:
     return shlex.split(rayjob["spec"]["entrypoint"])
 
 
-def entrypoint_params(rayjob: dict, params_file: Path):
-    """Parse the entrypoint exactly as mnist-job would; return (args, effective Params)."""
+def entrypoint_params(rayjob: dict | str, params_file: Path):
+    """Parse the entrypoint (a RayJob's, or a command line) exactly as mnist-job would: (args, effective Params)."""
     from mnist_job import cli
     from mnist_job import config as cfg
 
-    argv = entrypoint_argv(rayjob)[1:]
+    argv = (shlex.split(rayjob) if isinstance(rayjob, str) else entrypoint_argv(rayjob))[1:]
     try:
         args = cli.build_parser().parse_args(argv)
     except SystemExit as exc:
@@ -460,17 +463,6 @@ def rewrite_token(token: str, prefixes: list[str], root: str) -> str:
         if value.startswith("/"):
             return f"{key}={rewrite_pod_path(value, prefixes, root)}"
     return token
-
-
-def shell_join(words: list[str]) -> str:
-    """Like shlex.join, but words holding ${VAR} go in double quotes so the shell expands them."""
-    out = []
-    for w in words:
-        if "${" in w and not re.search(r'["\\`]', w):
-            out.append(f'"{w}"')
-        else:
-            out.append(shlex.quote(w))
-    return " ".join(out)
 
 
 def pod_prefixes(container: dict) -> list[str]:
@@ -675,14 +667,19 @@ class Pod:
     name: str
     role: str
     group: str
-    root: Path
+    root: Path  # the pod's folder as the harness sees it
+    mount: Path  # the same folder as the pod's processes see it (bind mount in their mount namespace)
     env: dict[str, str]
     cpus_manifest: float
     cpus_local: int
 
+    def host_path(self, path: str | Path) -> Path:
+        """A path the pod's processes use -> where the harness finds it."""
+        return self.root / Path(path).relative_to(self.mount)
+
     @property
     def data_cache(self) -> Path:
-        return Path(self.env["MNIST_DATA_CACHE"])
+        return self.host_path(self.env["MNIST_DATA_CACHE"])
 
 
 @dataclass
@@ -696,7 +693,8 @@ class LocalRayCluster:
         return {"Authorization": f"Bearer {self.token}"} if self.token else {}
 
     def stop(self) -> None:
-        self.cluster.stop()
+        for process in reversed(self.cluster.processes()):
+            process.stop(timeout=8)  # gcs_server may ignore SIGTERM for long: SIGKILL sooner
 
 
 def _quantity(q) -> float:
@@ -716,6 +714,19 @@ def _install_image_files(app: Path, project_dir: Path) -> None:
     (app / ".dvc" / "tmp").mkdir(parents=True, exist_ok=True)
 
 
+def pod_mount_point(root: Path) -> Path:
+    """Where every Ray pod sees its own folder (like /app and /data-cache in every pod)."""
+    (root / "pod").mkdir(exist_ok=True)
+    return root / "pod"
+
+
+def in_pod_namespace(pod: Pod, argv: list[str]) -> list[str]:
+    """``argv`` in a private mount namespace where ``pod.mount`` is a bind mount of ``pod.root``."""
+    script = 'mount --bind "$1" "$2" && shift 2 && exec "$@"'
+    return ["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "pod", str(pod.root),
+            str(pod.mount), *argv]
+
+
 def plan_pods(rayjob: dict, platform: PlatformView, svc: ServiceMap, root: Path, subs: Substitutions,
               project_dir: Path = ROOT, cpus_available: int | None = None) -> list[Pod]:
     cpus_available = cpus_available or os.cpu_count() or 2
@@ -728,18 +739,18 @@ def plan_pods(rayjob: dict, platform: PlatformView, svc: ServiceMap, root: Path,
         cpus = float(params.get("num-cpus", _quantity(limit)))
         for i in range(replicas):
             name = "head" if role == "head" else f"{group}-{i}"
-            pod_root = root / "pods" / name
-            for mount in container.get("volumeMounts", []):
-                if mount["mountPath"] != "/dev/shm":
-                    (pod_root / mount["mountPath"].lstrip("/")).mkdir(parents=True, exist_ok=True)
+            pod_root, mount = root / "pods" / name, pod_mount_point(root)
+            for volume in container.get("volumeMounts", []):
+                if volume["mountPath"] != "/dev/shm":
+                    (pod_root / volume["mountPath"].lstrip("/")).mkdir(parents=True, exist_ok=True)
             _install_image_files(pod_root / "app", project_dir)
-            env = {**base_process_env(pod_root, image_env),
-                   **_container_env(container, platform, f"{role} {group}", svc, pod_root, subs),
-                   POD_ROOT_VAR: str(pod_root)}
-            for var in ("HOME", "XDG_CACHE_HOME", "XDG_CONFIG_HOME", "MPLCONFIGDIR"):
-                if var in env:
-                    Path(env[var]).mkdir(parents=True, exist_ok=True)
-            pods.append(Pod(name, role, group, pod_root, env, cpus, int(cpus)))
+            env = {**base_process_env(mount, image_env),
+                   **_container_env(container, platform, f"{role} {group}", svc, mount, subs)}
+            pod = Pod(name, role, group, pod_root, mount, env, cpus, int(cpus))
+            for var in ("HOME", "XDG_CACHE_HOME", "XDG_CONFIG_HOME", "MPLCONFIGDIR", "TMPDIR"):
+                if var in env and env[var].startswith(str(mount)):
+                    pod.host_path(env[var]).mkdir(parents=True, exist_ok=True)
+            pods.append(pod)
     workers = [p for p in pods if p.role == "worker"]
     total = sum(p.cpus_manifest for p in workers)
     if total > cpus_available:
@@ -761,14 +772,17 @@ def start_ray(rayjob: dict, pods: list[Pod], root: Path, subs: Substitutions, ti
     subs.add("ray ports", "6379 / 8265 / 10001 (head Service)", f"{gcs_port} / {dashboard_port} / {client_port}",
              "several nodes share one loopback: free ports")
     subs.add("ray --node-ip-address", "the pod IP", "127.0.0.1", "one host, loopback-only network namespace")
-    subs.add("ray --temp-dir", "/tmp/ray", "<pod>/ray", "each pod has its own /tmp")
+    subs.add("ray --temp-dir", "/tmp/ray", f"{pods[0].mount}/ray", "each pod has its own /tmp")
+    subs.add("pod filesystem", "/app, /data-cache, /tmp (image + emptyDirs)",
+             f"{pods[0].mount}/X = bind mount of <root>/pods/<pod>/X in the node's own mount namespace",
+             "no containers; same path in every pod, different content, as in Kubernetes")
     specs = []
     by_group = {g: s for _, g, s, _ in groups(rayjob)}
     for pod in pods:
         group_spec = by_group[pod.group]
         container = ray_container(group_spec)
         params = {k: str(v) for k, v in (group_spec.get("rayStartParams") or {}).items()}
-        args = [str(VENV_BIN / "ray"), "start", "--block", "--node-ip-address=127.0.0.1", f"--temp-dir={pod.root / 'ray'}",
+        args = [str(VENV_BIN / "ray"), "start", "--block", "--node-ip-address=127.0.0.1", f"--temp-dir={pod.mount / 'ray'}",
                 "--disable-usage-stats"]
         if pod.role == "head":
             args += ["--head", f"--port={gcs_port}", f"--dashboard-port={dashboard_port}",
@@ -795,7 +809,7 @@ def start_ray(rayjob: dict, pods: list[Pod], root: Path, subs: Substitutions, ti
         env = {**pod.env, "RAY_AUTH_MODE": auth}
         if token:
             env["RAY_AUTH_TOKEN"] = token  # KubeRay: from the Secret it generates for authOptions.mode=token
-        specs.append(services.RayNodeSpec(f"ray-{pod.name}", args, env, cwd=pod.root / "app"))
+        specs.append(services.RayNodeSpec(f"ray-{pod.name}", in_pod_namespace(pod, args), env, cwd=pod.root / "app"))
         _say(f"{pod.name}: {shlex.join(a.replace(str(root), '<root>') for a in args[1:])}")
     headers = {"Authorization": f"Bearer {token}"} if token else None
     cluster = services.start_ray_nodes(specs[0], specs[1:], address, dashboard, root / "logs", timeout, headers=headers)
@@ -806,22 +820,26 @@ def start_ray(rayjob: dict, pods: list[Pod], root: Path, subs: Substitutions, ti
 
 
 def job_submission(rayjob: dict, pods: list[Pod], subs: Substitutions) -> tuple[str, dict]:
-    """(entrypoint, runtime_env) as the submitter sends them, with pod paths as ${MNIST_E2E_POD_ROOT}/..."""
+    """(entrypoint, runtime_env) as the submitter sends them, pod paths mapped to the pods' mount point."""
     head_container = ray_container(groups(rayjob)[0][2])
     prefixes = pod_prefixes(head_container)
-    var = "${" + POD_ROOT_VAR + "}"
+    var = str(pods[0].mount)
     original = rayjob["spec"]["entrypoint"]
     words = [rewrite_token(w, prefixes, var) for w in shlex.split(original)]
-    entrypoint = shell_join(words)
     for before, after in zip(shlex.split(original), words, strict=True):
         if before != after:
-            subs.add("entrypoint word", before, after, "image path -> this pod's folder (the driver's shell expands it)")
+            subs.add("entrypoint word", before, after, "image path -> the pod's folder")
+    if words and words[0] in _console_scripts():
+        for override in ENTRYPOINT_OVERRIDES:
+            words += ["--set", override]
+            subs.add("entrypoint override", "(none)", f"--set {override}", "appended by the harness (MNIST_E2E_OVERRIDES)")
+    entrypoint = shlex.join(words)
     runtime_env = runtime_env_of(rayjob)
     env_vars = {}
     for k, v in (runtime_env.get("env_vars") or {}).items():
         local = rewrite_pod_path(str(v), prefixes, var)
         if local != v:
-            subs.add(f"runtimeEnvYAML env_vars.{k}", v, local, "Ray expands ${VAR} per worker process: per-pod path")
+            subs.add(f"runtimeEnvYAML env_vars.{k}", v, local, "image path / emptyDir -> the pod's folder")
         env_vars[str(k)] = local
     runtime_env = {**runtime_env, "env_vars": env_vars}
     return entrypoint, runtime_env

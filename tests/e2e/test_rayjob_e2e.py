@@ -35,8 +35,8 @@ def test_cpu_rayjob_runs_to_succeeded(e2e, local_platform, ray_cluster):
     for pod in ray_cluster.pods:
         assert not any(pod.data_cache.iterdir()), f"{pod.name}: the data cache must start empty, like an emptyDir"
 
-    _, params = kl.entrypoint_params(rayjob, head.root / "app" / "params.yaml")
     entrypoint, runtime_env = kl.job_submission(rayjob, ray_cluster.pods, e2e.subs)
+    _, params = kl.entrypoint_params(entrypoint, head.root / "app" / "params.yaml")
     print(f"entrypoint (manifest): {rayjob['spec']['entrypoint']}")
     print(f"entrypoint (local):    {entrypoint}")
     print(f"runtime env (local):   {kl.dump_json(runtime_env)}")
@@ -50,16 +50,18 @@ def test_cpu_rayjob_runs_to_succeeded(e2e, local_platform, ray_cluster):
         f"node logs: {e2e.logs}")
 
     with phases.run("checks: data pulls, MLflow run, S3 objects, registry"):
-        # every worker pod pulled the dataset itself, into its own cache
+        # every worker pod pulled the dataset itself, into its own (initially empty) cache
+        pullers = {}
         for pod in workers:
             marker = pod.data_cache / "PULLED"
             assert marker.is_file(), f"{pod.name}: no PULLED marker in {pod.data_cache}: the worker did not dvc pull"
-            pulled = json.loads(marker.read_text())
-            assert pulled["path"].startswith(str(pod.root)), f"{pod.name} pulled outside its pod folder: {pulled}"
+            pullers[pod.name] = json.loads(marker.read_text())
             assert (pod.data_cache / "dvc-workspace" / params.data.dir / "manifest.json").is_file()
-        pulls = re.findall(r"data: pulled \S+ from (\S+) into (\S+)", outcome.logs)
-        assert pulls, "the driver's logs show no `data: pulled` line"
-        assert all(url == local_platform.endpoints["MNIST_DVC_REMOTE_URL"] for url, _ in pulls), pulls
+        assert len({m["pid"] for m in pullers.values()}) == len(workers), f"one pull per worker pod: {pullers}"
+        pulls = re.findall(r"\[rank (\d+)\] data: pulled \S+ from (\S+) into", outcome.logs)
+        assert {rank for rank, _ in pulls} == {str(r) for r in range(params.train.num_workers)}, (
+            f"every Ray Train rank's node should log its own `data: pulled` line, got {pulls}")
+        assert all(url == local_platform.endpoints["MNIST_DVC_REMOTE_URL"] for _, url in pulls), pulls
 
         run_ids = re.findall(r"^run id: (\w+)$", outcome.logs, flags=re.M)
         assert len(run_ids) == 1, f"expected one `run id:` line in the logs, got {run_ids}"
