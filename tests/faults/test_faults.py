@@ -1,0 +1,102 @@
+"""Faults injected on real processes while `mnist-job train` runs: the job keeps its promises.
+
+Every test also checks that the S3 secret from the environment appears nowhere: not in the
+job's output, not in the MLflow run's params or tags.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.faults.conftest import Training, epoch_steps, run_of, wait_checkpoint_registered
+from tests.support import services
+
+pytestmark = pytest.mark.slow
+
+METRICS = ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "images_per_s", "epoch_time_s")
+
+
+def assert_complete_run(stack, name: str, epochs: int, output: str):
+    client = stack.client()
+    run = run_of(client, name)
+    for key in METRICS:
+        assert epoch_steps(client, run.info.run_id, key) == list(range(1, epochs + 1)), key
+    assert run.info.status == "FINISHED"
+    assert "test_accuracy" in run.data.metrics
+    assert run.data.tags.get("final.logged") == "true"
+    secret = services.TEST_SECRET_KEY
+    assert secret not in output
+    assert all(secret not in v for v in (*run.data.params.values(), *run.data.tags.values()))
+    return run
+
+
+def test_worker_killed_mid_epoch_restores_from_s3_checkpoint(stack):
+    """SIGKILL rank 0 during epoch 2: Ray Train restarts the group from the epoch-1 checkpoint in S3."""
+    training = Training(stack, "fault-worker-kill", 3, "--max-failures", "2")
+    pid = int(training.wait_for(r"RayTrainWorker pid=(\d+)\)\S* \[rank 0\] epoch 1/3", 400).group(1))
+    wait_checkpoint_registered(stack, "fault-worker-kill", training)
+    assert "epoch 2/3" not in training.text()  # still inside epoch 2
+    os.kill(pid, signal.SIGKILL)
+    assert training.finish() == 0, training.text()[-3000:]
+    output = training.text()
+    assert "resumed from the checkpoint of epoch" in output
+    run = assert_complete_run(stack, "fault-worker-kill", 3, output)
+    keys = stack.s3.keys("ray-checkpoints", "faults/fault-worker-kill/")
+    assert any(k.endswith("checkpoint.pt") for k in keys)
+    assert run.data.tags["ray.storage_path"] == "s3://ray-checkpoints/faults"
+
+
+def test_mlflow_server_down_for_30_s_loses_no_metric(stack):
+    training = Training(stack, "fault-mlflow-outage", 4)
+    training.wait_for(r"\[rank 0\] epoch 1/4", 400)
+    stack.mlflow.stop()
+    stopped = time.monotonic()
+    try:
+        training.wait_for(r"mlflow: server unreachable", 120)
+        time.sleep(max(0.0, 30 - (time.monotonic() - stopped)))
+    finally:
+        stack.mlflow.restart()
+    assert training.finish() == 0, training.text()[-3000:]
+    output = training.text()
+    assert "server back" in output
+    assert_complete_run(stack, "fault-mlflow-outage", 4, output)
+
+
+def test_driver_restart_resumes_and_never_trains_twice(stack):
+    """The RayJob submitter retried: the same run name resumes; a finished name is refused."""
+    first = Training(stack, "fault-driver-restart", 3)
+    first.wait_for(r"\[rank 0\] epoch 1/3", 400)
+    wait_checkpoint_registered(stack, "fault-driver-restart", first)
+    os.killpg(first.popen.pid, signal.SIGKILL)
+    first.popen.wait()
+
+    second = Training(stack, "fault-driver-restart", 3)
+    assert second.finish() == 0, second.text()[-3000:]
+    output = second.text()
+    assert "mlflow: resuming run" in output
+    assert "resumed from the checkpoint of epoch" in output
+    assert "epoch 1/3" not in output  # epoch 1 was not trained again
+    assert_complete_run(stack, "fault-driver-restart", 3, first.text() + output)
+
+    third = Training(stack, "fault-driver-restart", 3)
+    assert third.finish() == 2
+    assert "already finished" in third.text() and "Traceback" not in third.text()
+
+
+def test_unreachable_mlflow_at_start_exits_3_before_any_work(tmp_path):
+    env = services.base_env(MLFLOW_TRACKING_URI="http://127.0.0.1:9", MNIST_PROJECT_DIR=str(services.PROJECT_DIR))
+    started = time.monotonic()
+    done = subprocess.run([sys.executable, "-m", "mnist_job", "train", "--set",
+                           f"train.storage_path={tmp_path / 'ray'}"], capture_output=True, text=True, env=env,
+                          cwd=tmp_path, timeout=60)
+    assert done.returncode == 3
+    assert time.monotonic() - started < 30
+    assert "http://127.0.0.1:9" in done.stderr and "unreachable" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert "Ray" not in done.stdout and not (tmp_path / "ray").exists()
