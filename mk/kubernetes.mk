@@ -31,7 +31,8 @@ tools: ## helm, kubectl, hadolint, shellcheck, checkov into .tools/
 
 image: ## docker build the project image (VARIANT=cpu|gpu)
 	@case "$(VARIANT)" in cpu|gpu) ;; *) echo "VARIANT must be cpu or gpu" >&2; exit 2;; esac
-	docker build -f image/Dockerfile --build-arg VARIANT=$(VARIANT) -t $(IMAGE) .
+	docker build -f image/Dockerfile --build-arg VARIANT=$(VARIANT) \
+		--build-arg GIT_COMMIT=$$(git rev-parse HEAD 2>/dev/null || echo unknown) -t $(IMAGE) .
 
 kind-load: ## load $(IMAGE) into the kind cluster
 	kind load docker-image $(IMAGE) --name $(KIND_CLUSTER)

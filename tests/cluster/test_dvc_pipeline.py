@@ -32,6 +32,8 @@ def project_copy(tmp_path, prepared_dataset):
     params["data"].update(train_subset=4000, validation_size=1000, test_subset=1000)
     params["mlflow"]["register_min_accuracy"] = 0.5
     (copy / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    # the copy's DVC cache is empty: record the copied data in it, as `dvc repro prepare` did in the repo
+    dvc(copy, "commit", "--force", "fetch", "prepare")
     return copy
 
 

@@ -21,7 +21,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from manifest_helpers import NAMESPACE, PROFILES, ROOT, TOOLS, Result, run  # noqa: E402
 
-@functools.lru_cache(maxsize=None)
+
+@functools.cache
 def _install_tools() -> str | None:
     proc = run(["bash", str(ROOT / "scripts" / "install-tools.sh")], timeout=900)
     if proc.returncode != 0:
@@ -39,7 +40,7 @@ def tools() -> Path:
     return TOOLS
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _template(chart: str, release: str, args: tuple[str, ...]) -> Result:
     proc = run(["bash", str(ROOT / "scripts" / "helm-template.sh"), chart, release, NAMESPACE, *args], timeout=120)
     res = Result(proc.returncode, proc.stdout, proc.stderr)

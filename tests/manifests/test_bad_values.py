@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from manifest_helpers import PLATFORM, RAYJOB
 
 NO_OP = ("--set", "kuberay-operator.enabled=false")

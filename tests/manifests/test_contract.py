@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import re
 import shlex
-import tomllib
 
 import pytest
+import tomllib
 import yaml
-
 from manifest_helpers import (
     PLATFORM,
     RAYJOB,

@@ -9,7 +9,6 @@ import subprocess
 import jsonschema
 import kubernetes_validate
 import pytest
-
 from manifest_helpers import (
     CHARTS,
     K8S_VERSIONS,

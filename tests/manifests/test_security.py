@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import pytest
-
 from manifest_helpers import PROFILES, cpu, mem, one, rayjob_pod_templates, workload_pod_templates
-
 
 ALL = sorted(PROFILES)
 

@@ -7,7 +7,6 @@ import re
 
 import pytest
 import yaml
-
 from manifest_helpers import PLATFORM, ROOT, run
 
 SCRIPTS = sorted((ROOT / "scripts").glob("*.sh"))
