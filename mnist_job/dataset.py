@@ -40,7 +40,7 @@ SPLIT_FILES = {
 DVC_METADATA = ("dvc.yaml", "dvc.lock", ".dvc/config")
 
 
-def array_sha256(path: Path) -> str:
+def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as fh:
         for block in iter(lambda: fh.read(1 << 22), b""):
@@ -65,7 +65,7 @@ def verify_dataset(folder: Path) -> dict:
             raise DataError(f"dataset {folder}: {MANIFEST} has no entry for {filename}")
         if not path.is_file():
             raise DataError(f"dataset {folder}: {filename} is missing (an incomplete pull?)")
-        actual = array_sha256(path)
+        actual = sha256_file(path)
         if actual != entry["sha256"]:
             raise DataError(
                 f"dataset {folder}: {filename} fails its checksum "

@@ -36,6 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from mnist_job.config import DataParams
+from mnist_job.dataset import sha256_file
 from mnist_job.errors import DataError, InvalidInput, ServiceUnavailable
 
 # name -> (bytes, sha256) of the official gzip archives.
@@ -57,14 +58,6 @@ CHECKSUMS = "checksums.json"
 
 def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 # ------------------------------------------------------------------ IDX format

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mnist_job.dataset import MANIFEST, SPLIT_FILES, array_sha256, verify_dataset
+from mnist_job.dataset import MANIFEST, SPLIT_FILES, sha256_file, verify_dataset
 from mnist_job.errors import DataError
 from mnist_job.fetch import CHECKSUMS, RAW_FILES, decode_idx, raw_is_complete
 
@@ -62,7 +62,7 @@ def write_dataset(arrays: dict[str, np.ndarray], out_dir: Path) -> dict:
     for key, filename in SPLIT_FILES.items():
         array = np.ascontiguousarray(arrays[key], dtype=np.uint8)
         np.save(staging / filename, array, allow_pickle=False)
-        files[filename] = {"sha256": array_sha256(staging / filename), "shape": list(array.shape), "dtype": "uint8"}
+        files[filename] = {"sha256": sha256_file(staging / filename), "shape": list(array.shape), "dtype": "uint8"}
     manifest = {
         "format": "mnist-npy/1",
         "files": files,
