@@ -140,7 +140,9 @@ def write_pull_workspace(project_dir: Path, workspace: Path, remote_url: str | N
         (workspace / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(source, workspace / rel)
     url = remote_url or _default_remote_url(project_dir)[1]
-    lines = ["[core]", "    no_scm = true", "    remote = pull", "['remote \"pull\"']", f"    url = {url}"]
+    # hardlinks: the checkout from DVC's cache costs no second copy of the data
+    lines = ["[core]", "    no_scm = true", "    remote = pull", "[cache]", "    type = hardlink,copy",
+             "['remote \"pull\"']", f"    url = {url}"]
     if url.startswith("s3://") and s3_endpoint:
         lines.append(f"    endpointurl = {s3_endpoint}")
     (workspace / ".dvc" / "config.local").write_text("\n".join(lines) + "\n")

@@ -1,0 +1,123 @@
+"""Shared by the orchestrator and the contenders: paths, the test set, GEMM FLOP/s, RSS sampling."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+PROJECT_DIR = Path(__file__).resolve().parents[1]
+DATA_DIR = PROJECT_DIR / "data" / "mnist"
+TRAIN_FLOPS_PER_FORWARD = 3  # forward + backward (about 2x forward) per training image
+
+
+def load_arrays():
+    """The prepared dataset, checksum-verified (mnist_job.dataset.load_dataset)."""
+    from mnist_job.dataset import load_dataset
+
+    return load_dataset(DATA_DIR)
+
+
+def test_tensors(data, test_subset: int):
+    """The same test set for every contender: the first ``test_subset`` (0: all 10,000) test images."""
+    import torch
+
+    from mnist_job.model import images_to_tensor
+
+    n = test_subset or len(data.test_labels)
+    return images_to_tensor(data.test_images[:n]), torch.as_tensor(data.test_labels[:n].astype(np.int64))
+
+
+def test_accuracy(model, x, y) -> float:
+    """Accuracy on the test tensors (argmax of logits or log-probabilities); untimed by every contender."""
+    from mnist_job.train_loop import score
+
+    _, correct, seen = score(model, x, y)
+    return correct / seen
+
+
+def gemm_gflops(threads: int, n: int = 2048, seconds: float = 3.0) -> float:
+    """FLOP/s of a large fp32 matmul on ``threads`` threads (2 n^3 per product), best of short bursts."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        a, b = torch.randn(n, n), torch.randn(n, n)
+        out = torch.empty(n, n)
+        torch.mm(a, b, out=out)  # warm-up
+        best = 0.0
+        deadline = time.perf_counter() + seconds
+        while time.perf_counter() < deadline:
+            t0 = time.perf_counter()
+            for _ in range(2):
+                torch.mm(a, b, out=out)
+            best = max(best, 2 * 2 * n**3 / (time.perf_counter() - t0))
+        return best / 1e9
+    finally:
+        torch.set_num_threads(previous)
+
+
+class TreeRssSampler:
+    """Peak summed RSS of a process and all its descendants, sampled every ``interval`` seconds.
+
+    A sum of RSS counts shared pages (libraries, Ray's object store) once per process,
+    so it overstates the memory the tree really uses; it is the usual, comparable number.
+    """
+
+    def __init__(self, pid: int, interval: float = 0.25):
+        self.pid, self.interval = pid, interval
+        self.peak_bytes = 0
+        self.peak_processes = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+    def sample(self) -> None:
+        import psutil
+
+        try:
+            root = psutil.Process(self.pid)
+            procs = [root, *root.children(recursive=True)]
+        except psutil.Error:
+            return
+        total = 0
+        for p in procs:
+            try:
+                total += p.memory_info().rss
+            except psutil.Error:
+                pass
+        if total > self.peak_bytes:
+            self.peak_bytes, self.peak_processes = total, len(procs)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.sample()
+            self._stop.wait(self.interval)
+
+    @property
+    def peak_mb(self) -> float:
+        return self.peak_bytes / 2**20
+
+
+def time_to_target(epochs: list[dict], target: float) -> tuple[float | None, int | None]:
+    """(cumulative training seconds, epoch) when test accuracy first reaches ``target``."""
+    for e in epochs:
+        if e["test_accuracy"] >= target:
+            return e["elapsed_s"], e["epoch"]
+    return None, None
+
+
+def write_json(path: Path, obj) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n")
