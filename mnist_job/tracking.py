@@ -98,7 +98,7 @@ def git_commit(project_dir: Path, given: str | None) -> str:
 
 def start_or_resume_run(client, experiment_id: str, run_name: str, params: dict, tags: dict) -> tuple[str, bool]:
     """The MLflow run of ``run_name``: a new one, or the unfinished one a restarted driver left."""
-    from mlflow.entities import Metric, Param, RunTag  # noqa: F401 (Param, RunTag used below)
+    from mlflow.entities import Param
 
     existing = client.search_runs(
         [experiment_id], filter_string=f"tags.`{RUN_NAME_TAG}` = '{run_name}'", max_results=1

@@ -8,6 +8,7 @@ setting costs seconds, not an epoch. The per-worker loop is in train_loop.py.
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import shutil
 import time
@@ -44,11 +45,6 @@ def resolve_storage_path(storage_path: str, runtime: Runtime) -> str:
 
 
 def init_ray(runtime: Runtime):
-    import os
-
-    # Ray folds log lines that differ only in numbers ("[rank 0] epoch 2" / "[rank 1] epoch 2"),
-    # which hides per-rank progress and resume messages; keep every line unless told otherwise.
-    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     import ray
 
     if ray.is_initialized():
@@ -92,7 +88,15 @@ def plan_resources(params: Params, ray) -> tuple[bool, int]:
 
 
 def run_training(params: Params, runtime: Runtime, log=print) -> TrainingResult:
+    # Ray folds log lines that differ only in numbers ("[rank 0] epoch 2" / "[rank 1] epoch 2"),
+    # which hides per-rank progress and resume messages; keep every line unless told otherwise.
+    # Ray reads this when it is imported, so before any import of ray.
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    import mlflow
+    import torch
     from mlflow import MlflowClient
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
 
     from mnist_job import tracking
     from mnist_job.dataset import MANIFEST, dvc_lock_hash, ensure_dataset, manifest_digest
@@ -126,16 +130,13 @@ def run_training(params: Params, runtime: Runtime, log=print) -> TrainingResult:
     # 4. the MLflow run (resumed when a restarted driver reruns the same run name)
     client = MlflowClient(tracking_uri=tracking_uri)
     experiment_id = tracking.get_or_create_experiment(client, params.mlflow.experiment, runtime.project_dir, tracking_uri)
-    import mlflow
-    import ray as ray_module
-    import torch
-
+    commit = tracking.git_commit(runtime.project_dir, runtime.git_commit)
     tags = {
-        "git.commit": tracking.git_commit(runtime.project_dir, runtime.git_commit),
-        "mlflow.source.git.commit": tracking.git_commit(runtime.project_dir, runtime.git_commit),
+        "git.commit": commit,
+        "mlflow.source.git.commit": commit,
         "dvc.data_md5": dvc_lock_hash(runtime.project_dir, params.data.dir) or "unknown",
         "data.manifest_sha256": manifest_digest(manifest),
-        "version.ray": ray_module.__version__,
+        "version.ray": ray.__version__,
         "version.torch": torch.__version__,
         "version.mlflow": mlflow.__version__,
         "workers.count": str(params.train.num_workers),
@@ -148,9 +149,6 @@ def run_training(params: Params, runtime: Runtime, log=print) -> TrainingResult:
         f"{params.mlflow.experiment!r} at {tracking.redact(tracking_uri)}")
 
     # 5. train
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
-
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={
