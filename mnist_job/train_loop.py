@@ -179,7 +179,7 @@ def train_loop_per_worker(config: dict) -> None:
             ray.train.report(metrics, checkpoint=None)
 
     if rank == 0:
-        finish_run(config, unwrap(model), data, history, logger, device)
+        finish_run(params, config, unwrap(model), data, history, logger, device)
 
 
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:
@@ -198,16 +198,14 @@ def _mlflow_logger(config: dict, rank: int):
     return EpochMetricsLogger(client, config["run_id"], say=lambda m: _say(rank, m))
 
 
-def finish_run(config: dict, model: torch.nn.Module, data, history: list[dict], logger, device) -> None:
+def finish_run(params, config: dict, model: torch.nn.Module, data, history: list[dict], logger, device) -> None:
     """Rank 0, after the last epoch: test metrics, plots, model, registry. Idempotent across restarts."""
     import mlflow
 
-    from mnist_job.config import Params
     from mnist_job.evaluate import evaluate, plot_confusion, plot_curves
     from mnist_job.model import images_to_tensor
     from mnist_job.tracking import retry
 
-    params = Params.model_validate(config["params"], strict=False)
     client, run_id = logger.client, config["run_id"]
     timeout = params.mlflow.flush_timeout_s
     logger.flush(timeout)
