@@ -80,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train with Ray Train on N workers, track in MLflow, register the model",
                        description="Train the CNN with ray.train.torch.TorchTrainer. Checks MLflow, S3 and the "
                                    "dataset first; logs params, per-epoch metrics, plots and the model to MLflow; "
-                                   "checkpoints every epoch to train.storage_path; rerunning a train.run_name "
+                                   "checkpoints every epoch to train.storage_path; rerunning an unfinished train.run_name "
                                    "resumes it.")
     _add_common(p)
     _add_flags(p, TRAIN_FLAGS)

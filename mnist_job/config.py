@@ -88,7 +88,11 @@ class TrainParams(_Section):
         "outputs/ray", min_length=1, description="checkpoints: a local path or s3://bucket/prefix"
     )
     run_name: str = Field(
-        "", max_length=128, description="Ray Train run name; rerunning a name resumes it (empty: new name)"
+        "", max_length=128, description="Ray Train run name; rerunning an unfinished name resumes it (empty: new name)"
+    )
+    if_finished: Literal["refuse", "new-run"] = Field(
+        "refuse", description="rerunning the name of a FINISHED run: refuse (exit 2), or new-run: a new run "
+                              "named <run_name>-<UTC time> (a re-applied RayJob)"
     )
     output_dir: str = Field("outputs", min_length=1, description="where the final model and run.json go")
 

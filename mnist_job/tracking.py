@@ -21,7 +21,8 @@ from pathlib import Path
 from mnist_job.errors import InvalidInput, ServiceUnavailable
 
 PRESENCE_KEY = "val_accuracy"  # logged every epoch; its steps say which epochs the server has
-RUN_NAME_TAG = "ray.run_name"
+RUN_NAME_TAG = "ray.run_name"  # the Ray Train run (checkpoint folder) of this MLflow run
+RUN_BASE_TAG = "mnist.run_base"  # the train.run_name it was started under (see start_or_resume_run)
 
 
 def local_store(project_dir: Path) -> tuple[str, str]:
@@ -96,25 +97,39 @@ def git_commit(project_dir: Path, given: str | None) -> str:
     return done.stdout.strip() if done.returncode == 0 else "unknown"
 
 
-def start_or_resume_run(client, experiment_id: str, run_name: str, params: dict, tags: dict) -> tuple[str, bool]:
-    """The MLflow run of ``run_name``: a new one, or the unfinished one a restarted driver left."""
+def start_or_resume_run(client, experiment_id: str, run_name: str, params: dict, tags: dict,
+                        if_finished: str = "refuse") -> tuple[str, str, bool]:
+    """(run id, run name, resumed) for the runs started under ``run_name``.
+
+    The latest unfinished one (a restarted driver, a retried RayJob) is resumed. When every run of
+    that name has finished, ``if_finished`` decides: ``refuse`` (exit 2), or ``new-run``, a new run
+    named ``<run_name>-<UTC time>``: a RayJob applied again under the same name trains anew, in its
+    own checkpoint folder, and a retry of that one finds it here by its base name and resumes it.
+    """
     from mlflow.entities import Param
 
-    existing = client.search_runs(
-        [experiment_id], filter_string=f"tags.`{RUN_NAME_TAG}` = '{run_name}'", max_results=1
-    )
-    if existing:
-        run = existing[0]
-        if run.info.status == "FINISHED":
-            raise InvalidInput(
-                f"train.run_name: run {run_name!r} already finished (MLflow run {run.info.run_id}); "
-                "pick a new run name to train again"
-            )
+    earlier = {}
+    for tag in (RUN_BASE_TAG, RUN_NAME_TAG):
+        for run in client.search_runs([experiment_id], filter_string=f"tags.`{tag}` = '{run_name}'",
+                                      order_by=["attributes.start_time DESC"], max_results=100):
+            earlier.setdefault(run.info.run_id, run)
+    latest_first = sorted(earlier.values(), key=lambda r: r.info.start_time or 0, reverse=True)
+    unfinished = [r for r in latest_first if r.info.status != "FINISHED"]
+    if unfinished:
+        run = unfinished[0]
         client.update_run(run.info.run_id, status="RUNNING")
-        return run.info.run_id, True
-    run = client.create_run(experiment_id, run_name=run_name, tags={RUN_NAME_TAG: run_name, **tags})
+        return run.info.run_id, run.data.tags.get(RUN_NAME_TAG, run_name), True
+    name = run_name
+    if latest_first:
+        if if_finished != "new-run":
+            raise InvalidInput(
+                f"train.run_name: run {run_name!r} already finished (MLflow run {latest_first[0].info.run_id}); "
+                "pick a new run name, or set train.if_finished=new-run to train again under a derived name"
+            )
+        name = f"{run_name}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}"
+    run = client.create_run(experiment_id, run_name=name, tags={RUN_NAME_TAG: name, RUN_BASE_TAG: run_name, **tags})
     client.log_batch(run.info.run_id, params=[Param(k, str(v)[:6000]) for k, v in sorted(params.items())])
-    return run.info.run_id, False
+    return run.info.run_id, name, False
 
 
 class EpochMetricsLogger:

@@ -103,7 +103,7 @@ def run_training(params: Params, runtime: Runtime, log=print) -> TrainingResult:
     from mnist_job.train_loop import CHECKPOINT_FILE, train_loop_per_worker
 
     t_start = time.monotonic()
-    run_name = params.train.run_name or default_run_name()
+    base_name = params.train.run_name or default_run_name()
     storage_path = resolve_storage_path(params.train.storage_path, runtime)
 
     if runtime.ray_address and not runtime.tracking_uri:
@@ -144,7 +144,8 @@ def run_training(params: Params, runtime: Runtime, log=print) -> TrainingResult:
         "workers.cpus_each": str(cpus_per_worker),
         "ray.storage_path": storage_path,
     }
-    run_id, resumed = tracking.start_or_resume_run(client, experiment_id, run_name, params.flat(), tags)
+    run_id, run_name, resumed = tracking.start_or_resume_run(client, experiment_id, base_name, params.flat(), tags,
+                                                             params.train.if_finished)
     log(f"mlflow: {'resuming' if resumed else 'started'} run {run_id} ({run_name}) in experiment "
         f"{params.mlflow.experiment!r} at {tracking.redact(tracking_uri)}")
 

@@ -70,6 +70,7 @@ BAD_INPUTS = [
     (["mlflow.register_min_accuracy=1.5"], "mlflow.register_min_accuracy"),
     (["train.storage_path="], "train.storage_path"),
     (["train.run_name=has space"], "train.run_name"),
+    (["train.if_finished=overwrite"], "train.if_finished"),
     (["train.batch_size=2", "train.num_workers=4"], "train.batch_size"),
     (["train.seed=-5"], "train.seed"),
     (["train"], "expected key=value"),

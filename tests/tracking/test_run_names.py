@@ -1,0 +1,71 @@
+"""Run names across reruns: a retry resumes the unfinished run; a finished name is refused or continued anew.
+
+Real MLflow (client + SQLite store); the RayJob chart relies on ``train.if_finished=new-run`` so that the
+same manifest applied again trains anew while a retry of one RayJob object resumes its own run.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from mnist_job import tracking
+from mnist_job.errors import InvalidInput
+
+
+@pytest.fixture()
+def client(tmp_path):
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+
+
+@pytest.fixture()
+def experiment(client, tmp_path):
+    return client.create_experiment("runs", artifact_location=(tmp_path / "artifacts").as_uri())
+
+
+def _start(client, experiment, name, if_finished="refuse"):
+    return tracking.start_or_resume_run(client, experiment, name, {"train.epochs": 1}, {}, if_finished)
+
+
+def test_a_new_name_starts_a_run_under_that_name(client, experiment):
+    run_id, name, resumed = _start(client, experiment, "mnist-train")
+    assert (name, resumed) == ("mnist-train", False)
+    tags = client.get_run(run_id).data.tags
+    assert tags[tracking.RUN_NAME_TAG] == "mnist-train" and tags[tracking.RUN_BASE_TAG] == "mnist-train"
+
+
+@pytest.mark.parametrize("status", ["FAILED", "KILLED", "RUNNING"])
+def test_an_unfinished_run_is_resumed_whatever_the_policy(client, experiment, status):
+    run_id, _, _ = _start(client, experiment, "mnist-train")
+    client.set_terminated(run_id, status=status)
+    for policy in ("refuse", "new-run"):
+        again, name, resumed = _start(client, experiment, "mnist-train", policy)
+        assert (again, name, resumed) == (run_id, "mnist-train", True)
+        assert client.get_run(run_id).info.status == "RUNNING"
+
+
+def test_a_finished_name_is_refused_by_default(client, experiment):
+    run_id, _, _ = _start(client, experiment, "mnist-train")
+    client.set_terminated(run_id, status="FINISHED")
+    with pytest.raises(InvalidInput) as caught:
+        _start(client, experiment, "mnist-train")
+    assert "train.run_name" in str(caught.value) and "already finished" in str(caught.value)
+    assert "train.if_finished=new-run" in str(caught.value)
+    assert len(client.search_runs([experiment])) == 1, "a refusal creates no run"
+
+
+def test_a_reapplied_rayjob_trains_anew_and_its_retry_resumes_the_new_run(client, experiment):
+    first, _, _ = _start(client, experiment, "mnist-train", "new-run")
+    client.set_terminated(first, status="FINISHED")
+
+    # the same manifest applied again: a new run, in its own checkpoint folder (the Ray run name)
+    second, second_name, resumed = _start(client, experiment, "mnist-train", "new-run")
+    assert not resumed and second != first
+    assert second_name.startswith("mnist-train-") and second_name != "mnist-train"
+    assert client.get_run(second).data.tags[tracking.RUN_BASE_TAG] == "mnist-train"
+
+    # that object's driver is retried (its run failed): the retry resumes the second run, not the first
+    client.set_terminated(second, status="FAILED")
+    again, again_name, resumed = _start(client, experiment, "mnist-train", "new-run")
+    assert (again, again_name, resumed) == (second, second_name, True)
