@@ -28,6 +28,7 @@ import numpy as np
 import yaml
 
 from mnist_job.errors import DataError, ServiceUnavailable
+from mnist_job.files import write_atomically
 
 MANIFEST = "manifest.json"
 SPLIT_FILES = {
@@ -201,5 +202,5 @@ def ensure_dataset(project_dir: Path, data_dir: str, cache_dir: Path | None, rem
                 log(f"data: cached copy is not usable ({exc}); pulling again")
         dvc_pull(project_dir, workspace, data_dir, remote_url, s3_endpoint, log=log)
         verify_dataset(pulled)
-        (cache_dir / "PULLED").write_text(json.dumps({"path": str(pulled), "pid": os.getpid(), "time": time.time()}))
+        write_atomically(cache_dir / "PULLED", json.dumps({"path": str(pulled), "pid": os.getpid(), "time": time.time()}))
         return pulled

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from mnist_job.files import save_figure_atomically, write_atomically
 from mnist_job.model import images_to_tensor
 
 
@@ -81,8 +82,7 @@ def plot_confusion(evaluation: Evaluation, path: Path) -> Path:
     ax.set(xticks=range(10), yticks=range(10), xlabel="predicted digit", ylabel="true digit",
            title=f"Confusion matrix (test accuracy {evaluation.accuracy:.2%})")
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    save_figure_atomically(fig, path)
     plt.close(fig)
     return path
 
@@ -102,31 +102,27 @@ def plot_curves(history: list[dict[str, float]], path: Path) -> Path:
         ax.grid(alpha=0.3)
         ax.legend()
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    save_figure_atomically(fig, path)
     plt.close(fig)
     return path
 
 
 def write_report(evaluation: Evaluation, metrics_path: Path, plots_dir: Path) -> None:
-    metrics_path.parent.mkdir(parents=True, exist_ok=True)
-    partial = metrics_path.with_name(metrics_path.name + ".partial")
-    partial.write_text(json.dumps(evaluation.to_json(), indent=2) + "\n")
-    partial.replace(metrics_path)
+    write_atomically(metrics_path, json.dumps(evaluation.to_json(), indent=2) + "\n")
     plot_confusion(evaluation, plots_dir / "confusion_matrix.png")
-    per_class = plots_dir / "per_class_accuracy.csv"
-    per_class.write_text("digit,accuracy\n" + "".join(f"{d},{a:.6f}\n" for d, a in enumerate(evaluation.per_class_accuracy)))
+    write_atomically(plots_dir / "per_class_accuracy.csv", "digit,accuracy\n" + "".join(
+        f"{d},{a:.6f}\n" for d, a in enumerate(evaluation.per_class_accuracy)))
 
 
 def evaluate_saved_model(params, runtime, checkpoint: Path, metrics_path: Path, plots_dir: Path) -> Evaluation:
     """``mnist-job evaluate``: a checkpoint written by train, scored on the prepared test set."""
     from mnist_job.dataset import ensure_dataset, load_dataset
     from mnist_job.errors import DataError
-    from mnist_job.model import build_model
+    from mnist_job.model import build_model, load_checkpoint
 
     if not checkpoint.is_file():
         raise DataError(f"--model: {checkpoint} does not exist; run `mnist-job train` first")
-    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    state = load_checkpoint(checkpoint, "cpu")
     model = build_model(**state["model_params"])
     model.load_state_dict(state["model"])
     data = load_dataset(ensure_dataset(runtime.project_dir, params.data.dir, runtime.data_cache,

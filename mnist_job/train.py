@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import shutil
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -18,6 +17,7 @@ from pathlib import Path
 
 from mnist_job.config import Params, Runtime
 from mnist_job.errors import DataError, InvalidInput, JobError, ServiceUnavailable
+from mnist_job.files import write_atomically
 from mnist_job.storage import check_s3_location
 
 
@@ -87,6 +87,27 @@ def plan_resources(params: Params, ray) -> tuple[bool, int]:
     return use_gpu, per_worker
 
 
+def check_every_rank_gets_data(params: Params, train_images: int) -> None:
+    """Refuse, before Ray starts, a run in which a rank would get no training step or no validation image.
+
+    Inside the workers the first would fail only after the cluster started, and the second would leave
+    a rank with nothing to score while the others wait for its share of the all-reduce.
+    """
+    workers = params.train.num_workers
+    available = (params.data.train_subset or train_images) - params.data.validation_size
+    per_rank, local_batch = available // workers, max(1, params.train.batch_size // workers)
+    problems = []
+    if per_rank < local_batch:
+        problems.append(f"train.batch_size: {params.train.batch_size} images per step need at least "
+                        f"{local_batch} training images on each of {workers} workers; the training set has "
+                        f"{available} ({per_rank} per worker)")
+    if params.data.validation_size < workers:
+        problems.append(f"data.validation_size: {params.data.validation_size} validation images leave some of "
+                        f"the {workers} workers (train.num_workers) none; hold out at least {workers}")
+    if problems:
+        raise InvalidInput(problems)
+
+
 def run_training(params: Params, runtime: Runtime, log=print) -> TrainingResult:
     # Ray folds log lines that differ only in numbers ("[rank 0] epoch 2" / "[rank 1] epoch 2"),
     # which hides per-rank progress and resume messages; keep every line unless told otherwise.
@@ -99,7 +120,7 @@ def run_training(params: Params, runtime: Runtime, log=print) -> TrainingResult:
     from ray.train.torch import TorchTrainer
 
     from mnist_job import tracking
-    from mnist_job.dataset import MANIFEST, dvc_lock_hash, ensure_dataset, manifest_digest
+    from mnist_job.dataset import MANIFEST, SPLIT_FILES, dvc_lock_hash, ensure_dataset, manifest_digest
     from mnist_job.train_loop import CHECKPOINT_FILE, train_loop_per_worker
 
     t_start = time.monotonic()
@@ -122,6 +143,7 @@ def run_training(params: Params, runtime: Runtime, log=print) -> TrainingResult:
     data_dir = ensure_dataset(runtime.project_dir, params.data.dir, runtime.data_cache, runtime.dvc_remote_url,
                               runtime.s3_endpoint, log=log)
     manifest = json.loads((data_dir / MANIFEST).read_text())  # verified by ensure_dataset
+    check_every_rank_gets_data(params, manifest["files"][SPLIT_FILES["train_labels"]]["shape"][0])
 
     # 3. the Ray cluster and what it can run
     ray = init_ray(runtime)
@@ -145,7 +167,7 @@ def run_training(params: Params, runtime: Runtime, log=print) -> TrainingResult:
         "ray.storage_path": storage_path,
     }
     run_id, run_name, resumed = tracking.start_or_resume_run(client, experiment_id, base_name, params.flat(), tags,
-                                                             params.train.if_finished)
+                                                             params.train.if_finished, params.run_defining())
     log(f"mlflow: {'resuming' if resumed else 'started'} run {run_id} ({run_name}) in experiment "
         f"{params.mlflow.experiment!r} at {tracking.redact(tracking_uri)}")
 
@@ -183,20 +205,20 @@ def run_training(params: Params, runtime: Runtime, log=print) -> TrainingResult:
         client.set_terminated(run_id, status="FAILED")
         raise JobError("training finished without a checkpoint")
     with result.checkpoint.as_directory() as folder:
-        model_dir.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(Path(folder) / CHECKPOINT_FILE, model_dir / CHECKPOINT_FILE)
+        write_atomically(model_dir / CHECKPOINT_FILE, (Path(folder) / CHECKPOINT_FILE).read_bytes())
     run = client.get_run(run_id)
     test_accuracy = run.data.metrics.get("test_accuracy")
     registered = run.data.tags.get("model.registered", "false")
     client.log_metric(run_id, "fit_wall_s", fit_seconds)
-    client.set_terminated(run_id, status="FINISHED")
     summary = {
         "run_id": run_id, "run_name": run_name, "experiment_id": experiment_id,
         "tracking_uri": tracking.redact(tracking_uri), "test_accuracy": test_accuracy, "registered": registered,
         "fit_wall_s": round(fit_seconds, 1), "total_wall_s": round(time.monotonic() - t_start, 1),
         "storage_path": f"{storage_path}/{run_name}",
     }
-    (out_dir / "run.json").write_text(json.dumps(summary, indent=2) + "\n")
+    write_atomically(out_dir / "run.json", json.dumps(summary, indent=2) + "\n")
+    # FINISHED only once everything the driver writes is written: a run marked finished is complete
+    client.set_terminated(run_id, status="FINISHED")
     return TrainingResult(run_id, experiment_id, tracking_uri, test_accuracy, registered, model_dir, resumed)
 
 
