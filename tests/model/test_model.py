@@ -61,3 +61,42 @@ def test_validation_is_held_out_from_training():
     (train_x, _), (val_x, _) = split_train_validation(images, images, validation_size=10, subset=50)
     assert len(train_x) == 40 and len(val_x) == 10
     assert not set(train_x) & set(val_x)
+
+
+def test_a_training_checkpoint_loads_with_weights_only(tmp_path):
+    """The checkpoint the loop writes (model, AdamW, OneCycleLR, history) needs nothing beyond weights_only."""
+    from mnist_job.model import load_checkpoint
+
+    model = build_model(width=8, dropout=0.1)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=0.004)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=0.004, total_steps=10)
+    model(images_to_tensor(np.zeros((2, 28, 28), dtype=np.uint8))).sum().backward()
+    optimizer.step()
+    scheduler.step()
+    path = tmp_path / "checkpoint.pt"
+    torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                "epoch": 1, "history": [{"epoch": 1, "val_accuracy": 0.5}],
+                "model_params": {"width": 8, "dropout": 0.1}}, path)
+    state = load_checkpoint(path)
+    build_model(**state["model_params"]).load_state_dict(state["model"])
+    assert state["history"][0]["val_accuracy"] == 0.5
+
+
+class _RunsCode:
+    def __reduce__(self):
+        import os
+
+        return (os.getpid, ())
+
+
+def test_a_checkpoint_that_needs_more_than_weights_is_refused(tmp_path):
+    import pytest
+
+    from mnist_job.errors import DataError
+    from mnist_job.model import load_checkpoint
+
+    path = tmp_path / "checkpoint.pt"
+    torch.save({"model": {}, "payload": _RunsCode()}, path)
+    with pytest.raises(DataError, match="refusing to load it") as caught:
+        load_checkpoint(path)
+    assert str(path) in str(caught.value)
