@@ -141,6 +141,20 @@ class Params(_Section):
                 out[f"{section}.{key}"] = list(value) if isinstance(value, tuple) else value
         return out
 
+    def run_defining(self) -> dict[str, Any]:
+        """The params that decide what a run computes: a resumed run must keep every one of them.
+
+        The others (where checkpoints and outputs go, retries, MLflow timeouts) may change between
+        attempts of one run.
+        """
+        return {k: v for k, v in self.flat().items() if k in RUN_DEFINING or k.startswith("model.")}
+
+
+RUN_DEFINING = frozenset({
+    "data.dir", "data.validation_size", "data.train_subset", "data.test_subset", "train.epochs", "train.batch_size",
+    "train.learning_rate", "train.weight_decay", "train.seed", "train.num_workers",
+})
+
 
 class Runtime(BaseModel):
     """Where the job runs. Read from the environment by ``Runtime.from_env``."""

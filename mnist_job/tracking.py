@@ -18,7 +18,7 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
-from mnist_job.errors import InvalidInput, ServiceUnavailable
+from mnist_job.errors import InvalidInput, JobError, ServiceUnavailable
 
 PRESENCE_KEY = "val_accuracy"  # logged every epoch; its steps say which epochs the server has
 RUN_NAME_TAG = "ray.run_name"  # the Ray Train run (checkpoint folder) of this MLflow run
@@ -98,13 +98,15 @@ def git_commit(project_dir: Path, given: str | None) -> str:
 
 
 def start_or_resume_run(client, experiment_id: str, run_name: str, params: dict, tags: dict,
-                        if_finished: str = "refuse") -> tuple[str, str, bool]:
+                        if_finished: str = "refuse", defining: dict | None = None) -> tuple[str, str, bool]:
     """(run id, run name, resumed) for the runs started under ``run_name``.
 
     The latest unfinished one (a restarted driver, a retried RayJob) is resumed. When every run of
     that name has finished, ``if_finished`` decides: ``refuse`` (exit 2), or ``new-run``, a new run
     named ``<run_name>-<UTC time>``: a RayJob applied again under the same name trains anew, in its
     own checkpoint folder, and a retry of that one finds it here by its base name and resumes it.
+    A resume whose ``defining`` params differ from the ones the run logged is refused (exit 2): its
+    checkpoints were made for another computation.
     """
     from mlflow.entities import Param
 
@@ -117,6 +119,11 @@ def start_or_resume_run(client, experiment_id: str, run_name: str, params: dict,
     unfinished = [r for r in latest_first if r.info.status != "FINISHED"]
     if unfinished:
         run = unfinished[0]
+        changed = [f"{key}: the run {run_name!r} being resumed used {run.data.params.get(key)!r}, this attempt "
+                   f"asks {str(value)!r}" for key, value in sorted((defining or {}).items())
+                   if key in run.data.params and run.data.params[key] != str(value)[:6000]]
+        if changed:
+            raise InvalidInput([*changed, "train.run_name: resume with the run's params, or pick a new run name"])
         client.update_run(run.info.run_id, status="RUNNING")
         return run.info.run_id, run.data.tags.get(RUN_NAME_TAG, run_name), True
     name = run_name
@@ -130,6 +137,21 @@ def start_or_resume_run(client, experiment_id: str, run_name: str, params: dict,
     run = client.create_run(experiment_id, run_name=name, tags={RUN_NAME_TAG: name, RUN_BASE_TAG: run_name, **tags})
     client.log_batch(run.info.run_id, params=[Param(k, str(v)[:6000]) for k, v in sorted(params.items())])
     return run.info.run_id, name, False
+
+
+def is_permanent(exc: BaseException) -> bool:
+    """A refusal that retrying cannot fix (a deleted run, a 4xx) rather than an outage (5xx, no connection)."""
+    from mlflow.exceptions import MlflowException
+
+    if not isinstance(exc, MlflowException):
+        return False
+    status = exc.get_http_status_code()
+    return 400 <= status < 500 and status not in (408, 429)
+
+
+def describe_refusal(exc: BaseException) -> str:
+    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    return f"{getattr(exc, 'error_code', type(exc).__name__)}: {first[:300]}"
 
 
 class EpochMetricsLogger:
@@ -174,6 +196,9 @@ class EpochMetricsLogger:
                     self.client.log_batch(self.run_id, metrics=batch)
                 del self.pending[epoch]
         except Exception as exc:  # noqa: BLE001 (any client or network error: keep the metrics)
+            if is_permanent(exc):
+                raise JobError(f"MLflow refused the metrics of run {self.run_id} ({describe_refusal(exc)}); "
+                               "a refusal is not an outage: not retrying") from None
             if self._down_since is None:
                 self._down_since = time.monotonic()
                 self.say(f"mlflow: server unreachable ({type(exc).__name__}); "
@@ -202,6 +227,8 @@ def retry(action: Callable[[], object], what: str, timeout: float, say: Callable
         try:
             return action()
         except Exception as exc:  # noqa: BLE001
+            if is_permanent(exc):
+                raise JobError(f"MLflow refused to {what} ({describe_refusal(exc)}); not retrying") from None
             if time.monotonic() > deadline:
                 raise ServiceUnavailable(f"MLflow: could not {what} within {timeout:.0f} s: {exc}") from None
             say(f"mlflow: could not {what} ({type(exc).__name__}); retrying")

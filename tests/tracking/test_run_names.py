@@ -69,3 +69,25 @@ def test_a_reapplied_rayjob_trains_anew_and_its_retry_resumes_the_new_run(client
     client.set_terminated(second, status="FAILED")
     again, again_name, resumed = _start(client, experiment, "mnist-train", "new-run")
     assert (again, again_name, resumed) == (second, second_name, True)
+
+
+def test_a_resume_with_changed_run_defining_params_is_refused(client, experiment):
+    from mnist_job.config import load_params
+
+    params = load_params(None, ["train.epochs=3"])
+    run_id, _, _ = tracking.start_or_resume_run(client, experiment, "mnist-train", params.flat(), {}, "refuse",
+                                                params.run_defining())
+    client.set_terminated(run_id, status="FAILED")
+    changed = load_params(None, ["train.epochs=5", "train.max_failures=9"])
+    with pytest.raises(InvalidInput) as caught:
+        tracking.start_or_resume_run(client, experiment, "mnist-train", changed.flat(), {}, "refuse",
+                                     changed.run_defining())
+    message = str(caught.value)
+    assert "train.epochs" in message and "'3'" in message and "'5'" in message
+    assert "train.max_failures" not in message, "operational params may change between attempts"
+    assert client.get_run(run_id).info.status == "FAILED", "a refused resume leaves the run as it was"
+    # the same defining params (an operational one changed) resume
+    same = load_params(None, ["train.epochs=3", "train.max_failures=9"])
+    again, _, resumed = tracking.start_or_resume_run(client, experiment, "mnist-train", same.flat(), {}, "refuse",
+                                                     same.run_defining())
+    assert (again, resumed) == (run_id, True)
