@@ -112,6 +112,12 @@ def dvc_lock_hash(project_dir: Path, out_path: str) -> str | None:
     return None
 
 
+def dvc_remote_location(project_dir: Path, remote_url: str | None, md5: str) -> str:
+    """Where the DVC remote keeps the object ``md5`` (DVC 3's layout: files/md5/<2 chars>/<rest>)."""
+    url = remote_url or _default_remote_url(project_dir)[1]
+    return f"{url.rstrip('/')}/files/md5/{md5[:2]}/{md5[2:]}"
+
+
 def dvc_executable() -> str:
     """The dvc next to this interpreter (a venv or the image), else the one on PATH."""
     candidate = Path(sys.executable).with_name("dvc")

@@ -154,6 +154,23 @@ def describe_refusal(exc: BaseException) -> str:
     return f"{getattr(exc, 'error_code', type(exc).__name__)}: {first[:300]}"
 
 
+def record_dataset(client, run_id: str, name: str, dvc_md5: str, location: str) -> None:
+    """The training data as the run's MLflow dataset input (the UI's Dataset column, ``run.inputs``).
+
+    Digest = its DVC hash, source = where the DVC remote keeps it; recorded once per run, so a
+    resumed run keeps the one input it started with.
+    """
+    from mlflow.data.dataset_source_registry import resolve_dataset_source
+    from mlflow.data.meta_dataset import MetaDataset
+    from mlflow.entities import DatasetInput, InputTag
+
+    if client.get_run(run_id).inputs.dataset_inputs:
+        return
+    dataset = MetaDataset(source=resolve_dataset_source(location), name=name, digest=dvc_md5.removesuffix(".dir"))
+    client.log_inputs(run_id, datasets=[DatasetInput(dataset._to_mlflow_entity(),
+                                                     tags=[InputTag("mlflow.data.context", "training")])])
+
+
 class EpochMetricsLogger:
     """Per-epoch metrics to one run, exactly once, surviving server outages.
 

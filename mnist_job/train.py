@@ -120,7 +120,14 @@ def run_training(params: Params, runtime: Runtime, log=print) -> TrainingResult:
     from ray.train.torch import TorchTrainer
 
     from mnist_job import tracking
-    from mnist_job.dataset import MANIFEST, SPLIT_FILES, dvc_lock_hash, ensure_dataset, manifest_digest
+    from mnist_job.dataset import (
+        MANIFEST,
+        SPLIT_FILES,
+        dvc_lock_hash,
+        dvc_remote_location,
+        ensure_dataset,
+        manifest_digest,
+    )
     from mnist_job.train_loop import CHECKPOINT_FILE, train_loop_per_worker
 
     t_start = time.monotonic()
@@ -153,10 +160,11 @@ def run_training(params: Params, runtime: Runtime, log=print) -> TrainingResult:
     client = MlflowClient(tracking_uri=tracking_uri)
     experiment_id = tracking.get_or_create_experiment(client, params.mlflow.experiment, runtime.project_dir, tracking_uri)
     commit = tracking.git_commit(runtime.project_dir, runtime.git_commit)
+    data_md5 = dvc_lock_hash(runtime.project_dir, params.data.dir)
     tags = {
         "git.commit": commit,
         "mlflow.source.git.commit": commit,
-        "dvc.data_md5": dvc_lock_hash(runtime.project_dir, params.data.dir) or "unknown",
+        "dvc.data_md5": data_md5 or "unknown",
         "data.manifest_sha256": manifest_digest(manifest),
         "version.ray": ray.__version__,
         "version.torch": torch.__version__,
@@ -168,6 +176,9 @@ def run_training(params: Params, runtime: Runtime, log=print) -> TrainingResult:
     }
     run_id, run_name, resumed = tracking.start_or_resume_run(client, experiment_id, base_name, params.flat(), tags,
                                                              params.train.if_finished, params.run_defining())
+    if data_md5:
+        tracking.record_dataset(client, run_id, params.data.dir, data_md5,
+                                dvc_remote_location(runtime.project_dir, runtime.dvc_remote_url, data_md5))
     log(f"mlflow: {'resuming' if resumed else 'started'} run {run_id} ({run_name}) in experiment "
         f"{params.mlflow.experiment!r} at {tracking.redact(tracking_uri)}")
 

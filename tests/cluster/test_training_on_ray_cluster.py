@@ -114,3 +114,13 @@ def test_outputs_for_dvc_and_evaluate(trained):
     root = trained["root"]
     assert (root / "outputs" / "model" / "checkpoint.pt").is_file()
     assert '"run_id"' in (root / "outputs" / "run.json").read_text()
+
+
+def test_the_dvc_dataset_is_the_runs_input(trained, project_dir):
+    run = trained["client"].get_run(trained["run_id"])
+    inputs = run.inputs.dataset_inputs
+    assert len(inputs) == 1, inputs
+    md5 = dvc_lock_hash(project_dir, "data/mnist")
+    assert inputs[0].dataset.name == "data/mnist"
+    assert inputs[0].dataset.digest == md5.removesuffix(".dir")
+    assert f"files/md5/{md5[:2]}/{md5[2:]}" in inputs[0].dataset.source

@@ -91,3 +91,15 @@ def test_a_resume_with_changed_run_defining_params_is_refused(client, experiment
     again, _, resumed = tracking.start_or_resume_run(client, experiment, "mnist-train", same.flat(), {}, "refuse",
                                                      same.run_defining())
     assert (again, resumed) == (run_id, True)
+
+
+def test_the_training_data_is_the_runs_dataset_input_once(client, experiment):
+    run_id, _, _ = _start(client, experiment, "mnist-train")
+    location = "s3://dvc-remote/files/md5/71/3824b88a663877b29f6efe6db782c1.dir"
+    for _ in range(2):  # a resumed run records nothing twice
+        tracking.record_dataset(client, run_id, "data/mnist", "713824b88a663877b29f6efe6db782c1.dir", location)
+    inputs = client.get_run(run_id).inputs.dataset_inputs
+    assert len(inputs) == 1
+    dataset = inputs[0].dataset
+    assert (dataset.name, dataset.digest) == ("data/mnist", "713824b88a663877b29f6efe6db782c1")
+    assert location in dataset.source
