@@ -39,3 +39,11 @@ class DataError(JobError):
     """The dataset is missing, incomplete or fails its checksums."""
 
     exit_code = 4
+
+
+class Stopped(JobError):
+    """The driver was told to stop: Ctrl-C (SIGINT) or SIGTERM (what Kubernetes sends a pod)."""
+
+    def __init__(self, message: str, signum: int):
+        super().__init__(message)
+        self.exit_code = 128 + signum  # the shell's convention: 130 for SIGINT, 143 for SIGTERM

@@ -7,16 +7,18 @@ setting costs seconds, not an epoch. The per-worker loop is in train_loop.py.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
+import signal
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
 from mnist_job.config import Params, Runtime
-from mnist_job.errors import DataError, InvalidInput, JobError, ServiceUnavailable
+from mnist_job.errors import DataError, InvalidInput, JobError, ServiceUnavailable, Stopped
 from mnist_job.files import write_atomically
 from mnist_job.storage import check_s3_location
 
@@ -202,11 +204,18 @@ def run_training(params: Params, runtime: Runtime, log=print) -> TrainingResult:
         ),
     )
     t_fit = time.monotonic()
-    try:
-        result = trainer.fit()
-    except Exception as exc:  # noqa: BLE001 (Ray wraps worker errors; report the root cause)
-        client.set_terminated(run_id, status="FAILED")
-        raise _root_cause(exc) from None
+    with stop_on_signals() as received:
+        try:
+            result = trainer.fit()
+        except KeyboardInterrupt:
+            signum = received[-1] if received else signal.SIGINT
+            _mark_killed(client, run_id, signum, log)
+            ray.shutdown()
+            raise Stopped(f"stopped by {signal.Signals(signum).name}: Ray shut down, MLflow run {run_id} marked KILLED; "
+                          f"run again with train.run_name={base_name} to resume it", signum) from None
+        except Exception as exc:  # noqa: BLE001 (Ray wraps worker errors; report the root cause)
+            client.set_terminated(run_id, status="FAILED")
+            raise _root_cause(exc) from None
     fit_seconds = time.monotonic() - t_fit
 
     # 6. the final model next to the project, and the summary
@@ -231,6 +240,36 @@ def run_training(params: Params, runtime: Runtime, log=print) -> TrainingResult:
     # FINISHED only once everything the driver writes is written: a run marked finished is complete
     client.set_terminated(run_id, status="FINISHED")
     return TrainingResult(run_id, experiment_id, tracking_uri, test_accuracy, registered, model_dir, resumed)
+
+
+@contextlib.contextmanager
+def stop_on_signals():
+    """SIGINT and SIGTERM raise KeyboardInterrupt in the driver; yields the signals received.
+
+    Ray's driver turns SIGTERM into a bare exit, which would leave the MLflow run RUNNING forever;
+    here both signals end up in one place that marks the run KILLED and stops Ray.
+    """
+    received: list[int] = []
+
+    def interrupt(signum, frame):
+        received.append(signum)
+        raise KeyboardInterrupt
+
+    previous = {s: signal.signal(s, interrupt) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield received
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def _mark_killed(client, run_id: str, signum: int, log) -> None:
+    name = signal.Signals(signum).name
+    try:
+        client.set_tag(run_id, "run.stopped_by", f"{name} during training")
+        client.set_terminated(run_id, status="KILLED")
+    except Exception as exc:  # noqa: BLE001 (stopping anyway; the next attempt resumes an unfinished run)
+        log(f"mlflow: could not mark run {run_id} KILLED ({type(exc).__name__}); it stays as it was")
 
 
 def _root_cause(exc: BaseException) -> Exception:

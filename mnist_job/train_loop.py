@@ -19,7 +19,6 @@ import numpy as np
 import torch
 
 CHECKPOINT_FILE = "checkpoint.pt"
-FINAL_TAG = "final.logged"
 
 
 def _say(rank: int, message: str) -> None:
@@ -200,11 +199,9 @@ def _mlflow_logger(config: dict, rank: int):
 
 def finish_run(params, config: dict, model: torch.nn.Module, data, history: list[dict], logger, device) -> None:
     """Rank 0, after the last epoch: test metrics, plots, model, registry. Idempotent across restarts."""
-    import mlflow
-
     from mnist_job.evaluate import evaluate, plot_confusion, plot_curves
     from mnist_job.model import images_to_tensor
-    from mnist_job.tracking import retry
+    from mnist_job.tracking import FINAL_TAG, log_final_results, retry
 
     client, run_id = logger.client, config["run_id"]
     timeout = params.mlflow.flush_timeout_s
@@ -230,24 +227,10 @@ def finish_run(params, config: dict, model: torch.nn.Module, data, history: list
         (folder / "metrics" / "test_metrics.json").write_text(json.dumps(evaluation.to_json(), indent=2))
 
         def log_everything():
-            from mlflow.entities import Metric
-
-            now = int(time.time() * 1000)
-            step = int(history[-1]["epoch"]) if history else 0
-            client.log_batch(run_id, metrics=[Metric(k, v, now, step) for k, v in evaluation.metrics().items()])
-            client.log_artifacts(run_id, str(folder / "plots"), "plots")
-            client.log_artifacts(run_id, str(folder / "metrics"), "metrics")
-            mlflow.set_tracking_uri(config["tracking_uri"])
-            example = images_to_tensor(test_images[:2]).numpy()
-            with mlflow.start_run(run_id=run_id):
-                info = mlflow.pytorch.log_model(
-                    model, name="model", input_example=example,
-                    registered_model_name=params.mlflow.registered_model if register else None)
-            version = getattr(info, "registered_model_version", None)
-            client.set_tag(run_id, "model.registered", f"{params.mlflow.registered_model}/{version}" if register else "false")
-            client.set_tag(run_id, "model.uri", info.model_uri)
-            client.set_tag(run_id, FINAL_TAG, "true")
-            return version
+            return log_final_results(client, config["tracking_uri"], run_id, model, evaluation, folder,
+                                     images_to_tensor(test_images[:2]).numpy(),
+                                     params.mlflow.registered_model if register else None,
+                                     int(history[-1]["epoch"]) if history else 0)
 
         version = retry(log_everything, "log the final model and plots", timeout, say=lambda m: _say(0, m))
     if register:

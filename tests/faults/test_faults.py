@@ -89,6 +89,25 @@ def test_driver_restart_resumes_and_never_trains_twice(stack):
     assert "already finished" in third.text() and "Traceback" not in third.text()
 
 
+def test_sigterm_marks_the_run_killed_and_the_same_name_resumes_it(stack):
+    """Kubernetes stops a pod with SIGTERM: the run must not stay RUNNING, and a later attempt resumes it."""
+    first = Training(stack, "fault-sigterm", 2)
+    first.wait_for(r"\[rank 0\] epoch 1/2", 400)
+    wait_checkpoint_registered(stack, "fault-sigterm", first)
+    os.kill(first.popen.pid, signal.SIGTERM)  # the driver alone, as the kubelet signals a container's process
+    assert first.finish(120) == 128 + signal.SIGTERM, first.text()[-3000:]
+    output = first.text()
+    assert "stopped by SIGTERM" in output and "marked KILLED" in output and "Traceback" not in output
+    run = run_of(stack.client(), "fault-sigterm")
+    assert run.info.status == "KILLED"
+    assert run.data.tags["run.stopped_by"] == "SIGTERM during training"
+
+    second = Training(stack, "fault-sigterm", 2)
+    assert second.finish() == 0, second.text()[-3000:]
+    assert "mlflow: resuming run" in second.text()
+    assert_complete_run(stack, "fault-sigterm", 2, output + second.text())
+
+
 def test_unreachable_mlflow_at_start_exits_3_before_any_work(tmp_path):
     env = services.base_env(MLFLOW_TRACKING_URI="http://127.0.0.1:9", MNIST_PROJECT_DIR=str(services.PROJECT_DIR))
     started = time.monotonic()
