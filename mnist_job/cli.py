@@ -13,6 +13,7 @@ from pathlib import Path
 
 from mnist_job import config as cfg
 from mnist_job.errors import InvalidInput, JobError
+from mnist_job.paths import check_stage_paths
 
 # CLI flag -> dotted params key. Each flag is a shortcut for --set KEY=VALUE.
 TRAIN_FLAGS = {
@@ -105,7 +106,10 @@ def _params(args, runtime: cfg.Runtime, flags: dict | None = None) -> cfg.Params
     if params_file is None and (runtime.project_dir / "params.yaml").is_file():
         params_file = runtime.project_dir / "params.yaml"
     given = {key: getattr(args, name) for name, (_, key, _) in (flags or {}).items()}
-    return cfg.load_params(params_file, args.overrides, given)
+    params = cfg.load_params(params_file, args.overrides, given)
+    outputs = {"--metrics": args.metrics, "--plots": args.plots} if args.command == "evaluate" else {}
+    check_stage_paths(args.command, params, runtime, outputs)  # before anything is written or removed
+    return params
 
 
 def _say(message: str) -> None:

@@ -21,8 +21,10 @@ from pathlib import Path
 import numpy as np
 
 from mnist_job.dataset import MANIFEST, SPLIT_FILES, sha256_file, verify_dataset
-from mnist_job.errors import DataError
+from mnist_job.errors import DataError, InvalidInput
 from mnist_job.fetch import CHECKSUMS, RAW_FILES, decode_idx, raw_is_complete
+
+DATASET_FORMAT = "mnist-npy/1"  # in every manifest prepare writes: the proof that a folder is its own
 
 # Official per-class counts (digits 0..9): checked so a wrong or reordered
 # source cannot pass as MNIST.
@@ -64,7 +66,7 @@ def write_dataset(arrays: dict[str, np.ndarray], out_dir: Path) -> dict:
         np.save(staging / filename, array, allow_pickle=False)
         files[filename] = {"sha256": sha256_file(staging / filename), "shape": list(array.shape), "dtype": "uint8"}
     manifest = {
-        "format": "mnist-npy/1",
+        "format": DATASET_FORMAT,
         "files": files,
         "class_counts": {s: np.bincount(arrays[f"{s}_labels"], minlength=10).tolist() for s in ("train", "test")},
     }
@@ -79,7 +81,21 @@ def write_dataset(arrays: dict[str, np.ndarray], out_dir: Path) -> dict:
     return manifest
 
 
+def check_replaceable(out_dir: Path) -> None:
+    """Only an absent or empty folder, or a dataset this stage wrote (its manifest says so), is replaced."""
+    if not out_dir.exists() or (out_dir.is_dir() and not any(out_dir.iterdir())):
+        return
+    try:
+        ours = json.loads((out_dir / MANIFEST).read_text()).get("format") == DATASET_FORMAT
+    except (OSError, ValueError, AttributeError):
+        ours = False
+    if not ours:
+        raise InvalidInput(f"data.dir: {out_dir} exists and is not a dataset written by prepare (no {MANIFEST} of "
+                           f"format {DATASET_FORMAT}); refusing to replace it: move it away or pick another data.dir")
+
+
 def prepare(raw_dir: Path, out_dir: Path, force: bool = False, log=print) -> dict:
+    check_replaceable(out_dir)
     arrays = build_arrays(raw_dir)
     if not force and (out_dir / MANIFEST).is_file():
         try:

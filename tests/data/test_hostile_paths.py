@@ -1,0 +1,79 @@
+"""Hostile paths against every stage: each is refused with exit 2 naming the field, and nothing is touched.
+
+The stages run (in-process, through the CLI) on a copy of the project that holds what a real one holds:
+DVC metadata, params, the raw and prepared data, a .git folder and a folder of the user's own. After every
+refusal the copy must be byte-for-byte what it was.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from pathlib import Path
+
+import pytest
+
+from mnist_job import cli
+from tests.support import services
+
+HOME = str(Path.home())
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory, prepared_dataset) -> Path:
+    root = tmp_path_factory.mktemp("hostile") / "project"
+    for rel in ("dvc.yaml", "dvc.lock", "params.yaml", ".dvc/config"):
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(services.PROJECT_DIR / rel, root / rel)
+    shutil.copytree(prepared_dataset, root / "data" / "mnist")
+    shutil.copytree(services.PROJECT_DIR / "data" / "raw", root / "data" / "raw")
+    (root / ".git").mkdir()
+    (root / ".git" / "HEAD").write_text("ref: refs/heads/main\n")
+    (root / "notes").mkdir()
+    (root / "notes" / "mine.txt").write_text("the user's own folder\n")
+    return root
+
+
+def snapshot(root: Path) -> dict[str, str]:
+    return {str(p.relative_to(root)): (hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "dir")
+            for p in sorted(root.rglob("*"))}
+
+
+def case(stage: str, *args: str, field: str, env: dict | None = None):
+    return pytest.param(stage, args, field, env or {}, id=f"{stage}:{' '.join(args)}{' ' + str(env) if env else ''}")
+
+
+PROJECT_ABS = "<project>"  # replaced by the copy's absolute path
+CASES = [
+    *[case("fetch", "--set", f"data.raw_dir={v}", field="data.raw_dir")
+      for v in (".", "..", "../elsewhere", "/", ".git", ".dvc/cache", "/etc", PROJECT_ABS, HOME)],
+    *[case("prepare", "--set", f"data.dir={v}", field="data.dir")
+      for v in (".", "..", "/", ".git", ".dvc", "/usr/lib/mnist", PROJECT_ABS, f"{PROJECT_ABS}/..", HOME, "notes",
+                "data/raw")],
+    *[case("train", "--set", f"train.output_dir={v}", field="train.output_dir")
+      for v in (".", "..", "/", ".git/out", "/etc/out", PROJECT_ABS, HOME)],
+    *[case("train", "--set", f"train.storage_path={v}", field="train.storage_path") for v in (".", "/", ".dvc")],
+    *[case("evaluate", flag, v, field=flag) for flag in ("--metrics", "--plots") for v in ("/", ".git/x", "..", HOME)],
+    *[case("pull-data", field="MNIST_DATA_CACHE", env={"MNIST_DATA_CACHE": v}) for v in ("/", "/etc", PROJECT_ABS, HOME)],
+    case("pull-data", "--set", "data.dir=/tmp/elsewhere", field="data.dir", env={"MNIST_DATA_CACHE": "cache"}),
+    case("prepare", field="MNIST_PROJECT_DIR", env={"MNIST_PROJECT_DIR": "/"}),
+    case("train", field="MNIST_PROJECT_DIR", env={"MNIST_PROJECT_DIR": "/usr"}),
+]
+
+
+@pytest.mark.parametrize(("stage", "args", "field", "env"), CASES)
+def test_a_hostile_path_is_refused_and_nothing_changes(project, tmp_path, monkeypatch, capsys, stage, args, field, env):
+    before = snapshot(project)
+    monkeypatch.chdir(project)
+    for key in ("MNIST_DATA_CACHE", "AWS_ENDPOINT_URL", "MNIST_DVC_REMOTE_URL", "RAY_ADDRESS"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("MNIST_PROJECT_DIR", str(project))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    for key, value in env.items():
+        monkeypatch.setenv(key, value.replace(PROJECT_ABS, str(project)))
+    argv = [stage, *(a.replace(PROJECT_ABS, str(project)) for a in args)]
+
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert field in err and "Traceback" not in err, err
+    assert snapshot(project) == before, "the project tree changed"
