@@ -41,9 +41,12 @@ render_only=0
 extra=()
 while [[ $# -gt 0 ]]; do
   case "$1" in
-    --profile) PROFILE=${2:-}; shift 2 ;;
-    --image) IMAGE=${2:-}; shift 2 ;;
-    --name) name=${2:-}; [[ -n "$name" ]] || bad "--name needs a value"; shift 2 ;;
+    --profile | --image | --name) [[ $# -ge 2 && -n "$2" ]] || bad "$1 needs a value" ;;
+  esac
+  case "$1" in
+    --profile) PROFILE=$2; shift 2 ;;
+    --image) IMAGE=$2; shift 2 ;;
+    --name) name=$2; shift 2 ;;
     --render-only) render_only=1; shift ;;
     -h | --help) usage; exit 0 ;;
     --) shift; extra=("$@"); break ;;

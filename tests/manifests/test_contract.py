@@ -167,7 +167,7 @@ def test_dockerignore_keeps_local_state_out():
     assert ignore[0] == "*", "the build context is an allow-list"
     for must in (".venv", ".tools", "data", "outputs", "mlruns", ".git"):
         assert must in ignore
-    for needed in ("!pyproject.toml", "!requirements/", "!mnist_job/", "!dvc.yaml", "!dvc.lock", "!params.yaml", "!.dvc/config"):
+    for needed in ("!pyproject.toml", "!requirements/lock-linux-*.txt", "!mnist_job/", "!dvc.yaml", "!dvc.lock", "!params.yaml", "!.dvc/config"):
         assert needed in ignore
 
 

@@ -83,6 +83,8 @@ def test_image_repository_for_a_users_registry(tools):
         ((), {"DEPLOY_TIMESTAMP": "2026-11-26"}, "DEPLOY_TIMESTAMP must be yyyymmdd-hhmmss"),
         ((), {"RAYJOB_RELEASE": "a-release-name-that-is-far-too-long-for-kuberay"}, "at most 31 characters"),
         (("--bogus",), {}, "unknown argument '--bogus'"),
+        (("--name",), {}, "--name needs a value"),
+        (("--name", "Mnist_Run"), {}, "must be a DNS-1035 label"),
     ],
 )
 def test_bad_arguments_exit_2(tools, args, env, message):

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import copy
 import filecmp
+import re
 import subprocess
 
 import jsonschema
 import kubernetes_validate
 import pytest
+import yaml
 from manifest_helpers import (
     CHARTS,
     K8S_VERSIONS,
@@ -187,3 +189,20 @@ def test_charts_render_offline_without_dependencies(tools, tmp_path):
     assert "kind: Deployment" in proc.stdout
     for f in [ROOT / "Makefile", *(ROOT / "mk").glob("*.mk"), *(ROOT / "scripts").glob("*.sh"), *(ROOT / "docs").glob("*.md"), ROOT / "README.md"]:
         assert "kuberay-operator.enabled" not in f.read_text(), f"{f.relative_to(ROOT)} still switches the removed subchart"
+
+
+def test_manifests_for_your_own_registry(tools, tmp_path):
+    """`make manifests IMAGE=<repository>`: every project image comes from it, tags unchanged."""
+    repo = "registry.example.com/team/kuberay-mnist"
+    proc = run(["bash", str(ROOT / "scripts" / "render-manifests.sh"), str(tmp_path)], extra_env={"IMAGE": repo})
+    assert proc.returncode == 0, proc.stderr
+    images = set()
+    for f in tmp_path.glob("*.yaml"):
+        text = f.read_text()
+        assert f"# Image repository: {repo}" in text.split("\n", 4)[2]
+        for d in (d for d in yaml.safe_load_all(text) if d):
+            images |= set(re.findall(r"image: (\S+)", yaml.safe_dump(d)))
+    project = {i for i in images if "minio" not in i}
+    assert project == {f"{repo}:0.1.0-cpu", f"{repo}:0.1.0-gpu", f"{repo}:dev-cpu"}, project
+    bad = run(["bash", str(ROOT / "scripts" / "render-manifests.sh"), str(tmp_path)], extra_env={"IMAGE": f"{repo}:1.0"})
+    assert bad.returncode == 2 and "without a tag" in bad.stderr
