@@ -89,6 +89,7 @@ lint-charts: ## helm lint both charts, hadolint the Dockerfile, shellcheck the s
 	$(HELM) lint charts/kuberay-mnist-rayjob
 	$(HELM) lint charts/kuberay-mnist-rayjob -f charts/kuberay-mnist-rayjob/values-cpu-kind.yaml
 	$(HELM) lint charts/kuberay-mnist-platform -f charts/kuberay-mnist-platform/values-dev.yaml
+	$(HELM) lint charts/kuberay-mnist-platform -f charts/kuberay-mnist-platform/values-production.yaml
 	$(TOOLS)/hadolint image/Dockerfile
 	$(TOOLS)/shellcheck scripts/*.sh
 
