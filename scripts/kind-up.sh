@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# Local KubeRay stack on kind (CPU profile): cluster, project image, KubeRay
-# operator + platform (MinIO, MLflow, buckets), and the dataset pushed to MinIO.
-# Needs docker, kind, and network access to the KubeRay Helm repo and image
-# registries. Cannot run on the machines this project is built on (no Docker
-# engine, no cluster).
+# Local KubeRay stack on kind (CPU profile): cluster, a check that the node is big
+# enough, project image, KubeRay operator (its own chart), platform (MinIO, MLflow,
+# buckets), and the dataset pushed to MinIO.
+# Needs docker, kind, network access to the KubeRay Helm repository and image
+# registries, and the dataset built locally (`make data`). Cannot run on the
+# machines this project is built on (no Docker engine, no cluster).
 #
-#   scripts/kind-up.sh            # env: KIND_CLUSTER, NAMESPACE, IMAGE, VARIANT, PY
+#   scripts/kind-up.sh   # env: KIND_CLUSTER, NAMESPACE, PLATFORM_RELEASE, LOCAL_IMAGE,
+#                        #      OPERATOR_NAMESPACE, PY, SKIP_CAPACITY_CHECK=1
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -13,11 +15,16 @@ cd "$ROOT"
 KIND_CLUSTER=${KIND_CLUSTER:-kuberay-mnist}
 NAMESPACE=${NAMESPACE:-mnist}
 PLATFORM_RELEASE=${PLATFORM_RELEASE:-mnist-platform}
-IMAGE=${IMAGE:-kuberay-mnist:dev-cpu}
+LOCAL_IMAGE=${LOCAL_IMAGE:-kuberay-mnist:dev-cpu}
+OPERATOR_NAMESPACE=${OPERATOR_NAMESPACE:-kuberay-system}
+# KubeRay's own chart, as KubeRay documents it (https://ray-project.github.io/kuberay-helm/).
+OPERATOR_CHART_REPO=https://ray-project.github.io/kuberay-helm/
+OPERATOR_VERSION=1.7.0
 PY=${PY:-$ROOT/.venv/bin/python}
 TOOLS="$ROOT/.tools/bin"
 export PATH="$TOOLS:$PATH"
 CHART="$ROOT/charts/kuberay-mnist-platform"
+RAYJOB_CHART="$ROOT/charts/kuberay-mnist-rayjob"
 LOCAL_S3_PORT=${LOCAL_S3_PORT:-19000}
 
 step() { printf '\n==> %s\n' "$*"; }
@@ -27,7 +34,17 @@ for cmd in docker kind; do
   command -v "$cmd" >/dev/null || die "$cmd is not installed (kind: https://kind.sigs.k8s.io/docs/user/quick-start/#installation)"
 done
 docker info >/dev/null 2>&1 || die "no Docker engine answers (docker info failed)"
+[[ -x "$PY" ]] || die "$PY not found: create the venv first (make venv)"
+[[ -f data/mnist/manifest.json ]] || die "no dataset in data/mnist: build it first with 'make data'"
 bash "$ROOT/scripts/install-tools.sh" helm kubectl
+
+WORK=$(mktemp -d)
+pf=""
+cleanup() {
+  if [[ -n "$pf" ]]; then kill "$pf" 2>/dev/null || true; fi
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
 
 step "kind cluster '$KIND_CLUSTER'"
 if kind get clusters | grep -qx "$KIND_CLUSTER"; then
@@ -37,41 +54,72 @@ else
 fi
 kubectl config use-context "kind-$KIND_CLUSTER" >/dev/null
 
-step "image $IMAGE"
-if ! docker image inspect "$IMAGE" >/dev/null 2>&1; then
-  docker build -f image/Dockerfile --build-arg VARIANT=cpu -t "$IMAGE" .
-fi
-kind load docker-image "$IMAGE" --name "$KIND_CLUSTER"
+step "KubeRay Helm repository (kuberay-operator $OPERATOR_VERSION)"
+helm repo add kuberay "$OPERATOR_CHART_REPO" --force-update >/dev/null
+helm repo update kuberay >/dev/null
 
-step "KubeRay operator + platform (release $PLATFORM_RELEASE, namespace $NAMESPACE)"
-helm dependency update "$CHART"
+step "node capacity: does the kind profile fit?"
+# What the kind profile will request (operator, platform, one RayJob) plus what
+# already runs outside those namespaces, against the nodes' allocatable CPU/memory.
+helm template kuberay-operator kuberay/kuberay-operator --version "$OPERATOR_VERSION" \
+  --namespace "$OPERATOR_NAMESPACE" >"$WORK/operator.yaml"
+bash scripts/helm-template.sh "$CHART" "$PLATFORM_RELEASE" "$NAMESPACE" -f "$CHART/values-dev.yaml" >"$WORK/platform.yaml"
+bash scripts/helm-template.sh "$RAYJOB_CHART" mnist-train "$NAMESPACE" -f "$RAYJOB_CHART/values-cpu-kind.yaml" >"$WORK/rayjob.yaml"
+kubectl get nodes -o json >"$WORK/nodes.json"
+kubectl get pods -A -o json >"$WORK/pods.json"
+if ! "$PY" scripts/check-node-capacity.py --nodes "$WORK/nodes.json" --pods "$WORK/pods.json" \
+  --exclude-namespace "$NAMESPACE" --exclude-namespace "$OPERATOR_NAMESPACE" \
+  "$WORK/operator.yaml" "$WORK/platform.yaml" "$WORK/rayjob.yaml"; then
+  if [[ "${SKIP_CAPACITY_CHECK:-0}" == 1 ]]; then
+    echo "kind-up: going on anyway (SKIP_CAPACITY_CHECK=1): pods may stay Pending" >&2
+  else
+    die "the kind profile does not fit this node (above); fix that, or set SKIP_CAPACITY_CHECK=1 to try anyway"
+  fi
+fi
+
+step "image $LOCAL_IMAGE"
+if ! docker image inspect "$LOCAL_IMAGE" >/dev/null 2>&1; then
+  docker build -f image/Dockerfile --build-arg VARIANT=cpu -t "$LOCAL_IMAGE" .
+fi
+kind load docker-image "$LOCAL_IMAGE" --name "$KIND_CLUSTER"
+
+step "KubeRay operator $OPERATOR_VERSION (namespace $OPERATOR_NAMESPACE)"
+# The 1.7.0 chart turns the RayJobDeletionPolicy feature gate on (the RayJob
+# chart's deletion rules need it); it is also on by default in the operator.
+helm upgrade --install kuberay-operator kuberay/kuberay-operator --version "$OPERATOR_VERSION" \
+  --namespace "$OPERATOR_NAMESPACE" --create-namespace --wait --timeout 5m
+kubectl wait --for condition=established --timeout=60s crd/rayjobs.ray.io
+
+step "platform (release $PLATFORM_RELEASE, namespace $NAMESPACE)"
 helm upgrade --install "$PLATFORM_RELEASE" "$CHART" \
   --namespace "$NAMESPACE" --create-namespace \
   -f "$CHART/values-dev.yaml" \
-  --set image.repository="${IMAGE%%:*}" --set image.tag="${IMAGE##*:}" \
+  --set-string image.repository="${LOCAL_IMAGE%%:*}" --set-string image.tag="${LOCAL_IMAGE##*:}" \
   --wait --timeout 10m
 kubectl -n "$NAMESPACE" rollout status deploy/"$PLATFORM_RELEASE"-minio --timeout=5m
 kubectl -n "$NAMESPACE" rollout status deploy/"$PLATFORM_RELEASE"-mlflow --timeout=5m
 kubectl -n "$NAMESPACE" get pods -o wide
 
 step "dataset -> MinIO (dvc push through a port-forward)"
-[[ -x "$PY" ]] || die "$PY not found: create the venv first (make venv)"
+# Only the in-cluster MinIO's dev credentials: nothing from this laptop's own AWS
+# setup (profiles, SSO, session tokens, config files) may reach DVC.
+while read -r var; do unset "$var"; done < <(compgen -e | grep -E '^AWS_' || true)
+export AWS_CONFIG_FILE=/dev/null AWS_SHARED_CREDENTIALS_FILE=/dev/null AWS_EC2_METADATA_DISABLED=true
 secret="$PLATFORM_RELEASE-s3-credentials"
 AWS_ACCESS_KEY_ID=$(kubectl -n "$NAMESPACE" get secret "$secret" -o jsonpath='{.data.AWS_ACCESS_KEY_ID}' | base64 -d)
 AWS_SECRET_ACCESS_KEY=$(kubectl -n "$NAMESPACE" get secret "$secret" -o jsonpath='{.data.AWS_SECRET_ACCESS_KEY}' | base64 -d)
+AWS_DEFAULT_REGION=$(kubectl -n "$NAMESPACE" get configmap "$PLATFORM_RELEASE-endpoints" -o jsonpath='{.data.AWS_DEFAULT_REGION}')
 dvc_url=$(kubectl -n "$NAMESPACE" get configmap "$PLATFORM_RELEASE-endpoints" -o jsonpath='{.data.MNIST_DVC_REMOTE_URL}')
-export AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY
+export AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY AWS_DEFAULT_REGION
 kubectl -n "$NAMESPACE" port-forward svc/"$PLATFORM_RELEASE"-minio "$LOCAL_S3_PORT":9000 >/dev/null 2>&1 &
 pf=$!
-trap 'kill "$pf" 2>/dev/null || true' EXIT
 for _ in $(seq 1 30); do
   curl -fsS "http://127.0.0.1:$LOCAL_S3_PORT/minio/health/ready" >/dev/null 2>&1 && break
   sleep 1
 done
-# The dataset must exist locally (`dvc repro`) before it can be pushed. A
-# local-only remote "kind" points at the in-cluster bucket through the forward.
+# A local-only remote "kind" (in .dvc/config.local, which DVC keeps out of git)
+# points at the in-cluster bucket through the forward.
 DVC="$(dirname "$PY")/dvc"
-[[ -f dvc.lock ]] || die "no dvc.lock: build the dataset first (dvc repro)"
 "$DVC" remote add --local --force kind "$dvc_url"
 "$DVC" remote modify --local kind endpointurl "http://127.0.0.1:$LOCAL_S3_PORT"
 "$DVC" push -r kind

@@ -4,6 +4,9 @@
 # test (tests/manifests) renders into a temporary folder and compares.
 #
 #   scripts/render-manifests.sh [OUT_DIR]
+#   env: IMAGE (an image repository such as ghcr.io/you/kuberay-mnist: replaces the
+#        repository of every project image; the tags stay the profiles'),
+#        NAMESPACE, PLATFORM_RELEASE, RAYJOB_RELEASE
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -11,7 +14,17 @@ OUT=${1:-$ROOT/k8s}
 NAMESPACE=${NAMESPACE:-mnist}
 PLATFORM_RELEASE=${PLATFORM_RELEASE:-mnist-platform}
 RAYJOB_RELEASE=${RAYJOB_RELEASE:-mnist-train}
+IMAGE=${IMAGE:-}
 T="$ROOT/scripts/helm-template.sh"
+if [[ -n "$IMAGE" && ! "$IMAGE" =~ ^[a-z0-9][a-z0-9._/:-]*[a-z0-9]$ ]] || [[ "$IMAGE" =~ :[^/]*$ ]]; then
+  echo "render-manifests: IMAGE must be an image repository without a tag, e.g. ghcr.io/you/kuberay-mnist (got '$IMAGE')" >&2
+  exit 2
+fi
+rayjob_image=() platform_image=()
+if [[ -n "$IMAGE" ]]; then
+  rayjob_image=(--set-string "image.repository=$IMAGE" --set-string "ray.workers.image.repository=$IMAGE")
+  platform_image=(--set-string "image.repository=$IMAGE")
+fi
 mkdir -p "$OUT"
 
 header() { # chart values release
@@ -19,6 +32,7 @@ header() { # chart values release
 # GENERATED FILE - do not edit. Source: charts/$1 with $2,
 # release "$3", namespace "$NAMESPACE". Regenerate with \`make manifests\`.
 HDR
+  if [[ -n "$IMAGE" ]]; then echo "# Image repository: $IMAGE (make manifests IMAGE=...)."; fi
 }
 
 render() { # out-file chart release values-file [extra args]
@@ -34,7 +48,10 @@ render() { # out-file chart release values-file [extra args]
   echo "wrote $OUT/$out" >&2
 }
 
-render rayjob.yaml kuberay-mnist-rayjob "$RAYJOB_RELEASE" values.yaml
-render rayjob-cpu-kind.yaml kuberay-mnist-rayjob "$RAYJOB_RELEASE" values-cpu-kind.yaml
-# The operator is installed by its own chart (kind-up.sh enables the dependency).
-render platform-dev.yaml kuberay-mnist-platform "$PLATFORM_RELEASE" values-dev.yaml --set kuberay-operator.enabled=false
+# Static manifests for `kubectl apply` / GitOps: one fixed RayJob name (applied
+# again, the package starts a new run when the named one finished). For a fresh
+# RayJob per deployment use scripts/deploy-rayjob.sh (`make deploy-rayjob`).
+render rayjob.yaml kuberay-mnist-rayjob "$RAYJOB_RELEASE" values.yaml "${rayjob_image[@]}"
+render rayjob-cpu-kind.yaml kuberay-mnist-rayjob "$RAYJOB_RELEASE" values-cpu-kind.yaml "${rayjob_image[@]}"
+# The KubeRay operator is not in these charts: it comes from its own chart (kind-up.sh).
+render platform-dev.yaml kuberay-mnist-platform "$PLATFORM_RELEASE" values-dev.yaml "${platform_image[@]}"

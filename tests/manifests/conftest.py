@@ -1,6 +1,6 @@
 """Fixtures for the Kubernetes manifest tests.
 
-The tools (helm, hadolint, shellcheck, checkov) are installed once per session by
+The tools (helm, kubectl, hadolint, shellcheck, actionlint, uv, checkov) are installed once per session by
 scripts/install-tools.sh into .tools/. If that fails the tests fail: a missing
 tool must not turn into a green run. Set MANIFEST_TESTS_SKIP_IF_NO_TOOLS=1 to
 skip instead (e.g. on a machine without PyPI access).

@@ -46,15 +46,17 @@ class Profile:
         return out
 
 
-NO_OPERATOR = ("kuberay-operator.enabled=false",)
+KUEUE_QUEUE = "team-a"
 PROFILES = {
     p.id: p
     for p in (
         Profile("rayjob-gpu", RAYJOB, RAYJOB_RELEASE),
         Profile("rayjob-cpu-kind", RAYJOB, RAYJOB_RELEASE, ("values-cpu-kind.yaml",)),
         Profile("rayjob-gpu-initcontainer", RAYJOB, RAYJOB_RELEASE, (), ("job.pullDataInitContainer=true",)),
-        Profile("platform-default", PLATFORM, PLATFORM_RELEASE, (), NO_OPERATOR),
-        Profile("platform-dev", PLATFORM, PLATFORM_RELEASE, ("values-dev.yaml",), NO_OPERATOR),
+        Profile("rayjob-gpu-kueue", RAYJOB, RAYJOB_RELEASE, (), (f"rayJob.labels.kueue\\.x-k8s\\.io/queue-name={KUEUE_QUEUE}",)),
+        Profile("platform-default", PLATFORM, PLATFORM_RELEASE),
+        Profile("platform-dev", PLATFORM, PLATFORM_RELEASE, ("values-dev.yaml",)),
+        Profile("platform-production", PLATFORM, PLATFORM_RELEASE, ("values-production.yaml",)),
     )
 }
 
@@ -67,8 +69,8 @@ class Result:
     docs: list[dict] = field(default_factory=list)
 
 
-def run(cmd: list[str], **kw) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PATH": f"{TOOLS}{os.pathsep}{os.environ.get('PATH', '')}"}
+def run(cmd: list[str], extra_env: dict[str, str] | None = None, **kw) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PATH": f"{TOOLS}{os.pathsep}{os.environ.get('PATH', '')}", **(extra_env or {})}
     return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, **kw)
 
 

@@ -86,7 +86,7 @@ def test_dockerfile_installs_the_project():
     text = (ROOT / "image" / "Dockerfile").read_text()
     assert re.search(r"^COPY .*pyproject\.toml", text, re.M), "Dockerfile must copy pyproject.toml"
     assert re.search(r"^COPY .*mnist_job/", text, re.M), "Dockerfile must copy the package"
-    assert re.search(r"pip install --no-cache-dir /app\b", text), "Dockerfile must `pip install /app`"
+    assert re.search(r"pip install --no-cache-dir --no-deps /app\b", text), "Dockerfile must `pip install --no-deps /app`"
     assert re.search(r"^WORKDIR /app$", text, re.M)
     for f in ("dvc.yaml", "dvc.lock", "params.yaml", ".dvc/config"):
         assert re.search(rf"^COPY .*{re.escape(f)}", text, re.M), f"Dockerfile must copy {f}"
@@ -99,12 +99,75 @@ def test_dockerfile_installs_the_project():
     assert re.search(r"^ARG RAY_VERSION=2\.60\.0$", text, re.M)
 
 
+def test_dockerfile_installs_the_lock_before_the_code():
+    """A code edit must not reinstall torch: the locked dependencies are their own
+    layer, before mnist_job/ is copied, and nothing that changes per commit
+    (GIT_COMMIT) is declared before them."""
+    lines = (ROOT / "image" / "Dockerfile").read_text().splitlines()
+
+    def first(pattern: str) -> int:
+        idx = [i for i, line in enumerate(lines) if re.search(pattern, line)]
+        assert idx, f"no line matches {pattern!r}"
+        return idx[0]
+
+    lock_copy = first(r"^COPY .*requirements/")
+    lock_install = first(r"pip install .*--no-deps .*-r ")
+    code_copy = first(r"^COPY .*mnist_job/")
+    assert lock_copy < lock_install < code_copy
+    assert first(r"^ARG GIT_COMMIT") > first(r"pip install --no-cache-dir --no-deps /app")
+    assert not any("GIT_COMMIT" in line for line in lines[:code_copy]), "GIT_COMMIT before the dependency layer busts its cache"
+    text = "\n".join(lines)
+    for arch, lock_arch in (("amd64", "x86_64"), ("arm64", "aarch64")):
+        assert re.search(rf"{arch}\) arch={lock_arch} ;;", text), f"TARGETARCH {arch} -> lock {lock_arch}"
+        assert (ROOT / "requirements" / f"lock-linux-{lock_arch}.txt").is_file()
+
+
+def test_dockerfile_base_image_per_architecture():
+    """Ray's arm64 images carry an -aarch64 suffix; the build picks the stage by TARGETARCH."""
+    text = (ROOT / "image" / "Dockerfile").read_text()
+    froms = re.findall(r"^FROM (\S+)(?: AS (\S+))?$", text, re.M)
+    assert froms == [
+        ("${BASE_IMAGE}:${BASE_TAG}", "base-amd64"),
+        ("${BASE_IMAGE}:${BASE_TAG}-aarch64", "base-arm64"),
+        ("base-${TARGETARCH}", ""),
+    ], froms
+    assert re.search(r"^ARG TARGETARCH$", text, re.M)
+
+
+def lock_pins(path) -> dict[str, str]:
+    pins = {}
+    for line in path.read_text().splitlines():
+        m = re.match(r"^([A-Za-z0-9_.-]+)(?:\[[^\]]*\])?==([^\s;]+)", line)
+        if m:
+            pins[m.group(1).lower().replace("_", "-")] = m.group(2)
+    return pins
+
+
+@pytest.mark.parametrize("arch", ["x86_64", "aarch64"])
+def test_lock_matches_pyproject(arch):
+    """requirements/lock-linux-<arch>.txt (`make lock`) pins every dependency of
+    pyproject.toml, at the version pyproject pins, and is marked as generated."""
+    path = ROOT / "requirements" / f"lock-linux-{arch}.txt"
+    assert path.is_file(), f"{path.name} missing: run `make lock`"
+    assert "make lock" in path.read_text().split("\n", 3)[1], "the header names the command that made it"
+    pins = lock_pins(path)
+    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    for dep in deps:
+        name = re.match(r"[A-Za-z0-9_.-]+", dep).group(0).lower().replace("_", "-")
+        assert name in pins, f"{name} (pyproject.toml) is not in {path.name}: run `make lock`"
+        exact = re.search(r"==([^,;\s]+)", dep)
+        if exact:
+            assert pins[name] == exact.group(1), f"{name}: pyproject pins {exact.group(1)}, {path.name} has {pins[name]}: run `make lock`"
+    assert "kuberay-mnist" not in pins, "the lock holds dependencies only; the package is installed after the code is copied"
+    assert len(pins) > 50
+
+
 def test_dockerignore_keeps_local_state_out():
     ignore = [line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines() if line.strip() and not line.startswith("#")]
     assert ignore[0] == "*", "the build context is an allow-list"
     for must in (".venv", ".tools", "data", "outputs", "mlruns", ".git"):
         assert must in ignore
-    for needed in ("!pyproject.toml", "!mnist_job/", "!dvc.yaml", "!dvc.lock", "!params.yaml", "!.dvc/config"):
+    for needed in ("!pyproject.toml", "!requirements/lock-linux-*.txt", "!mnist_job/", "!dvc.yaml", "!dvc.lock", "!params.yaml", "!.dvc/config"):
         assert needed in ignore
 
 

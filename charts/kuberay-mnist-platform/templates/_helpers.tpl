@@ -54,8 +54,13 @@ app.kubernetes.io/component: {{ index . 1 }}
 {{ .Values.minio.image.repository }}:{{ .Values.minio.image.tag }}
 {{- end -}}
 
+{{/* The S3 endpoint every client uses: the in-cluster MinIO, or s3.externalEndpoint. */}}
 {{- define "platform.s3Endpoint" -}}
+{{- if .Values.minio.enabled -}}
 http://{{ include "platform.minioName" . }}:{{ .Values.minio.service.apiPort }}
+{{- else -}}
+{{- required "s3.externalEndpoint is required when minio.enabled=false: the URL of your S3 service, e.g. https://s3.us-east-1.amazonaws.com (see values-production.yaml)" .Values.s3.externalEndpoint -}}
+{{- end -}}
 {{- end -}}
 
 {{- define "platform.mlflowUri" -}}
@@ -80,7 +85,16 @@ http://{{ include "platform.mlflowName" . }}:{{ .Values.mlflow.service.port }}
 {{- define "platform.validate" -}}
 {{- $_ := include "platform.credentialsSecret" . -}}
 {{- $_ := include "platform.image" . -}}
+{{- if .Values.minio.enabled -}}
 {{- $_ := include "platform.minioImage" . -}}
+{{- if .Values.s3.externalEndpoint -}}
+{{- fail "s3.externalEndpoint is set but minio.enabled is true: set minio.enabled=false to use the external S3 endpoint (values-production.yaml), or leave s3.externalEndpoint empty for the in-cluster MinIO" -}}
+{{- end -}}
+{{- else -}}
+{{- if not (regexMatch "^https?://[^/]+/?$" (include "platform.s3Endpoint" .)) -}}
+{{- fail (printf "s3.externalEndpoint %q must be a URL like https://s3.us-east-1.amazonaws.com (scheme and host, no path)" .Values.s3.externalEndpoint) -}}
+{{- end -}}
+{{- end -}}
 {{- /* On a real install (not `helm template`, where lookup returns nothing) the
        existing Secret must be there: every pod of the platform needs it. */ -}}
 {{- if and (not .Values.credentials.dev.create) (lookup "v1" "ConfigMap" .Release.Namespace "kube-root-ca.crt") -}}

@@ -23,11 +23,22 @@ app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 {{ .Values.platform.clientLabel.key }}: {{ .Values.platform.clientLabel.value | toString | quote }}
 {{- end -}}
 
+{{/* Image of the head, the submitter and the head's init container: the CPU variant. */}}
 {{- define "rayjob.image" -}}
 {{- if not .Values.image.repository -}}{{ fail "image.repository must not be empty" }}{{- end -}}
-{{- if not .Values.image.tag -}}{{ fail "image.tag must not be empty: pin the image that holds this code (e.g. 0.1.0-gpu)" }}{{- end -}}
+{{- if not .Values.image.tag -}}{{ fail "image.tag must not be empty: pin the image that holds this code (e.g. 0.1.0-cpu)" }}{{- end -}}
 {{- if eq (toString .Values.image.tag) "latest" -}}{{ fail "image.tag must not be latest: pin the image that holds this code" }}{{- end -}}
 {{ .Values.image.repository }}:{{ .Values.image.tag }}
+{{- end -}}
+
+{{/* Image of the worker pods (the GPU variant in the GPU profile); empty parts fall back to image.*. */}}
+{{- define "rayjob.workerImage" -}}
+{{- $w := .Values.ray.workers.image | default dict -}}
+{{- $repo := default .Values.image.repository $w.repository -}}
+{{- $tag := toString (default .Values.image.tag $w.tag) -}}
+{{- if not $repo -}}{{ fail "ray.workers.image.repository (or image.repository) must not be empty" }}{{- end -}}
+{{- if eq $tag "latest" -}}{{ fail "ray.workers.image.tag must not be latest: pin the image that holds this code" }}{{- end -}}
+{{ $repo }}:{{ $tag }}
 {{- end -}}
 
 {{- define "rayjob.credentialsSecret" -}}
@@ -107,15 +118,18 @@ app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
     sizeLimit: {{ .Values.dataCacheSizeLimit }}
 - name: dvc-tmp
   emptyDir:
-    sizeLimit: 64Mi
+    sizeLimit: {{ include "rayjob.dvcTmpSize" . }}
 {{- end -}}
 
-{{/* The optional initContainer that pulls the dataset into /data-cache. */}}
+{{/* The optional initContainer that pulls the dataset into /data-cache:
+     include "rayjob.pullDataInit" (list . IMAGE), IMAGE being the pod's own image. */}}
 {{- define "rayjob.pullDataInit" -}}
+{{- $image := index . 1 -}}
+{{- with index . 0 -}}
 {{- if .Values.job.pullDataInitContainer }}
 initContainers:
   - name: pull-data
-    image: {{ include "rayjob.image" . }}
+    image: {{ $image }}
     imagePullPolicy: {{ .Values.image.pullPolicy }}
     command: [mnist-job, pull-data]
     env:
@@ -133,6 +147,7 @@ initContainers:
       - name: dvc-tmp
         mountPath: /app/.dvc/tmp
 {{- end }}
+{{- end -}}
 {{- end -}}
 
 {{/* Ray Train workers the worker group can host. */}}
@@ -209,13 +224,9 @@ initContainers:
 {{- if not .Values.platform.checkpointsBucket -}}
 {{- fail "platform.checkpointsBucket must not be empty" -}}
 {{- end -}}
-{{- if and .Values.lifecycle.deletionRules .Values.lifecycle.shutdownAfterJobFinishes -}}
-{{- fail "lifecycle.deletionRules and lifecycle.shutdownAfterJobFinishes are mutually exclusive in KubeRay: set shutdownAfterJobFinishes=false to use deletionRules" -}}
-{{- end -}}
-{{- if and (not .Values.lifecycle.deletionRules) (not .Values.lifecycle.shutdownAfterJobFinishes) -}}
-{{- fail "the RayCluster would never be deleted (GPUs stay allocated): set lifecycle.shutdownAfterJobFinishes=true or lifecycle.deletionRules" -}}
-{{- end -}}
 {{- if le (int .Values.lifecycle.activeDeadlineSeconds) 0 -}}
 {{- fail "lifecycle.activeDeadlineSeconds must be a positive number of seconds" -}}
 {{- end -}}
+{{- include "rayjob.validateLifecycle" . -}}
+{{- include "rayjob.validateSizing" . -}}
 {{- end -}}

@@ -1,0 +1,159 @@
+"""scripts/deploy-rayjob.sh: one RayJob (and one run) per deployment, and the wait
+on KubeRay 1.7's terminal states.
+
+Rendering is real (helm). The wait loop runs against tests/support/fake_kubectl.py:
+no Kubernetes API server can run on these machines.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from datetime import datetime, timezone
+
+import pytest
+import yaml
+from manifest_helpers import ROOT, one, run
+
+sys.path.insert(0, str(ROOT))
+from tests.support import fake_kubectl  # noqa: E402
+
+SCRIPT = str(ROOT / "scripts" / "deploy-rayjob.sh")
+
+
+def deploy(*args: str, env: dict[str, str] | None = None):
+    return run(["bash", SCRIPT, *args], extra_env=env, timeout=120)
+
+
+def render(*args: str, stamp: str | None = None) -> dict:
+    proc = deploy("--render-only", *args, env={"DEPLOY_TIMESTAMP": stamp} if stamp else None)
+    assert proc.returncode == 0, proc.stderr
+    return one([d for d in yaml.safe_load_all(proc.stdout) if d], "RayJob")
+
+
+def run_of(rayjob: dict) -> tuple[str, str]:
+    """(run name, checkpoint prefix) the training entrypoint gets."""
+    sets = dict(a.split("=", 1) for a in re.findall(r"--set (\S+)", rayjob["spec"]["entrypoint"]))
+    return sets["train.run_name"], f"{sets['train.storage_path']}/{sets['train.run_name']}"
+
+
+@pytest.mark.parametrize("profile", ["cpu-kind", "gpu"])
+def test_each_deployment_is_its_own_rayjob_and_run(tools, profile):
+    first = render("--profile", profile, stamp="20261126-140000")
+    second = render("--profile", profile, stamp="20261126-151500")
+    assert first["metadata"]["name"] == "mnist-train-20261126-140000"
+    assert second["metadata"]["name"] == "mnist-train-20261126-151500"
+    (run1, prefix1), (run2, prefix2) = run_of(first), run_of(second)
+    assert run1 == first["metadata"]["name"] and run2 == second["metadata"]["name"]
+    assert run1 != run2 and prefix1 != prefix2
+    assert prefix1 == "s3://ray-checkpoints/ray-results/mnist-train-20261126-140000"
+    # A retry is KubeRay re-running this same object (backoffLimit): same name, same run.
+    assert "backoffLimit" in first["spec"]
+    # Redeploying that run by name renders the very same RayJob: it resumes.
+    again = render("--profile", profile, "--name", run1)
+    assert again == first
+
+
+def test_default_name_is_the_current_utc_time(tools):
+    before = datetime.now(timezone.utc).replace(microsecond=0)
+    name = render()["metadata"]["name"]
+    after = datetime.now(timezone.utc)
+    m = re.fullmatch(r"mnist-train-(\d{8}-\d{6})", name)
+    assert m, name
+    stamp = datetime.strptime(m.group(1), "%Y%m%d-%H%M%S").replace(tzinfo=timezone.utc)
+    assert before <= stamp <= after
+    assert len(name) <= 47
+
+
+def test_image_repository_for_a_users_registry(tools):
+    rj = render("--profile", "gpu", "--image", "registry.example.com/team/kuberay-mnist", stamp="20261126-140000")
+    spec = rj["spec"]
+    head = spec["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]["containers"][0]["image"]
+    worker = spec["rayClusterSpec"]["workerGroupSpecs"][0]["template"]["spec"]["containers"][0]["image"]
+    submitter = spec["submitterPodTemplate"]["spec"]["containers"][0]["image"]
+    assert head == submitter == "registry.example.com/team/kuberay-mnist:0.1.0-cpu"
+    assert worker == "registry.example.com/team/kuberay-mnist:0.1.0-gpu"
+
+
+@pytest.mark.parametrize(
+    "args,env,message",
+    [
+        (("--profile", "tpu"), {}, "PROFILE must be cpu-kind or gpu"),
+        (("--image", "ghcr.io/you/kuberay-mnist:1.0"), {}, "IMAGE must be an image repository without a tag"),
+        ((), {"DEPLOY_TIMESTAMP": "2026-11-26"}, "DEPLOY_TIMESTAMP must be yyyymmdd-hhmmss"),
+        ((), {"RAYJOB_RELEASE": "a-release-name-that-is-far-too-long-for-kuberay"}, "at most 31 characters"),
+        (("--bogus",), {}, "unknown argument '--bogus'"),
+        (("--name",), {}, "--name needs a value"),
+        (("--name", "Mnist_Run"), {}, "must be a DNS-1035 label"),
+    ],
+)
+def test_bad_arguments_exit_2(tools, args, env, message):
+    proc = deploy("--render-only", *args, env=env)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert message in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def wait_with(tmp_path, statuses, **state):
+    bin_dir = tmp_path / "bin"
+    state_path = fake_kubectl.install(bin_dir, {"statuses": statuses, **state})
+    env = {
+        "KUBECTL": str(bin_dir / "kubectl"),
+        "FAKE_KUBECTL_STATE": str(state_path),
+        "DEPLOY_TIMESTAMP": "20261126-140000",
+        "POLL_S": "1",
+        "TIMEOUT_S": "20",
+    }
+    proc = run(["bash", SCRIPT], extra_env=env, timeout=60)
+    return proc, fake_kubectl.load(state_path)
+
+
+def test_wait_succeeds_on_complete(tools, tmp_path):
+    proc, state = wait_with(
+        tmp_path,
+        [{"jobDeploymentStatus": "Initializing"}, {"jobDeploymentStatus": "Running", "jobStatus": "RUNNING"},
+         {"jobDeploymentStatus": "Complete", "jobStatus": "SUCCEEDED"}],
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "RayJob mnist-train-20261126-140000: SUCCEEDED" in proc.stdout
+    (applied,) = state["applied"]
+    assert one([d for d in yaml.safe_load_all(applied) if d], "RayJob")["metadata"]["name"] == "mnist-train-20261126-140000"
+
+
+@pytest.mark.parametrize(
+    "final,reason,message",
+    [
+        ({"jobDeploymentStatus": "Failed", "jobStatus": "FAILED"}, "AppFailed", "the job failed"),
+        ({"jobDeploymentStatus": "Failed"}, "PreRunningDeadlineExceeded", "The RayJob has passed the preRunningDeadlineSeconds"),
+        ({"jobDeploymentStatus": "ValidationFailed"}, "ValidationFailed", "The RayJob spec is invalid: preRunningDeadlineSeconds"),
+    ],
+    ids=["failed", "prerunning-deadline", "validation-failed"],
+)
+def test_wait_stops_on_every_terminal_failure(tools, tmp_path, final, reason, message):
+    proc, state = wait_with(tmp_path, [{"jobDeploymentStatus": "Initializing"}, {**final, "reason": reason, "message": message}])
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert f"jobDeploymentStatus={final['jobDeploymentStatus']}" in proc.stderr
+    assert f"reason:  {reason}" in proc.stderr and message in proc.stderr
+    assert state["polls"] <= 3, "it kept polling after a terminal state"
+
+
+def test_wait_goes_on_through_retrying(tools, tmp_path):
+    proc, state = wait_with(
+        tmp_path,
+        [{"jobDeploymentStatus": "Running"}, {"jobDeploymentStatus": "Retrying"}, {"jobDeploymentStatus": "Running"},
+         {"jobDeploymentStatus": "Complete", "jobStatus": "SUCCEEDED"}],
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "deployment=Retrying" in proc.stdout and state["polls"] >= 4
+
+
+def test_redeploy_by_name_replaces_the_old_object(tools, tmp_path):
+    proc, state = wait_with(tmp_path, [{"jobDeploymentStatus": "Complete", "jobStatus": "SUCCEEDED"}], exists=True)
+    assert proc.returncode == 0, proc.stderr
+    assert state["deleted"] == ["mnist-train-20261126-140000"]
+
+
+def test_no_cluster_exits_3(tools, tmp_path):
+    proc, _ = wait_with(tmp_path, [], crd=False)
+    assert proc.returncode == 3
+    assert "KubeRay operator" in proc.stderr

@@ -1,0 +1,74 @@
+"""A stand-in for `kubectl` against a RayJob whose status moves through a given
+sequence, for testing scripts/deploy-rayjob.sh where no Kubernetes API server can
+run (these machines have none). It answers only the calls that script makes.
+
+State lives in the JSON file named by $FAKE_KUBECTL_STATE:
+  {"crd": true, "exists": false, "statuses": [{"jobDeploymentStatus": ..., "jobStatus": ...,
+   "reason": ..., "message": ...}, ...], "polls": 0, "applied": [], "deleted": []}
+Every read of .status.jobDeploymentStatus is one poll: it moves to the next status
+(the last one repeats).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+from pathlib import Path
+
+
+def install(bin_dir: Path, state: dict) -> Path:
+    """Write a `kubectl` executable into bin_dir and its state file; returns the state path."""
+    bin_dir.mkdir(parents=True, exist_ok=True)
+    state_path = bin_dir / "fake-kubectl-state.json"
+    full = {"crd": True, "exists": False, "statuses": [], "polls": 0, "applied": [], "deleted": [], **state}
+    state_path.write_text(json.dumps(full))
+    exe = bin_dir / "kubectl"
+    exe.write_text(f"#!/bin/sh\nexec '{sys.executable}' '{Path(__file__).resolve()}' \"$@\"\n")
+    exe.chmod(0o755)
+    return state_path
+
+
+def load(path: Path) -> dict:
+    return json.loads(path.read_text())
+
+
+def main(argv: list[str]) -> int:
+    path = Path(os.environ["FAKE_KUBECTL_STATE"])
+    state = load(path)
+    args = list(argv)
+    if args[:1] == ["-n"]:
+        args = args[2:]
+    verb = args[0] if args else ""
+    rc = 0
+    if verb == "get" and args[1] == "rayjobs.ray.io":
+        rc = 0 if state["crd"] else 1
+    elif verb == "get" and args[1] == "rayjob":
+        if not state["exists"]:
+            print(f'Error from server (NotFound): rayjobs.ray.io "{args[2]}" not found', file=sys.stderr)
+            rc = 1
+        else:
+            if "-o" in args:
+                field = re.fullmatch(r"jsonpath=\{\.status\.(\w+)\}", args[args.index("-o") + 1]).group(1)
+                if field == "jobDeploymentStatus":
+                    state["polls"] += 1
+                statuses = state["statuses"]
+                current = statuses[min(max(state["polls"] - 1, 0), len(statuses) - 1)] if statuses else {}
+                sys.stdout.write(current.get(field, ""))
+    elif verb == "apply":
+        state["applied"].append(Path(args[args.index("-f") + 1]).read_text())
+        state["exists"] = True
+        print("rayjob.ray.io/applied created")
+    elif verb == "delete":
+        state["deleted"].append(args[2])
+        state["exists"] = False
+    else:
+        print(f"fake kubectl: unsupported call {argv}", file=sys.stderr)
+        rc = 99
+    path.write_text(json.dumps(state))
+    return rc
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
