@@ -178,6 +178,7 @@ def test_entrypoint_carries_the_values(render, profile, gpu, workers):
     assert s["train.num_workers"] == workers
     assert s["train.use_gpu"] == gpu
     assert s["train.run_name"] == RAYJOB_RELEASE == rj["metadata"]["name"]
+    assert s["train.if_finished"] == "new-run", "kubectl apply of the same manifest after a finished run trains anew"
     assert re.fullmatch(r"s3://[a-z0-9.-]+/[\w./-]+", s["train.storage_path"]), s["train.storage_path"]
     assert s["train.output_dir"].startswith("/tmp/"), "the root filesystem is read-only"
     if profile == "rayjob-cpu-kind":

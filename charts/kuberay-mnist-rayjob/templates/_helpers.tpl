@@ -168,13 +168,15 @@ initContainers:
 {{- $_ := set $sets "train.storage_path" (printf "s3://%s/%s" .Values.platform.checkpointsBucket (trimAll "/" .Values.job.storagePrefix)) -}}
 {{- $_ := set $sets "train.run_name" (include "rayjob.name" .) -}}
 {{- $_ := set $sets "train.output_dir" .Values.job.outputDir -}}
-{{- range $k := list "train.num_workers" "train.use_gpu" "train.storage_path" "train.run_name" "train.output_dir" -}}
+{{- /* the same manifest applied again after a finished run trains anew (<name>-<UTC time>); a retry resumes */ -}}
+{{- $_ := set $sets "train.if_finished" "new-run" -}}
+{{- range $k := list "train.num_workers" "train.use_gpu" "train.storage_path" "train.run_name" "train.output_dir" "train.if_finished" -}}
 {{- $args = append $args "--set" -}}
 {{- $args = append $args (printf "%s=%s" $k (index $sets $k)) -}}
 {{- end -}}
 {{- range $k := keys .Values.job.set | sortAlpha -}}
 {{- if hasKey $sets $k -}}
-{{- fail (printf "job.set.%s: set it through its own value (job.numWorkers, job.useGpu, job.storagePrefix, nameOverride, job.outputDir)" $k) -}}
+{{- fail (printf "job.set.%s: set it through its own value (job.numWorkers, job.useGpu, job.storagePrefix, nameOverride, job.outputDir; train.if_finished is always new-run)" $k) -}}
 {{- end -}}
 {{- $args = append $args "--set" -}}
 {{- $args = append $args (printf "%s=%v" $k (index $.Values.job.set $k)) -}}
