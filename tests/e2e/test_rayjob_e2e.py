@@ -34,6 +34,9 @@ def test_cpu_rayjob_runs_to_succeeded(e2e, local_platform, ray_cluster):
     assert len(workers) == expected_workers, "one local Ray node per worker replica of the manifest"
     for pod in ray_cluster.pods:
         assert not any(pod.data_cache.iterdir()), f"{pod.name}: the data cache must start empty, like an emptyDir"
+    for pod in workers:  # KubeRay's wait-gcs-ready init container ran, in its own sandbox, before the worker
+        (init, _), = [(sandbox, command) for sandbox, command in pod.init if "health-check" in " ".join(command)]
+        assert init.process.popen.returncode == 0 and "ready" in init.process.log.read_text(), init.process.tail()
 
     entrypoint, runtime_env = kl.job_submission(rayjob, ray_cluster.pods, e2e.subs, kl.ENTRYPOINT_OVERRIDES)
     _, params = kl.entrypoint_params(entrypoint, head.root / "app" / "params.yaml")

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tests.support import services
-from tests.support.kuberay.env import CREDENTIAL_VARS, ServiceMap, container_base_env, local_env, resolve_env
+from tests.support.kuberay.env import CREDENTIAL_VARS, ServiceMap, container_base_env, resolve_env
 from tests.support.kuberay.rendering import (
     PLATFORM_RELEASE,
     ROOT,
@@ -66,8 +66,7 @@ def workload_sandbox(kind_name: str, obj: dict, platform: PlatformView, svc: Ser
     name = obj["metadata"]["name"]
     image = image_spec()
     env = {**container_base_env(image.env, name, platform, svc), **resolve_env(container, platform, kind_name)}
-    sandbox = pod_sandbox(name, pod_spec, container, {}, image, root, subs)
-    sandbox.env = local_env(env, kind_name, svc, sandbox.prefixes, str(sandbox.mount), subs)
+    sandbox = pod_sandbox(name, pod_spec, container, env, image, root, subs, svc)
     command = [*(container.get("command") or []), *(container.get("args") or [])]
     return sandbox, command
 

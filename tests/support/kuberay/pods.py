@@ -13,7 +13,7 @@ import copy
 import math
 import os
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from tests.support import services
 from tests.support.kuberay.env import (
@@ -24,8 +24,8 @@ from tests.support.kuberay.env import (
     ServiceMap,
     container_base_env,
     kuberay_node_env,
-    local_env,
     resolve_env,
+    token_env,
 )
 from tests.support.kuberay.rendering import (
     PlatformView,
@@ -44,6 +44,13 @@ WHY_LOCAL_PARAM = {
     "num-cpus": "this machine has fewer cores than the limits ask for",
     "object-store-memory": "Ray would size it from the host's memory: no cgroup memory limit here",
 }
+# What KubeRay's injected wait-gcs-ready init container does on worker pods (common/pod.go
+# DefaultWorkerPodTemplate): `ray health-check` against the head Service every 5 s until it answers.
+WAIT_GCS_READY = """until ray health-check --address {address} >/dev/null 2>&1; do
+  echo "GCS at {address}: not ready after $SECONDS s"; sleep 5
+done
+echo "GCS at {address}: ready"
+"""
 BOOLEAN_VALUED = ("log-color", "include-dashboard", "include-log-monitor")  # KubeRay keeps =true/false for these
 
 
@@ -59,6 +66,7 @@ class RayPod:
     sandbox: PodSandbox
     cpus_manifest: float
     cpus_local: int
+    init: list[tuple[PodSandbox, list[str]]] = field(default_factory=list)  # init containers, in order
     start_command: str = ""  # the local /bin/bash -c string
 
     @property
@@ -162,15 +170,26 @@ def plan_pods(rayjob: dict, plan: ClusterPlan, root, subs: Substitutions, cpus_a
                                                          f"{DEFAULT_GCS_PORT}")
         pod_spec = spec["template"]["spec"]
         memory = quantity((container.get("resources") or {}).get("limits", {}).get("memory", "1Gi"))
+        head_fqdn = f"{plan.head_service}.{NAMESPACE}.svc.cluster.local"
         for _ in range(replicas):
             name = f"{plan.cluster}-head-{kube_suffix()}" if role == "head" else f"{plan.cluster}-{group}-worker-{kube_suffix()}"
             injected = kuberay_node_env(role, group, plan.cluster, name, ray_start_command(role, params), token_secret)
-            env = {**container_base_env(image_env, name, plan.platform, plan.svc),
-                   **resolve_env(container, plan.platform, f"{role} group {group!r}", injected)}
-            sandbox = pod_sandbox(name, pod_spec, container, {}, image, root, subs,
+            base = container_base_env(image_env, name, plan.platform, plan.svc)
+            env = {**base, **resolve_env(container, plan.platform, f"{role} group {group!r}", injected)}
+            sandbox = pod_sandbox(name, pod_spec, container, env, image, root, subs, plan.svc,
                                   extra_volumes=[("/dev/shm", int(memory))])  # KubeRay adds it when not mounted
-            sandbox.env = local_env(env, f"{role} pod", plan.svc, sandbox.prefixes, str(sandbox.mount), subs)
-            pods.append(RayPod(role, group, sandbox, float(params.get("num-cpus", 1)), int(float(params.get("num-cpus", 1)))))
+            pod = RayPod(role, group, sandbox, float(params.get("num-cpus", 1)), int(float(params.get("num-cpus", 1))))
+            for init in init_containers(role, pod_spec, container, head_fqdn):
+                # KubeRay appends FQ_RAY_IP/RAY_IP to every init container, the token to wait-gcs-ready
+                extra = [{"name": "FQ_RAY_IP", "value": head_fqdn}, {"name": "RAY_IP", "value": plan.head_service}]
+                if init["name"] == "wait-gcs-ready":
+                    extra += token_env(token_secret)
+                init_env = {**base, **resolve_env(init, plan.platform, f"{name} {init['name']}", extra)}
+                init_sandbox = pod_sandbox(name, pod_spec, init, init_env, image, root, subs, plan.svc)
+                command = [*init.get("command", []), *init.get("args", [])]
+                local = f"127.0.0.1:{plan.gcs_port}"
+                pod.init.append((init_sandbox, [w.replace(f"{head_fqdn}:{DEFAULT_GCS_PORT}", local) for w in command]))
+            pods.append(pod)
     workers = [p for p in pods if p.role == "worker"]
     total = sum(p.cpus_manifest for p in workers)
     if total > cpus_available:
@@ -179,6 +198,37 @@ def plan_pods(rayjob: dict, plan: ClusterPlan, root, subs: Substitutions, cpus_a
         subs.add("worker CPUs", f"{len(workers)} x {workers[0].cpus_manifest:g} (limits.cpu)",
                  f"{len(workers)} x {workers[0].cpus_local}", f"this machine has {cpus_available} cores")
     return pods
+
+
+def init_containers(role: str, pod_spec: dict, container: dict, head_fqdn: str) -> list[dict]:
+    """The pod's initContainers, then on workers the wait-gcs-ready container KubeRay appends (its env and
+    volumeMounts copied from the Ray container, its securityContext too)."""
+    out = [copy.deepcopy(c) for c in pod_spec.get("initContainers", []) or []]
+    if role == "worker":
+        out.append({"name": "wait-gcs-ready", "command": ["/bin/bash", "-c", "--"],
+                    "args": [WAIT_GCS_READY.format(address=f"{head_fqdn}:{DEFAULT_GCS_PORT}")],
+                    "securityContext": copy.deepcopy(container.get("securityContext")),
+                    "env": copy.deepcopy(container.get("env", [])),
+                    "volumeMounts": copy.deepcopy(container.get("volumeMounts", []))})
+    return out
+
+
+def run_init_containers(pods: list[RayPod], log_dir, timeout: float) -> None:
+    """Each pod's init containers in order, the pods side by side; a failing one fails the pod's start."""
+    for step in range(max((len(p.init) for p in pods), default=0)):
+        running = [(p, p.init[step]) for p in pods if len(p.init) > step]
+        for pod, (sandbox, command) in running:
+            sandbox.name = f"{pod.name}-init{step}"  # its own log file
+            sandbox.start(command, log_dir)
+        for pod, (sandbox, _) in running:
+            try:
+                code = sandbox.process.popen.wait(timeout=timeout)
+            except Exception:  # noqa: BLE001  (TimeoutExpired)
+                sandbox.process.stop(timeout=5)
+                code = "timeout"
+            if code != 0:
+                raise RuntimeError(f"{pod.name}: init container {step} exited {code}; log {sandbox.process.log}:\n"
+                                   f"{sandbox.process.tail()}")
 
 
 @dataclass
@@ -229,6 +279,8 @@ def start_ray(rayjob: dict, pods: list[RayPod], plan: ClusterPlan, log_dir, subs
                              WHY_LOCAL_PARAM.get(key, "one loopback for every pod: a free port"))
             subs.add("ray start metrics/agent ports", "8080 / 52365", "free ports", "one loopback for every pod")
             pod.start_command = f"{ULIMIT}; {ray_start_command(pod.role, local)}"
+            if pod.role == "head" or pod is next(p for p in pods if p.role == "worker"):  # workers side by side
+                run_init_containers([p for p in pods if p.role == pod.role], log_dir, timeout)
             started.append(pod.sandbox.start(["/bin/bash", "-c", "--", pod.start_command], log_dir))
             say(f"{pod.name}: {pod.start_command}")
             if pod.role == "head":

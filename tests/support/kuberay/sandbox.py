@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tests.support import services
-from tests.support.kuberay.env import missing_prefixes, rewrite_pod_path
+from tests.support.kuberay.env import ServiceMap, local_env, missing_prefixes, rewrite_pod_path
 from tests.support.kuberay.rendering import VENV_BIN, ContractError, ImageSpec, Substitutions
 
 EXEMPT = ("/proc", "/sys", "/dev")  # a container gets its own; not made read-only here
@@ -147,10 +147,11 @@ def _check_reachable(path: Path, uid: int) -> None:
 
 
 def pod_sandbox(name: str, pod_spec: dict, container: dict, env: dict[str, str], image: ImageSpec, root: Path,
-                subs: Substitutions, extra_volumes: list[tuple[str, int]] = ()) -> PodSandbox:
-    """The sandbox of ``container`` of ``pod_spec``. ``env`` is the container's whole env (manifest paths).
+                subs: Substitutions, svc: ServiceMap, extra_volumes: list[tuple[str, int]] = ()) -> PodSandbox:
+    """The sandbox of ``container`` of ``pod_spec``, ``env`` its whole env as the manifest names things.
 
-    ``extra_volumes``: (mountPath, bytes) of emptyDirs something other than the manifest adds (KubeRay's /dev/shm).
+    The env's Service names and paths are made local (env.local_env). ``extra_volumes``: (mountPath,
+    bytes) of emptyDirs something other than the manifest adds (KubeRay's /dev/shm).
     """
     if str(root).startswith("/tmp/") or root == Path("/tmp"):
         raise ContractError(f"[harness] root {root} is under /tmp, which every pod gets as its own tmpfs")
@@ -200,7 +201,9 @@ def pod_sandbox(name: str, pod_spec: dict, container: dict, env: dict[str, str],
     declared = {m["mountPath"] for m in mounts}
     volumes += [Volume(path, size) for path, size in extra_volumes if path not in declared]
     local_workdir = rewrite_pod_path(workdir, prefixes, str(mount_point))
-    return PodSandbox(name, pod_root, mount_point, volumes, uid, gid, groups, env, local_workdir, prefixes)
+    where = f"{name.rsplit('-', 1)[0]} {container.get('name', 'container')}"
+    return PodSandbox(name, pod_root, mount_point, volumes, uid, gid, groups,
+                      local_env(env, where, svc, prefixes, str(mount_point), subs), local_workdir, prefixes)
 
 
 def _install_image_files(app: Path, image: ImageSpec) -> None:

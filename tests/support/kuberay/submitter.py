@@ -18,7 +18,6 @@ from pathlib import Path
 
 from tests.support.kuberay.env import (
     container_base_env,
-    local_env,
     resolve_env,
     rewrite_pod_path,
     rewrite_token,
@@ -71,7 +70,7 @@ def submit_command(address: str, submission_id: str, entrypoint: str, runtime_en
     """BuildJobSubmitCommand(K8sJobMode), joined with spaces as KubeRay does."""
     runtime_json = json.dumps(runtime_env, sort_keys=True, separators=(",", ":"))  # sigs.k8s.io/yaml YAMLToJSON
     cmd = ["until", HEALTH.format(url=f"{address}/api/gcs_healthz"), ">/dev/null", "2>&1", ";",
-           "do", "echo", go_quote(f"Waiting for Ray Dashboard GCS to become healthy at {address} ..."), ";",
+           "do", "echo", go_quote(f"the Ray dashboard at {address} does not report a healthy GCS yet"), ";",
            "sleep", "2", ";", "done", ";",
            "if", "!", "ray", "job", "status", "--address", address, submission_id, ">/dev/null", "2>&1", ";", "then",
            "ray", "job", "submit", "--address", address, "--no-wait", "--runtime-env-json", go_quote(runtime_json),
@@ -110,8 +109,7 @@ def submit_and_follow(ray: LocalRayCluster, rayjob: dict, entrypoint: str, runti
                 *token_env(plan.cluster if plan.token else None)]
     env = {**container_base_env(image_spec().env, name, plan.platform, plan.svc),
            **resolve_env(container, plan.platform, "submitter", injected)}
-    sandbox = pod_sandbox(name, pod_spec, container, {}, image_spec(), log_dir.parent, subs)
-    sandbox.env = local_env(env, "submitter pod", plan.svc, sandbox.prefixes, str(sandbox.mount), subs)
+    sandbox = pod_sandbox(name, pod_spec, container, env, image_spec(), log_dir.parent, subs, plan.svc)
     command = submit_command(f"http://{plan.dashboard_url}", submission_id, entrypoint, runtime_env)
     if container.get("command"):  # K8sJobMode keeps a command the template sets
         argv = [*container["command"], *container.get("args", [])]
