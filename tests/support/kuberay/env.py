@@ -15,7 +15,7 @@ from pathlib import Path
 from tests.support.kuberay.rendering import NAMESPACE, ROOT, VENV_BIN, ContractError, PlatformView, Substitutions
 
 CREDENTIAL_VARS = {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "RAY_AUTH_TOKEN"}
-# KubeRay v1.7.0 constants (ray-operator/controllers/ray/utils/constant.go)
+# KubeRay v1.7.0 defaults: its version, the head group label, the head ports
 KUBERAY_VERSION = "v1.7.0"
 HEAD_GROUP_LABEL = "headgroup"
 DEFAULT_GCS_PORT, DEFAULT_DASHBOARD_PORT, DEFAULT_CLIENT_PORT = 6379, 8265, 10001
@@ -159,7 +159,7 @@ def container_base_env(image_env: dict[str, str], pod_name: str, platform: Platf
 
 def kuberay_node_env(role: str, group: str, cluster: str, pod_name: str, ray_start_cmd: str,
                      token_secret: str | None) -> list[dict]:
-    """The env entries KubeRay appends to a Ray container (common/pod.go setContainerEnvVars, SetContainerTokenAuthEnvVars).
+    """The env entries KubeRay v1.7.0 appends to a Ray container (setContainerEnvVars, SetContainerTokenAuthEnvVars).
 
     Field references (metadata.labels['ray.io/cluster'], metadata.namespace, metadata.name,
     metadata.labels['ray.io/group']) are resolved to what the pod's metadata would hold.

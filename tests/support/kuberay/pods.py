@@ -1,6 +1,6 @@
 """The RayCluster's pods: `ray start` as KubeRay 1.7 builds it, each node in its own pod sandbox.
 
-KubeRay (ray-operator/controllers/ray/common/pod.go) completes rayStartParams (address, block,
+KubeRay v1.7.0 (BuildPod, generateRayStartCommand) completes rayStartParams (address, block,
 dashboard-host, metrics-export-port, dashboard-agent-listen-port, num-cpus and memory from the
 limits), runs ``/bin/bash -c -- "ulimit -n ...; ray start ..."`` and appends its env vars (env.py).
 The harness does the same; then the ports (one loopback for every node) and the CPUs (this machine
@@ -44,7 +44,7 @@ WHY_LOCAL_PARAM = {
     "num-cpus": "this machine has fewer cores than the limits ask for",
     "object-store-memory": "Ray would size it from the host's memory: no cgroup memory limit here",
 }
-# What KubeRay's injected wait-gcs-ready init container does on worker pods (common/pod.go
+# What KubeRay's injected wait-gcs-ready init container does on worker pods (v1.7.0,
 # DefaultWorkerPodTemplate): `ray health-check` against the head Service every 5 s until it answers.
 WAIT_GCS_READY = """until ray health-check --address {address} >/dev/null 2>&1; do
   echo "GCS at {address}: not ready after $SECONDS s"; sleep 5

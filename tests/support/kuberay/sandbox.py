@@ -99,7 +99,7 @@ class PodSandbox:
                       f"{m} --move {q(stage)} {q(interpreter)}", f"{m} -o remount,bind,ro {q(interpreter)}",
                       f"{m} -o remount,ro {q(hidden)}"]
         group = self.groups[0] if self.groups else 0
-        for v in self.volumes:
+        for v in sorted(self.volumes, key=lambda v: v.path.count("/")):  # a volume inside another: after it
             if v.host is None:  # emptyDir: world-writable like the kubelet's, group-owned by fsGroup
                 lines.append(f"{m} -t tmpfs -o size={v.size},mode=2777,gid={group} tmpfs {q(v.path)}")
             if v.read_only:
@@ -186,7 +186,9 @@ def pod_sandbox(name: str, pod_spec: dict, container: dict, env: dict[str, str],
         if path != m["mountPath"]:
             (pod_root / m["mountPath"].lstrip("/")).mkdir(parents=True, exist_ok=True)
         if "emptyDir" in volume:
-            size = (volume["emptyDir"] or {}).get("sizeLimit") or limits.get("memory", "1Gi")
+            empty_dir = volume["emptyDir"] or {}  # no sizeLimit: what the container's limits allow
+            fallback = limits.get("memory" if empty_dir.get("medium") == "Memory" else "ephemeral-storage", "1Gi")
+            size = empty_dir.get("sizeLimit") or fallback
             volumes.append(Volume(path, int(quantity(size)), read_only=bool(m.get("readOnly"))))
         elif "persistentVolumeClaim" in volume:
             host = root / "pvcs" / volume["persistentVolumeClaim"]["claimName"]

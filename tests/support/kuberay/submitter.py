@@ -1,8 +1,8 @@
 """The submitter: KubeRay's K8sJobMode Job pod, running the shell command KubeRay builds, in its own sandbox.
 
-ray-operator/controllers/ray/common/job.go (BuildJobSubmitCommand) at v1.7.0: wait for the dashboard's
+KubeRay v1.7.0 (BuildJobSubmitCommand): wait for the dashboard's
 GCS health, ``ray job submit --no-wait`` unless ``ray job status`` finds the submission id already,
-then ``ray job logs --follow``; rayjob_controller.go runs it as ``/bin/bash -ce -- "<command>"`` when the
+then ``ray job logs --follow``; its RayJob controller runs it as ``/bin/bash -ce -- "<command>"`` when the
 submitter template has no command, and appends PYTHONUNBUFFERED, RAY_DASHBOARD_ADDRESS,
 RAY_JOB_SUBMISSION_ID and the auth token env. The harness reads the job's status and logs through the
 Jobs API only to report them (as the RayJob controller does), never to submit.
