@@ -44,7 +44,7 @@ def e2e() -> Session:
         session.platform_view = kl.PlatformView(docs)
         kl.preflight(session.rayjob, session.platform_view)
     yield session
-    for pattern in ("pods", "pvcs", "dvc-push"):
+    for pattern in ("pods", "pvcs", "volumes", "interpreter-stage", "dvc-push"):
         for path in root.glob(pattern):
             shutil.rmtree(path, ignore_errors=True)
     print(f"\ne2e: logs kept in {root / 'logs'}", flush=True)

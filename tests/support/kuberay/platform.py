@@ -11,7 +11,7 @@ import shlex
 import shutil
 import subprocess
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from tests.support import services
@@ -38,6 +38,7 @@ class LocalPlatform:
     credentials: dict[str, str]
     bucket_job_output: str
     dvc_push_output: str
+    pods: list[PodSandbox] = field(default_factory=list)  # long-running pods (their volumes end with them)
 
     def s3_client(self):
         import boto3
@@ -51,7 +52,7 @@ class LocalPlatform:
         return [o["Key"] for page in paginator.paginate(Bucket=bucket, Prefix=prefix) for o in page.get("Contents", [])]
 
     def stop(self) -> None:
-        for stop in (self.mlflow.stop, self.s3.process.stop):
+        for stop in (self.mlflow.stop, self.s3.process.stop, *(pod.volumes.stop for pod in self.pods)):
             try:
                 stop()
             except Exception as exc:  # noqa: BLE001
@@ -96,21 +97,24 @@ def start_platform(platform: PlatformView, root: Path, subs: Substitutions, phas
                                    f"{bucket_output[-1500:]}")
         credentials = {k: v for k, v in sandbox.env.items() if k in CREDENTIAL_VARS}
         with phases.run("platform: mlflow server pod (the Deployment's command)"):
-            mlflow = _start_mlflow(platform, root, svc, subs)
+            mlflow, mlflow_pod = _start_mlflow(platform, root, svc, subs)
             mlflow_name, mlflow_port = platform.service_port("mlflow", "http")
             svc.add(mlflow_name, mlflow_port, f"127.0.0.1:{mlflow.port}")
         endpoints = {k: svc.url(v) for k, v in endpoints_cm.items()}
         with phases.run("platform: dvc push data/mnist (kind-up's dataset step)"):
             push_output = dvc_push(root / "dvc-push", endpoints, credentials, ROOT)
-        return LocalPlatform(s3, mlflow, svc, endpoints, credentials, bucket_output, push_output)
+        return LocalPlatform(s3, mlflow, svc, endpoints, credentials, bucket_output, push_output, [mlflow_pod])
     except BaseException:
+        if mlflow is not None:
+            mlflow_pod.volumes.stop()
         for process in (mlflow, s3.process if s3 else None):
             if process is not None:
                 process.stop()
         raise
 
 
-def _start_mlflow(platform: PlatformView, root: Path, svc: ServiceMap, subs: Substitutions) -> services.MlflowServer:
+def _start_mlflow(platform: PlatformView, root: Path, svc: ServiceMap,
+                  subs: Substitutions) -> tuple[services.MlflowServer, PodSandbox]:
     sandbox, command = workload_sandbox("mlflow", platform.deployment("mlflow"), platform, svc, root, subs)
     port = services.free_port()
     local = []
@@ -125,10 +129,14 @@ def _start_mlflow(platform: PlatformView, root: Path, svc: ServiceMap, subs: Sub
         local.append(word)
     server = services.MlflowServer(None, f"http://127.0.0.1:{port}", port, sandbox.argv(local), sandbox.env,
                                    root / "logs")
-    server.restart()
+    try:
+        server.restart()
+    except BaseException:
+        sandbox.volumes.stop()
+        raise
     sandbox.process = server.process
     say(f"mlflow server pod {sandbox.name}: {shlex.join(local)}")
-    return server
+    return server, sandbox
 
 
 def dvc_push(workspace: Path, endpoints: dict[str, str], credentials: dict[str, str], project_dir: Path) -> str:

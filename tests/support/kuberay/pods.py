@@ -35,7 +35,7 @@ from tests.support.kuberay.rendering import (
     ray_container,
     say,
 )
-from tests.support.kuberay.sandbox import PodSandbox, pod_sandbox, quantity
+from tests.support.kuberay.sandbox import PodSandbox, pod_sandbox, pod_volumes, quantity
 
 ULIMIT = "ulimit -n ${RAY_START_ULIMIT_OPEN_FILES:-65536}"
 WHY_LOCAL_PARAM = {
@@ -176,8 +176,10 @@ def plan_pods(rayjob: dict, plan: ClusterPlan, root, subs: Substitutions, cpus_a
             injected = kuberay_node_env(role, group, plan.cluster, name, ray_start_command(role, params), token_secret)
             base = container_base_env(image_env, name, plan.platform, plan.svc)
             env = {**base, **resolve_env(container, plan.platform, f"{role} group {group!r}", injected)}
-            sandbox = pod_sandbox(name, pod_spec, container, env, image, root, subs, plan.svc,
-                                  extra_volumes=[("/dev/shm", int(memory))])  # KubeRay adds it when not mounted
+            # KubeRay adds an emptyDir at /dev/shm (medium Memory, the memory size) when the Ray container has none
+            volumes = pod_volumes(name, pod_spec, container, root, subs, extra=[("shared-mem", int(memory))])
+            sandbox = pod_sandbox(name, pod_spec, container, env, image, root, subs, plan.svc, volumes,
+                                  extra_mounts=[("shared-mem", "/dev/shm")])
             pod = RayPod(role, group, sandbox, float(params.get("num-cpus", 1)), int(float(params.get("num-cpus", 1))))
             for init in init_containers(role, pod_spec, container, head_fqdn):
                 # KubeRay appends FQ_RAY_IP/RAY_IP to every init container, the token to wait-gcs-ready
@@ -185,7 +187,7 @@ def plan_pods(rayjob: dict, plan: ClusterPlan, root, subs: Substitutions, cpus_a
                 if init["name"] == "wait-gcs-ready":
                     extra += token_env(token_secret)
                 init_env = {**base, **resolve_env(init, plan.platform, f"{name} {init['name']}", extra)}
-                init_sandbox = pod_sandbox(name, pod_spec, init, init_env, image, root, subs, plan.svc)
+                init_sandbox = pod_sandbox(name, pod_spec, init, init_env, image, root, subs, plan.svc, volumes)
                 command = [*init.get("command", []), *init.get("args", [])]
                 local = f"127.0.0.1:{plan.gcs_port}"
                 pod.init.append((init_sandbox, [w.replace(f"{head_fqdn}:{DEFAULT_GCS_PORT}", local) for w in command]))
@@ -248,6 +250,8 @@ class LocalRayCluster:
     def stop(self) -> None:
         for process in reversed(self.cluster.processes()):
             process.stop(timeout=8)  # gcs_server may ignore SIGTERM for long: SIGKILL sooner
+        for pod in self.pods:
+            pod.sandbox.volumes.stop()
 
 
 def start_ray(rayjob: dict, pods: list[RayPod], plan: ClusterPlan, log_dir, subs: Substitutions,
@@ -271,7 +275,7 @@ def start_ray(rayjob: dict, pods: list[RayPod], plan: ClusterPlan, log_dir, subs
             else:
                 local["address"] = f"127.0.0.1:{plan.gcs_port}"
             if "object-store-memory" not in local:  # Ray sizes it from the host's memory: no cgroup limit here
-                shm = next(v.size for v in pod.sandbox.volumes if v.path == "/dev/shm")
+                shm = next(pod.sandbox.volumes.volumes[m.volume].size for m in pod.sandbox.mounts if m.path == "/dev/shm")
                 local["object-store-memory"] = str(int(min(0.3 * float(params.get("memory", 2**31)), shm)))
             for key in sorted(set(local) | set(params)):
                 if local.get(key) != params.get(key) and key not in ("metrics-export-port", "dashboard-agent-listen-port"):
@@ -294,4 +298,6 @@ def start_ray(rayjob: dict, pods: list[RayPod], plan: ClusterPlan, log_dir, subs
     except BaseException:
         for process in reversed(started):
             process.stop(timeout=8)
+        for pod in pods:
+            pod.sandbox.volumes.stop()
         raise

@@ -151,6 +151,7 @@ def submit_and_follow(ray: LocalRayCluster, rayjob: dict, entrypoint: str, runti
             break
         time.sleep(2)
     process.stop(timeout=5)
+    sandbox.volumes.stop()
     try:
         info = client.get_job_info(submission_id)
         message, logs = info.message or "", client.get_job_logs(submission_id)
