@@ -96,3 +96,21 @@ def test_without_dvc_site_cache_dir_the_pull_fails_naming_the_path(e2e, local_pl
 
     code, output = _pull(_worker(e2e, local_platform.services))
     assert code == 0 and "dataset ready" in output, output[-2000:]
+
+
+def test_containers_of_a_pod_share_its_volumes_and_only_its_own(e2e):
+    services = _offline_services(e2e)
+    pod = _worker(e2e, services)
+    other = _worker(e2e, services)
+    (init, _), = pod.init  # KubeRay's wait-gcs-ready: same volumeMounts as the Ray container
+    try:
+        done = init.run(["/bin/bash", "-c", 'echo from-init > "$MNIST_DATA_CACHE/marker"'], timeout=30, keep_volumes=True)
+        assert done.returncode == 0, done.stderr
+        seen = pod.sandbox.run(["/bin/bash", "-c", 'cat "$MNIST_DATA_CACHE/marker"'], timeout=30, keep_volumes=True)
+        assert seen.stdout.strip() == "from-init", f"the main container must see its init container's write: {seen}"
+        assert (pod.data_cache / "marker").read_text().strip() == "from-init", "the harness reads the pod's volume"
+        alone = other.sandbox.run(["/bin/bash", "-c", 'ls -A "$MNIST_DATA_CACHE" | wc -l'], timeout=30)
+        assert alone.stdout.strip() == "0", f"another pod's data cache must be its own, and empty: {alone}"
+    finally:
+        pod.sandbox.volumes.stop()
+    assert pod.sandbox.volumes.holder.alive() is False
