@@ -1,8 +1,9 @@
 """A local KubeRay: the rendered charts run as pods (read-only root, declared volumes, the pod's user and env).
 
-Modules: rendering (helm, the objects, the image), env (kubelet env resolution, KubeRay's env, local
-rewrites), sandbox (one pod = one private mount namespace), platform (S3 stand-in, bucket Job,
-MLflow), pods (the RayCluster's nodes), submitter (KubeRay's submitter Job), contract (static checks).
+Modules: rendering (helm, the objects, the image), env (the kubelet's env resolution, local rewrites),
+operator_builds (the commands, containers and env KubeRay adds), sandbox (pods and their containers in
+private mount namespaces), platform (S3 stand-in, bucket Job, MLflow), pods (the RayCluster's nodes),
+submitter (KubeRay's submitter Job), contract (static checks).
 The e2e tests (tests/e2e) drive it; what it does not reproduce is listed in docs/kubernetes.md.
 """
 

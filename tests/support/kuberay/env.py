@@ -15,11 +15,6 @@ from pathlib import Path
 from tests.support.kuberay.rendering import NAMESPACE, ROOT, VENV_BIN, ContractError, PlatformView, Substitutions
 
 CREDENTIAL_VARS = {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "RAY_AUTH_TOKEN"}
-# KubeRay v1.7.0 defaults: its version, the head group label, the head ports
-KUBERAY_VERSION = "v1.7.0"
-HEAD_GROUP_LABEL = "headgroup"
-DEFAULT_GCS_PORT, DEFAULT_DASHBOARD_PORT, DEFAULT_CLIENT_PORT = 6379, 8265, 10001
-
 
 class ServiceMap:
     """Cluster DNS names of Services -> the loopback address of the local stand-in."""
@@ -152,45 +147,6 @@ def container_base_env(image_env: dict[str, str], pod_name: str, platform: Platf
     svc.subs.add("service links (<SERVICE>_SERVICE_HOST, ...)", "cluster IPs and Service ports",
                  "127.0.0.1 and the stand-ins' ports", "no cluster IPs here")
     return env
-
-
-# ------------------------------------------------------------------ what KubeRay 1.7 adds
-
-
-def kuberay_node_env(role: str, group: str, cluster: str, pod_name: str, ray_start_cmd: str,
-                     token_secret: str | None) -> list[dict]:
-    """The env entries KubeRay v1.7.0 appends to a Ray container (setContainerEnvVars, SetContainerTokenAuthEnvVars).
-
-    Field references (metadata.labels['ray.io/cluster'], metadata.namespace, metadata.name,
-    metadata.labels['ray.io/group']) are resolved to what the pod's metadata would hold.
-    """
-    head_service = f"{cluster}-head-svc.{NAMESPACE}.svc.cluster.local"
-    entries = []
-    if role == "worker":
-        entries += [{"name": "FQ_RAY_IP", "value": head_service}, {"name": "RAY_IP", "value": head_service.split(".")[0]}]
-    host = head_service if role == "worker" else "127.0.0.1"
-    entries += [
-        {"name": "RAY_CLUSTER_NAME", "value": cluster},
-        {"name": "RAY_CLUSTER_NAMESPACE", "value": NAMESPACE},
-        {"name": "RAY_CLOUD_INSTANCE_ID", "value": pod_name},
-        {"name": "RAY_NODE_TYPE_NAME", "value": HEAD_GROUP_LABEL if role == "head" else group},
-        {"name": "KUBERAY_GEN_RAY_START_CMD", "value": ray_start_cmd},
-        {"name": "RAY_PORT", "value": str(DEFAULT_GCS_PORT)},
-        {"name": "RAY_ADDRESS", "value": f"{host}:{DEFAULT_GCS_PORT}"},
-        {"name": "RAY_USAGE_STATS_KUBERAY_IN_USE", "value": "1"},
-    ]
-    if role == "head":
-        entries.append({"name": "RAY_USAGE_STATS_EXTRA_TAGS", "value": f"kuberay_version={KUBERAY_VERSION};kuberay_crd=RayJob"})
-    entries.append({"name": "RAY_DASHBOARD_ENABLE_K8S_DISK_USAGE", "value": "1"})
-    return entries + token_env(token_secret)
-
-
-def token_env(token_secret: str | None) -> list[dict]:
-    """RAY_AUTH_MODE / RAY_AUTH_TOKEN as KubeRay sets them when authOptions.mode is token."""
-    if token_secret is None:
-        return []
-    return [{"name": "RAY_AUTH_MODE", "value": "token"},
-            {"name": "RAY_AUTH_TOKEN", "valueFrom": {"secretKeyRef": {"name": token_secret, "key": "auth_token"}}}]
 
 
 # ------------------------------------------------------------------ paths this host does not have

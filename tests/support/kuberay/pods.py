@@ -16,15 +16,17 @@ import secrets
 from dataclasses import dataclass, field
 
 from tests.support import services
-from tests.support.kuberay.env import (
+from tests.support.kuberay.env import NAMESPACE, ServiceMap, container_base_env, resolve_env
+from tests.support.kuberay.operator_builds import (
     DEFAULT_CLIENT_PORT,
     DEFAULT_DASHBOARD_PORT,
     DEFAULT_GCS_PORT,
-    NAMESPACE,
-    ServiceMap,
-    container_base_env,
+    ULIMIT,
+    init_containers,
+    kube_suffix,
     kuberay_node_env,
-    resolve_env,
+    ray_start_command,
+    ray_start_params,
     token_env,
 )
 from tests.support.kuberay.rendering import (
@@ -37,26 +39,12 @@ from tests.support.kuberay.rendering import (
 )
 from tests.support.kuberay.sandbox import PodSandbox, pod_sandbox, pod_volumes, quantity
 
-ULIMIT = "ulimit -n ${RAY_START_ULIMIT_OPEN_FILES:-65536}"
 WHY_LOCAL_PARAM = {
     "node-ip-address": "the pod IP: every pod shares one loopback-only network namespace",
     "address": "the head Service: no cluster DNS, the head listens on loopback",
     "num-cpus": "this machine has fewer cores than the limits ask for",
     "object-store-memory": "Ray would size it from the host's memory: no cgroup memory limit here",
 }
-# What KubeRay's injected wait-gcs-ready init container does on worker pods (v1.7.0,
-# DefaultWorkerPodTemplate): `ray health-check` against the head Service every 5 s until it answers.
-WAIT_GCS_READY = """until ray health-check --address {address} >/dev/null 2>&1; do
-  echo "GCS at {address}: not ready after $SECONDS s"; sleep 5
-done
-echo "GCS at {address}: ready"
-"""
-BOOLEAN_VALUED = ("log-color", "include-dashboard", "include-log-monitor")  # KubeRay keeps =true/false for these
-
-
-def kube_suffix() -> str:
-    """What apimachinery's rand.String(5) gives (KubeRay's cluster, pod and submission id suffixes)."""
-    return "".join(secrets.choice("bcdfghjklmnpqrstvwxz2456789") for _ in range(5))
 
 
 @dataclass
@@ -105,38 +93,6 @@ class ClusterPlan:
         return f"{self.head_service}.{NAMESPACE}.svc.cluster.local:{DEFAULT_DASHBOARD_PORT}"
 
 
-def ray_start_params(role: str, spec: dict, container: dict, head_address: str) -> dict[str, str]:
-    """rayStartParams as KubeRay completes them (setMissingRayStartParams + generateRayStartCommand)."""
-    params = {k: str(v) for k, v in (spec.get("rayStartParams") or {}).items()}
-    if role == "worker":
-        params.setdefault("address", head_address)
-    else:
-        params.setdefault("dashboard-host", "0.0.0.0")
-    params.setdefault("metrics-export-port", "8080")
-    params["block"] = "true"
-    params.setdefault("dashboard-agent-listen-port", "52365")
-    resources = container.get("resources") or {}
-    cpu = resources.get("limits", {}).get("cpu") or resources.get("requests", {}).get("cpu")
-    if "num-cpus" not in params and cpu:
-        params["num-cpus"] = str(math.ceil(quantity(cpu)))
-    if "memory" not in params and "memory" in resources.get("limits", {}):
-        params["memory"] = str(int(quantity(resources["limits"]["memory"])))
-    if "num-gpus" not in params and "nvidia.com/gpu" in resources.get("limits", {}):
-        params["num-gpus"] = str(resources["limits"]["nvidia.com/gpu"])
-    return params
-
-
-def ray_start_command(role: str, params: dict[str, str]) -> str:
-    flags = ""
-    for key in sorted(params):
-        value = params[key]
-        if value.lower() in ("true", "false") and key not in BOOLEAN_VALUED:
-            flags += f" --{key} " if value.lower() == "true" else ""
-        else:
-            flags += f" --{key}={value} "
-    return ("ray start --head" if role == "head" else "ray start") + flags
-
-
 def plan_cluster(rayjob: dict, platform: PlatformView, svc: ServiceMap, subs: Substitutions) -> ClusterPlan:
     cluster = f"{rayjob['metadata']['name']}-{kube_suffix()}"
     auth = (rayjob["spec"]["rayClusterSpec"].get("authOptions") or {}).get("mode", "disabled")
@@ -182,6 +138,7 @@ def plan_pods(rayjob: dict, plan: ClusterPlan, root, subs: Substitutions, cpus_a
                                   extra_mounts=[("shared-mem", "/dev/shm")])
             pod = RayPod(role, group, sandbox, float(params.get("num-cpus", 1)), int(float(params.get("num-cpus", 1))))
             for init in init_containers(role, pod_spec, container, head_fqdn):
+                init["env"] = [e for e in init.get("env", []) if e["name"] not in drop_env]
                 # KubeRay appends FQ_RAY_IP/RAY_IP to every init container, the token to wait-gcs-ready
                 extra = [{"name": "FQ_RAY_IP", "value": head_fqdn}, {"name": "RAY_IP", "value": plan.head_service}]
                 if init["name"] == "wait-gcs-ready":
@@ -200,19 +157,6 @@ def plan_pods(rayjob: dict, plan: ClusterPlan, root, subs: Substitutions, cpus_a
         subs.add("worker CPUs", f"{len(workers)} x {workers[0].cpus_manifest:g} (limits.cpu)",
                  f"{len(workers)} x {workers[0].cpus_local}", f"this machine has {cpus_available} cores")
     return pods
-
-
-def init_containers(role: str, pod_spec: dict, container: dict, head_fqdn: str) -> list[dict]:
-    """The pod's initContainers, then on workers the wait-gcs-ready container KubeRay appends (its env and
-    volumeMounts copied from the Ray container, its securityContext too)."""
-    out = [copy.deepcopy(c) for c in pod_spec.get("initContainers", []) or []]
-    if role == "worker":
-        out.append({"name": "wait-gcs-ready", "command": ["/bin/bash", "-c", "--"],
-                    "args": [WAIT_GCS_READY.format(address=f"{head_fqdn}:{DEFAULT_GCS_PORT}")],
-                    "securityContext": copy.deepcopy(container.get("securityContext")),
-                    "env": copy.deepcopy(container.get("env", [])),
-                    "volumeMounts": copy.deepcopy(container.get("volumeMounts", []))})
-    return out
 
 
 def run_init_containers(pods: list[RayPod], log_dir, timeout: float) -> None:

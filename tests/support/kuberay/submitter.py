@@ -10,20 +10,14 @@ Jobs API only to report them (as the RayJob controller does), never to submit.
 
 from __future__ import annotations
 
-import json
 import shlex
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.support.kuberay.env import (
-    container_base_env,
-    resolve_env,
-    rewrite_pod_path,
-    rewrite_token,
-    token_env,
-)
-from tests.support.kuberay.pods import ClusterPlan, LocalRayCluster, kube_suffix
+from tests.support.kuberay.env import container_base_env, resolve_env, rewrite_pod_path, rewrite_token
+from tests.support.kuberay.operator_builds import kube_suffix, submit_command, token_env
+from tests.support.kuberay.pods import ClusterPlan, LocalRayCluster
 from tests.support.kuberay.rendering import (
     Substitutions,
     console_scripts,
@@ -34,14 +28,6 @@ from tests.support.kuberay.rendering import (
     say,
 )
 from tests.support.kuberay.sandbox import pod_sandbox
-
-HEALTH = ("python -c \"import urllib.request; r=urllib.request.urlopen('{url}', timeout=10); "
-          "exit(0 if b'success' in r.read() else 1)\"")  # utils.BasePythonHealthCommand
-
-
-def go_quote(text: str) -> str:
-    """Go's strconv.Quote for the printable text KubeRay quotes (bash then reads it in double quotes)."""
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\t", "\\t") + '"'
 
 
 def job_submission(rayjob: dict, pods, subs: Substitutions, overrides: tuple[str, ...] = ()) -> tuple[str, dict]:
@@ -64,19 +50,6 @@ def job_submission(rayjob: dict, pods, subs: Substitutions, overrides: tuple[str
             subs.add(f"runtimeEnvYAML env_vars.{k}", v, local, "image path / emptyDir -> the pod's folder")
         env_vars[str(k)] = local
     return shlex.join(words), {**runtime_env, "env_vars": env_vars}
-
-
-def submit_command(address: str, submission_id: str, entrypoint: str, runtime_env: dict) -> str:
-    """BuildJobSubmitCommand(K8sJobMode), joined with spaces as KubeRay does."""
-    runtime_json = json.dumps(runtime_env, sort_keys=True, separators=(",", ":"))  # sigs.k8s.io/yaml YAMLToJSON
-    cmd = ["until", HEALTH.format(url=f"{address}/api/gcs_healthz"), ">/dev/null", "2>&1", ";",
-           "do", "echo", go_quote(f"the Ray dashboard at {address} does not report a healthy GCS yet"), ";",
-           "sleep", "2", ";", "done", ";",
-           "if", "!", "ray", "job", "status", "--address", address, submission_id, ">/dev/null", "2>&1", ";", "then",
-           "ray", "job", "submit", "--address", address, "--no-wait", "--runtime-env-json", go_quote(runtime_json),
-           "--submission-id", submission_id, "--", entrypoint.strip(), ";", "fi", ";",
-           "ray", "job", "logs", "--address", address, "--follow", submission_id]
-    return " ".join(cmd)
 
 
 @dataclass
@@ -123,7 +96,7 @@ def submit_and_follow(ray: LocalRayCluster, rayjob: dict, entrypoint: str, runti
     started = time.monotonic()
     process = sandbox.start(argv, log_dir)
     log_file = log_dir / f"job-{submission_id}.log"
-    seen, status = 0, "PENDING"
+    seen, status, exited_at = 0, "PENDING", None
     while True:
         try:
             status = client.get_job_status(submission_id)
@@ -139,9 +112,11 @@ def submit_and_follow(ray: LocalRayCluster, rayjob: dict, entrypoint: str, runti
         done = status in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED)
         if done and not process.alive():
             break
-        if not process.alive() and not done:
-            status = f"SUBMITTER_EXITED({process.popen.returncode})"
-            break
+        if not process.alive() and not done:  # `ray job logs --follow` ends with the job: its status may lag
+            exited_at = exited_at or time.monotonic()
+            if time.monotonic() - exited_at > 10:
+                status = f"SUBMITTER_EXITED({process.popen.returncode})"
+                break
         if time.monotonic() - started > limit:
             status = "DEADLINE_EXCEEDED"
             try:
