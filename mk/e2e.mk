@@ -1,11 +1,12 @@
-# End-to-end harness (tests/e2e): the CPU RayJob (charts/kuberay-mnist-rayjob + values-cpu-kind.yaml)
-# run for real on local processes, the way KubeRay would run it: moto_server for MinIO, the chart's
-# bucket job command, `mlflow server` with the Deployment's arguments, `dvc push` to the manifest's
-# remote, `ray start` head + one node per worker replica (own mount namespace, empty data cache),
-# the manifest's entrypoint and runtime env through the Ray Jobs API. Prints every substitution,
-# the phase timings, the MLflow run id and the S3 keys. Included from the Makefile (-include mk/*.mk).
-# Steps it shares with `make kind-e2e` (scripts/kind-up.sh + scripts/deploy-rayjob.sh): bucket job,
-# dvc push (remote add --local, endpointurl, push), submit the entrypoint, wait for SUCCEEDED.
+# End-to-end harness (tests/e2e, driven by tests/support/kuberay): the CPU RayJob
+# (charts/kuberay-mnist-rayjob + values-cpu-kind.yaml) run the way KubeRay would run it, each pod in a
+# sandbox as rendered (read-only root, declared volumes as empty tmpfs, runAsUser, exactly its env):
+# moto_server for MinIO, the bucket Job's and MLflow Deployment's pods, `dvc push` to the manifest's
+# remote, KubeRay's `ray start` for the head and each worker replica, KubeRay's submitter command.
+# Prints every substitution, the phase timings, the MLflow run id and the S3 keys. Included from the
+# Makefile (-include mk/*.mk). Steps it shares with `make kind-e2e` (scripts/kind-up.sh +
+# scripts/deploy-rayjob.sh): bucket job, dvc push (remote add --local, endpointurl, push), the
+# submitter, wait for SUCCEEDED. What it cannot reproduce: docs/kubernetes.md.
 
 .PHONY: e2e-local e2e-contract
 

@@ -1,8 +1,10 @@
 """Fixtures of the KubeRay-faithful end-to-end harness: rendered charts, the platform, a Ray cluster.
 
 Everything is session-scoped (one platform and one Ray cluster serve every e2e test) and
-stopped by PID in the fixtures' finalizers, also when a test fails. Logs stay under
-the printed root folder (/tmp/e2e-*/logs); the pulled datasets are removed afterwards.
+stopped by PID in the fixtures' finalizers, also when a test fails. Every pod runs in its own
+sandbox (tests/support/kuberay/sandbox.py), so the root lives under /var/tmp, not /tmp (each
+pod has its own /tmp). Logs stay under the printed root (/var/tmp/kuberay-e2e-*/logs); the pods'
+folders are removed afterwards.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e import kuberay_local as kl
+from tests.support import kuberay as kl
 
 
 @dataclass
@@ -32,8 +34,8 @@ class Session:
 
 @pytest.fixture(scope="session")
 def e2e() -> Session:
-    # A short root: Ray's socket paths under --temp-dir must stay below 108 bytes.
-    root = Path(tempfile.mkdtemp(prefix="e2e-", dir="/tmp"))
+    # Not under /tmp: every pod mounts its own tmpfs there. Short, for Ray's socket paths (< 108 bytes).
+    root = Path(tempfile.mkdtemp(prefix="kuberay-e2e-", dir="/var/tmp"))
     (root / "logs").mkdir()
     session = Session(root)
     print(f"\ne2e: root {root} (logs in {root / 'logs'})", flush=True)
@@ -42,7 +44,7 @@ def e2e() -> Session:
         session.platform_view = kl.PlatformView(docs)
         kl.preflight(session.rayjob, session.platform_view)
     yield session
-    for pattern in ("pods/*/data-cache", "pods/*/app", "dvc-push"):
+    for pattern in ("pods", "pvcs", "volumes", "interpreter-stage", "dvc-push"):
         for path in root.glob(pattern):
             shutil.rmtree(path, ignore_errors=True)
     print(f"\ne2e: logs kept in {root / 'logs'}", flush=True)
@@ -62,9 +64,10 @@ def local_platform(e2e: Session):
 
 @pytest.fixture(scope="session")
 def ray_cluster(e2e: Session, local_platform):
-    with e2e.phases.run("ray cluster: head + worker pods (ray start, rayStartParams)"):
-        pods = kl.plan_pods(e2e.rayjob, e2e.platform_view, local_platform.services, e2e.root, e2e.subs)
-        cluster = kl.start_ray(e2e.rayjob, pods, e2e.root, e2e.subs)
+    with e2e.phases.run("ray cluster: head + worker pods (KubeRay's ray start, pod sandboxes)"):
+        plan = kl.plan_cluster(e2e.rayjob, e2e.platform_view, local_platform.services, e2e.subs)
+        pods = kl.plan_pods(e2e.rayjob, plan, e2e.root, e2e.subs)
+        cluster = kl.start_ray(e2e.rayjob, pods, plan, e2e.logs, e2e.subs)
     try:
         yield cluster
     finally:

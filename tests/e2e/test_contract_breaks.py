@@ -1,6 +1,6 @@
 """Break the contract between the charts, the image and the package on purpose: the harness must say which side.
 
-Each break is checked statically (kuberay_local.preflight on a mutated copy of the rendered
+Each break is checked statically (tests/support/kuberay preflight on a mutated copy of the rendered
 objects: no process started, runs in `make test-fast`) and, where the job can show it, by
 running it on the session's Ray cluster (fails in seconds, before any training).
 """
@@ -11,7 +11,7 @@ import copy
 
 import pytest
 
-from tests.e2e import kuberay_local as kl
+from tests.support import kuberay as kl
 
 
 def _ray_containers(rayjob: dict):
@@ -129,3 +129,22 @@ def test_dvc_remote_in_a_missing_bucket_fails_the_job_with_exit_3(e2e, local_pla
         outcome.logs[-2000:])
     assert "exit code 3" in outcome.message, outcome.message
     assert outcome.seconds < 60
+
+
+# (d) a tool writes outside the pod's writable volumes ----------------------------------------
+
+
+@pytest.mark.e2e
+def test_dvc_site_cache_outside_the_volumes_is_reported(e2e):
+    from tests.support.kuberay.rendering import image_spec
+
+    rayjob = copy.deepcopy(e2e.rayjob)
+    for container in _ray_containers(rayjob):
+        container["env"] = [e for e in container["env"] if e["name"] != "DVC_SITE_CACHE_DIR"]
+    image_env = {k: v for k, v in image_spec().env.items() if k != "DVC_SITE_CACHE_DIR"}
+    with pytest.raises(kl.ContractError) as caught:
+        kl.preflight(rayjob, e2e.platform_view, image_env)
+    message = str(caught.value)
+    print(message)
+    assert "worker group 'cpu-workers': DVC_SITE_CACHE_DIR is unset, so the tools write to DVC 3: /var/tmp/dvc" in message
+    assert kl.preflight(rayjob, e2e.platform_view) == [], "the image's ENV alone is enough"

@@ -1,10 +1,10 @@
 """The CPU RayJob (k8s/rayjob-cpu-kind.yaml, rendered fresh from the chart) run for real, as KubeRay would.
 
-Platform: moto_server standing in for MinIO, buckets made by the chart's bucket Job command,
-`mlflow server` with the Deployment's arguments, the dataset pushed with DVC to the
-manifest's remote. Cluster: `ray start --head` + one `ray start` per worker replica, each
-with its pod's env (ConfigMap/Secret resolved) and an empty data cache. Job: exactly the
-manifest's entrypoint and runtime env through the Ray Jobs API. Every substitution is printed.
+Platform: moto_server standing in for MinIO, the bucket Job's and the MLflow Deployment's pods,
+the dataset pushed with DVC to the manifest's remote. Cluster: KubeRay's `ray start` for the head
+and each worker replica, each in a pod sandbox (read-only root, its declared volumes as empty
+tmpfs, its user, exactly its env). Job: KubeRay's submitter command in the submitter pod's
+sandbox. Every substitution is printed.
 Run alone with `make e2e-local`.
 """
 
@@ -15,7 +15,7 @@ import re
 
 import pytest
 
-from tests.e2e import kuberay_local as kl
+from tests.support import kuberay as kl
 
 METRICS = ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "images_per_s", "epoch_time_s")
 
@@ -34,8 +34,11 @@ def test_cpu_rayjob_runs_to_succeeded(e2e, local_platform, ray_cluster):
     assert len(workers) == expected_workers, "one local Ray node per worker replica of the manifest"
     for pod in ray_cluster.pods:
         assert not any(pod.data_cache.iterdir()), f"{pod.name}: the data cache must start empty, like an emptyDir"
+    for pod in workers:  # KubeRay's wait-gcs-ready init container ran, in its own sandbox, before the worker
+        (init, _), = [(sandbox, command) for sandbox, command in pod.init if "health-check" in " ".join(command)]
+        assert init.process.popen.returncode == 0 and "ready" in init.process.log.read_text(), init.process.tail()
 
-    entrypoint, runtime_env = kl.job_submission(rayjob, ray_cluster.pods, e2e.subs)
+    entrypoint, runtime_env = kl.job_submission(rayjob, ray_cluster.pods, e2e.subs, kl.ENTRYPOINT_OVERRIDES)
     _, params = kl.entrypoint_params(entrypoint, head.root / "app" / "params.yaml")
     print(f"entrypoint (manifest): {rayjob['spec']['entrypoint']}")
     print(f"entrypoint (local):    {entrypoint}")
@@ -43,7 +46,8 @@ def test_cpu_rayjob_runs_to_succeeded(e2e, local_platform, ray_cluster):
     print(e2e.subs.render())
 
     with phases.run("job: submit the entrypoint, follow the driver's logs"):
-        outcome = kl.submit_and_follow(ray_cluster, rayjob, entrypoint, runtime_env, e2e.logs, kl.JOB_CAP_S)
+        outcome = kl.submit_and_follow(ray_cluster, rayjob, entrypoint, runtime_env, e2e.logs, kl.JOB_CAP_S,
+                                        subs=e2e.subs)
     print(f"job {outcome.submission_id}: {outcome.status} in {outcome.seconds:.1f} s; log {outcome.log_file}")
     assert outcome.status == "SUCCEEDED", (
         f"RayJob did not succeed: {outcome.status}: {outcome.message[-2000:]}\nlogs: {outcome.log_file}; "

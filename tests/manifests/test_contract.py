@@ -228,6 +228,22 @@ def test_pod_env_is_identical_and_complete(render, profile):
         assert m.get(name, {}).get("value") == value, f"{name} must be {value!r}"
 
 
+@pytest.mark.parametrize("profile", ["rayjob-gpu", "rayjob-cpu-kind", "rayjob-gpu-initcontainer"])
+def test_tool_caches_are_on_writable_volumes(render, profile):
+    # The root filesystem is read-only: HOME, XDG dirs, matplotlib's and DVC's site cache must point at a
+    # volume of every container that runs the package (DVC 3 otherwise writes /var/tmp/dvc and fails).
+    from tests.support.kuberay.contract import writable_env_problems
+    from tests.support.kuberay.rendering import image_spec
+
+    image_env = image_spec().env
+    problems = []
+    for role, t in rayjob_pod_templates(rayjob(render, profile)).items():
+        for c in t["spec"].get("initContainers", []) + t["spec"]["containers"][:1]:
+            env = {e["name"]: e["value"] for e in c.get("env", []) if "value" in e}
+            problems += writable_env_problems(c, env, image_env, f"{role}/{c['name']}")
+    assert not problems, "\n".join(problems)
+
+
 def refs(docs: list[dict]) -> set[tuple[str, str, str]]:
     """(kind, name, key) of every configMapKeyRef / secretKeyRef in pod templates."""
     out = set()

@@ -244,7 +244,7 @@ def start_ray_cluster(root: Path, head_cpus: int, worker_cpus: list[int], env: d
             f"--num-cpus={cpus}", "--num-gpus=0", f"--temp-dir={short / f'w{i}'}", "--disable-usage-stats",
         ], log_dir, env=node_env))
     cluster = RayCluster(head, workers, address, dashboard, short)
-    _wait_nodes(cluster, 1 + len(worker_cpus), 120)
+    wait_nodes(cluster, 1 + len(worker_cpus), 120)
     return cluster
 
 
@@ -274,7 +274,7 @@ def start_ray_nodes(head: RayNodeSpec, workers: list[RayNodeSpec], address: str,
         for spec in workers:
             started.append(start(spec.name, spec.args, log_dir, env=spec.env, cwd=spec.cwd))
         cluster = RayCluster(head_process, started[1:], address, dashboard, log_dir.parent)
-        _wait_nodes(cluster, 1 + len(workers), timeout, headers=headers)
+        wait_nodes(cluster, 1 + len(workers), timeout, headers=headers)
         return cluster
     except BaseException:
         for process in reversed(started):
@@ -282,7 +282,7 @@ def start_ray_nodes(head: RayNodeSpec, workers: list[RayNodeSpec], address: str,
         raise
 
 
-def _wait_nodes(cluster: RayCluster, count: int, timeout: float, headers: dict[str, str] | None = None) -> None:
+def wait_nodes(cluster: RayCluster, count: int, timeout: float, headers: dict[str, str] | None = None) -> None:
     deadline = time.monotonic() + timeout
     alive = 0
     while time.monotonic() < deadline:

@@ -88,6 +88,9 @@ app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
   value: /tmp/.config
 - name: MPLCONFIGDIR
   value: /tmp/.config/matplotlib
+# DVC 3 opens a site cache under /var/tmp/dvc on every command (read-only here): keep it in /tmp.
+- name: DVC_SITE_CACHE_DIR
+  value: /tmp/dvc-site
 {{- with .Values.job.extraEnv }}
 {{ toYaml . }}
 {{- end }}

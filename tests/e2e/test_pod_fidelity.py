@@ -1,0 +1,116 @@
+"""The pods run as rendered: read-only root, only the declared volumes writable, the pod's user, exactly its env.
+
+And the proof that this matters: with DVC_SITE_CACHE_DIR taken out of the rendered env and the image's
+ENV (today's bug: DVC 3 writes its site cache under /var/tmp/dvc), `mnist-job pull-data` in a worker
+pod fails and says which path was not writable; with the charts as they are, the same pull succeeds.
+Both go through the same pod sandboxes as the Ray nodes (tests/support/kuberay/sandbox.py).
+"""
+
+from __future__ import annotations
+
+import shlex
+
+import pytest
+
+from tests.support import kuberay as kl
+from tests.support.kuberay.env import ServiceMap
+from tests.support.kuberay.rendering import image_spec
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+FIX = "DVC_SITE_CACHE_DIR"
+
+
+def _worker(e2e, services: ServiceMap, drop_env: tuple[str, ...] = ()) -> kl.RayPod:
+    plan = kl.plan_cluster(e2e.rayjob, e2e.platform_view, services.scratch(), kl.Substitutions())
+    pods = kl.plan_pods(e2e.rayjob, plan, e2e.root, kl.Substitutions(), drop_env=drop_env)
+    return next(p for p in pods if p.role == "worker")
+
+
+def _offline_services(e2e) -> ServiceMap:
+    """The platform's Services mapped to ports nothing listens on: for checks that start no platform."""
+    services = ServiceMap(kl.Substitutions())
+    for component, port_name in (("minio", "s3"), ("mlflow", "http")):
+        name, port = e2e.platform_view.service_port(component, port_name)
+        services.add(name, port, "127.0.0.1:9")
+    return services
+
+
+PROBE = r"""
+echo "user $(id -u) $(id -g) $(id -G)"
+for p in / /etc /var/tmp "$MNIST_PROJECT_DIR" /tmp /dev/shm "$MNIST_DATA_CACHE" "$MNIST_PROJECT_DIR/.dvc/tmp"; do
+  if ( : > "$p/.probe" ) 2>/dev/null; then echo "writable $p"; rm "$p/.probe"; else echo "read-only $p"; fi
+done
+echo "cache-entries $(ls -A "$MNIST_DATA_CACHE" | wc -l)"
+df -k /tmp /dev/shm "$MNIST_DATA_CACHE" | awk 'NR > 1 {print "size", $6, $2}'
+echo "pwd $(pwd)"
+env -0 | tr '\0' '\n' | cut -d= -f1 | sed 's/^/env /'
+""".strip()
+
+
+def test_worker_pod_sandbox_is_the_rendered_pod(e2e):
+    sandbox = _worker(e2e, _offline_services(e2e)).sandbox
+    done = sandbox.run(["/bin/bash", "-c", PROBE], timeout=30)
+    print(done.stdout, done.stderr)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    security = kl.groups(e2e.rayjob)[1][2]["template"]["spec"]["securityContext"]
+    uid, gid, fs_group = security["runAsUser"], security["runAsGroup"], security["fsGroup"]
+    assert f"user {uid} {gid} {fs_group}" in lines, lines[:1]
+    cache, app = sandbox.env["MNIST_DATA_CACHE"], sandbox.env["MNIST_PROJECT_DIR"]
+    for path in ("/", "/etc", "/var/tmp", app):
+        assert f"read-only {path}" in lines, f"{path} must be read-only in the pod: {lines}"
+    for path in ("/tmp", "/dev/shm", cache, f"{app}/.dvc/tmp"):
+        assert f"writable {path}" in lines, f"{path} is a declared volume: it must be writable: {lines}"
+    assert "cache-entries 0" in lines, "the data cache must start empty"
+    sizes = {line.split()[1]: int(line.split()[2]) for line in lines if line.startswith("size ")}
+    assert sizes == {"/tmp": 2 * 2**20, "/dev/shm": 512 * 2**10, cache: 2**20}, sizes  # the sizeLimits, in KiB
+    assert f"pwd {sandbox.mount}/app" in lines, "the image's WORKDIR"
+    env_names = {line.split(" ", 1)[1] for line in lines if line.startswith("env ")} - {"PWD", "SHLVL", "_"}
+    assert env_names == set(sandbox.env), (
+        f"the pod's env must be exactly the rendered one: extra {sorted(env_names - set(sandbox.env))}, "
+        f"missing {sorted(set(sandbox.env) - env_names)}")
+    for name in ("RAY_CLUSTER_NAME", "RAY_ADDRESS", "FQ_RAY_IP", "KUBERAY_GEN_RAY_START_CMD", "RAY_AUTH_TOKEN",
+                 "RAY_NODE_TYPE_NAME", "RAY_USAGE_STATS_KUBERAY_IN_USE", "HOSTNAME"):
+        assert name in env_names, f"KubeRay/kubelet set {name} in a worker pod"
+    assert not env_names & {"USER", "LOGNAME", "SHELL", "VIRTUAL_ENV", "PYTEST_CURRENT_TEST"}, env_names
+
+
+def _pull(pod: kl.RayPod):
+    command = ["mnist-job", "pull-data"]
+    done = pod.sandbox.run(command, timeout=240)
+    output = (done.stdout + done.stderr).strip()
+    print(f"$ {shlex.join(command)}  (pod {pod.name}, exit {done.returncode})\n{output[-3000:]}")
+    return done.returncode, output
+
+
+def test_without_dvc_site_cache_dir_the_pull_fails_naming_the_path(e2e, local_platform):
+    image_env, container_env = image_spec().env, kl.ray_container(kl.groups(e2e.rayjob)[1][2]).get("env", [])
+    assert FIX in image_env and any(e["name"] == FIX for e in container_env), (
+        f"{FIX} must be set in image/Dockerfile's ENV and in the chart's rayjob.env")
+
+    code, output = _pull(_worker(e2e, local_platform.services, drop_env=(FIX,)))
+    assert code != 0, f"the pull must fail without {FIX}: {output[-2000:]}"
+    assert "Read-only file system" in output and "/var/tmp/dvc" in output, (
+        f"the failure must name the path that was not writable: {output[-2000:]}")
+    assert "Traceback" not in output, "one clear error, no traceback"
+
+    code, output = _pull(_worker(e2e, local_platform.services))
+    assert code == 0 and "dataset ready" in output, output[-2000:]
+
+
+def test_containers_of_a_pod_share_its_volumes_and_only_its_own(e2e):
+    services = _offline_services(e2e)
+    pod = _worker(e2e, services)
+    other = _worker(e2e, services)
+    (init, _), = pod.init  # KubeRay's wait-gcs-ready: same volumeMounts as the Ray container
+    try:
+        done = init.run(["/bin/bash", "-c", 'echo from-init > "$MNIST_DATA_CACHE/marker"'], timeout=30, keep_volumes=True)
+        assert done.returncode == 0, done.stderr
+        seen = pod.sandbox.run(["/bin/bash", "-c", 'cat "$MNIST_DATA_CACHE/marker"'], timeout=30, keep_volumes=True)
+        assert seen.stdout.strip() == "from-init", f"the main container must see its init container's write: {seen}"
+        assert (pod.data_cache / "marker").read_text().strip() == "from-init", "the harness reads the pod's volume"
+        alone = other.sandbox.run(["/bin/bash", "-c", 'ls -A "$MNIST_DATA_CACHE" | wc -l'], timeout=30)
+        assert alone.stdout.strip() == "0", f"another pod's data cache must be its own, and empty: {alone}"
+    finally:
+        pod.sandbox.volumes.stop()
+    assert pod.sandbox.volumes.holder.alive() is False

@@ -1,0 +1,181 @@
+"""The platform chart's pieces, run locally: S3 stand-in, the bucket Job's pod, the MLflow Deployment's pod.
+
+moto_server stands for MinIO (no containers here). The bucket Job and the MLflow server run the
+rendered command in a pod sandbox (sandbox.py) with the rendered env; the dataset is pushed with DVC
+from the developer's side, as scripts/kind-up.sh does.
+"""
+
+from __future__ import annotations
+
+import shlex
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tests.support import services
+from tests.support.kuberay.env import CREDENTIAL_VARS, ServiceMap, container_base_env, resolve_env
+from tests.support.kuberay.rendering import (
+    PLATFORM_RELEASE,
+    ROOT,
+    VENV_BIN,
+    Phases,
+    PlatformView,
+    Substitutions,
+    image_spec,
+    say,
+)
+from tests.support.kuberay.sandbox import PodSandbox, pod_sandbox
+
+
+@dataclass
+class LocalPlatform:
+    s3: services.S3Server
+    mlflow: services.MlflowServer
+    services: ServiceMap
+    endpoints: dict[str, str]  # the endpoints ConfigMap, mapped to loopback
+    credentials: dict[str, str]
+    bucket_job_output: str
+    dvc_push_output: str
+    pods: list[PodSandbox] = field(default_factory=list)  # long-running pods (their volumes end with them)
+
+    def s3_client(self):
+        import boto3
+
+        return boto3.client("s3", endpoint_url=self.s3.endpoint, region_name=self.endpoints.get("AWS_DEFAULT_REGION"),
+                            aws_access_key_id=self.credentials["AWS_ACCESS_KEY_ID"],
+                            aws_secret_access_key=self.credentials["AWS_SECRET_ACCESS_KEY"])
+
+    def keys(self, bucket: str, prefix: str = "") -> list[str]:
+        paginator = self.s3_client().get_paginator("list_objects_v2")
+        return [o["Key"] for page in paginator.paginate(Bucket=bucket, Prefix=prefix) for o in page.get("Contents", [])]
+
+    def stop(self) -> None:
+        for stop in (self.mlflow.stop, self.s3.process.stop, *(pod.volumes.stop for pod in self.pods)):
+            try:
+                stop()
+            except Exception as exc:  # noqa: BLE001
+                say(f"stopping: {exc}")
+
+
+def workload_sandbox(kind_name: str, obj: dict, platform: PlatformView, svc: ServiceMap, root: Path,
+                     subs: Substitutions) -> tuple[PodSandbox, list[str]]:
+    """(sandbox, command) of the first container of a Deployment/Job, its env and paths made local."""
+    pod_spec = obj["spec"]["template"]["spec"]
+    container = pod_spec["containers"][0]
+    name = obj["metadata"]["name"]
+    image = image_spec()
+    env = {**container_base_env(image.env, name, platform, svc), **resolve_env(container, platform, kind_name)}
+    sandbox = pod_sandbox(name, pod_spec, container, env, image, root, subs, svc)
+    command = [*(container.get("command") or []), *(container.get("args") or [])]
+    return sandbox, command
+
+
+def start_platform(platform: PlatformView, root: Path, subs: Substitutions, phases: Phases) -> LocalPlatform:
+    log_dir = root / "logs"
+    svc = ServiceMap(subs)
+    s3 = mlflow = None
+    try:
+        with phases.run("platform: S3 stand-in (moto_server for MinIO)"):
+            s3 = services.start_s3(log_dir)
+            minio_name, minio_port = platform.service_port("minio", "s3")
+            svc.add(minio_name, minio_port, s3.endpoint.split("://", 1)[1])
+            subs.add("MinIO", "quay.io/minio/minio (Deployment mnist-platform-minio)", f"moto_server {s3.endpoint}",
+                     "no containers here; moto accepts any credentials and keeps buckets in memory")
+        endpoints_cm = platform.configmap(f"{PLATFORM_RELEASE}-endpoints") or {}
+        job = platform.bucket_job()
+        with phases.run("platform: bucket job pod (mnist-job ensure-buckets)"):
+            sandbox, command = workload_sandbox("bucket job", job, platform, svc, root, subs)
+            deadline = min(float(job["spec"].get("activeDeadlineSeconds", 600)), 120.0)
+            done = sandbox.run(command, timeout=deadline)
+            bucket_output = done.stdout + done.stderr
+            (log_dir / "bucket-job.log").write_text(bucket_output)
+            say(bucket_output.strip())
+            if done.returncode != 0:
+                raise RuntimeError(f"bucket job {shlex.join(command)} failed (exit {done.returncode}): "
+                                   f"{bucket_output[-1500:]}")
+        credentials = {k: v for k, v in sandbox.env.items() if k in CREDENTIAL_VARS}
+        with phases.run("platform: mlflow server pod (the Deployment's command)"):
+            mlflow, mlflow_pod = _start_mlflow(platform, root, svc, subs)
+            mlflow_name, mlflow_port = platform.service_port("mlflow", "http")
+            svc.add(mlflow_name, mlflow_port, f"127.0.0.1:{mlflow.port}")
+        endpoints = {k: svc.url(v) for k, v in endpoints_cm.items()}
+        with phases.run("platform: dvc push data/mnist (kind-up's dataset step)"):
+            push_output = dvc_push(root / "dvc-push", endpoints, credentials, ROOT)
+        return LocalPlatform(s3, mlflow, svc, endpoints, credentials, bucket_output, push_output, [mlflow_pod])
+    except BaseException:
+        if mlflow is not None:
+            mlflow_pod.volumes.stop()
+        for process in (mlflow, s3.process if s3 else None):
+            if process is not None:
+                process.stop()
+        raise
+
+
+def _start_mlflow(platform: PlatformView, root: Path, svc: ServiceMap,
+                  subs: Substitutions) -> tuple[services.MlflowServer, PodSandbox]:
+    sandbox, command = workload_sandbox("mlflow", platform.deployment("mlflow"), platform, svc, root, subs)
+    port = services.free_port()
+    local = []
+    for word in command:
+        key, _, value = word.partition("=")
+        if key == "--port":
+            word = f"--port={port}"
+            subs.add("mlflow server --port", value, str(port), "one loopback for every pod: a free port")
+        elif key == "--backend-store-uri" and value.startswith("sqlite:///"):
+            word = f"{key}=sqlite:///{sandbox.pod_path(value[len('sqlite:///'):])}"
+            subs.add("mlflow server --backend-store-uri", value, word.partition("=")[2], "a path this host does not have")
+        local.append(word)
+    server = services.MlflowServer(None, f"http://127.0.0.1:{port}", port, sandbox.argv(local), sandbox.env,
+                                   root / "logs")
+    try:
+        server.restart()
+    except BaseException:
+        sandbox.volumes.stop()
+        raise
+    sandbox.process = server.process
+    say(f"mlflow server pod {sandbox.name}: {shlex.join(local)}")
+    return server, sandbox
+
+
+def dvc_push(workspace: Path, endpoints: dict[str, str], credentials: dict[str, str], project_dir: Path) -> str:
+    """Push data/mnist to the manifest's DVC remote from a throw-away copy of the DVC metadata + data.
+
+    The same steps as scripts/kind-up.sh (remote add --local, endpointurl, push), in a copy so the
+    repository's .dvc/config is never touched. The copy has no DVC cache: its data/mnist output is
+    committed into the copy's own cache first, and must hash to the md5 in dvc.lock.
+    """
+    for rel in ("dvc.yaml", "dvc.lock", ".dvc/config"):
+        (workspace / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(project_dir / rel, workspace / rel)
+    shutil.copytree(project_dir / "data" / "mnist", workspace / "data" / "mnist")
+    env = {**services.base_env(), **credentials, "AWS_DEFAULT_REGION": endpoints.get("AWS_DEFAULT_REGION", "us-east-1")}
+    dvc = str(VENV_BIN / "dvc")
+    url = endpoints["MNIST_DVC_REMOTE_URL"]
+    output = []
+    for cmd in ([dvc, "config", "--local", "core.no_scm", "true"],
+                [dvc, "remote", "add", "--local", "--force", "platform", url],
+                [dvc, "remote", "modify", "--local", "platform", "endpointurl", endpoints["AWS_ENDPOINT_URL"]],
+                [sys.executable, "-c", _COMMIT_SNIPPET],
+                [dvc, "push", "-r", "platform", "data/mnist"]):
+        done = subprocess.run(cmd, cwd=workspace, env=env, capture_output=True, text=True, timeout=300)
+        text = (done.stdout + done.stderr).strip()
+        output.append(f"$ {shlex.join(Path(c).name if i == 0 else c for i, c in enumerate(cmd[:4]))}\n{text}")
+        if done.returncode != 0 or "missing" in text.lower() and "cache" in text.lower():
+            raise RuntimeError(f"dvc push to {url} (endpoint {endpoints['AWS_ENDPOINT_URL']}) failed: {text[-1500:]}")
+    say(output[-1])
+    return "\n".join(output)
+
+
+_COMMIT_SNIPPET = """
+from dvc.repo import Repo
+repo = Repo('.')
+with repo.lock:
+    out = next(o for o in repo.index.outs if o.def_path == 'data/mnist')
+    locked = out.hash_info.value
+    out.save()
+    assert out.hash_info.value == locked, f'data/mnist hashes to {out.hash_info.value}, dvc.lock says {locked}'
+    out.commit()
+    print('committed data/mnist', locked)
+"""
