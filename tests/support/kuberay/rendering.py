@@ -28,7 +28,7 @@ RAYJOB_RELEASE = "mnist-train"
 RAYJOB_CHART = ROOT / "charts" / "kuberay-mnist-rayjob"
 PLATFORM_CHART = ROOT / "charts" / "kuberay-mnist-platform"
 RAYJOB_ARGS = ("-f", str(RAYJOB_CHART / "values-cpu-kind.yaml"))
-PLATFORM_ARGS = ("-f", str(PLATFORM_CHART / "values-dev.yaml"), "--set", "kuberay-operator.enabled=false")
+PLATFORM_ARGS = ("-f", str(PLATFORM_CHART / "values-dev.yaml"))
 RAYJOB_GENERATED = ROOT / "k8s" / "rayjob-cpu-kind.yaml"
 PLATFORM_GENERATED = ROOT / "k8s" / "platform-dev.yaml"
 DOCKERFILE = ROOT / "image" / "Dockerfile"
