@@ -15,6 +15,7 @@ import pytest
 from tests.support import kuberay as kl
 from tests.support.kuberay.env import ServiceMap
 from tests.support.kuberay.rendering import image_spec
+from tests.support.kuberay.sandbox import quantity
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 FIX = "DVC_SITE_CACHE_DIR"
@@ -63,7 +64,12 @@ def test_worker_pod_sandbox_is_the_rendered_pod(e2e):
         assert f"writable {path}" in lines, f"{path} is a declared volume: it must be writable: {lines}"
     assert "cache-entries 0" in lines, "the data cache must start empty"
     sizes = {line.split()[1]: int(line.split()[2]) for line in lines if line.startswith("size ")}
-    assert sizes == {"/tmp": 2 * 2**20, "/dev/shm": 512 * 2**10, cache: 2**20}, sizes  # the sizeLimits, in KiB
+    pod_spec = kl.groups(e2e.rayjob)[1][2]["template"]["spec"]
+    limits = {v["name"]: v["emptyDir"]["sizeLimit"] for v in pod_spec["volumes"] if "emptyDir" in v}
+    mounted = {m["mountPath"]: m["name"] for m in pod_spec["containers"][0]["volumeMounts"]}
+    expected = {path: int(quantity(limits[mounted[mount]]) // 1024)
+                for path, mount in (("/tmp", "/tmp"), ("/dev/shm", "/dev/shm"), (cache, "/data-cache"))}
+    assert sizes == expected, (sizes, expected)  # each tmpfs has its volume's sizeLimit (df -k: KiB)
     assert f"pwd {sandbox.mount}/app" in lines, "the image's WORKDIR"
     env_names = {line.split(" ", 1)[1] for line in lines if line.startswith("env ")} - {"PWD", "SHLVL", "_"}
     assert env_names == set(sandbox.env), (
