@@ -6,7 +6,6 @@ AWS_SECRET_ACCESS_KEY from the environment (a Kubernetes Secret in the cluster).
 
 from __future__ import annotations
 
-import time
 import urllib.parse
 
 from mnist_job.errors import InvalidInput, ServiceUnavailable
@@ -49,18 +48,17 @@ def check_s3_location(url: str, endpoint: str | None, field: str) -> None:
 def ensure_buckets(buckets: list[str], endpoint: str | None, timeout: float, log=print) -> None:
     """Create each bucket unless it exists, retrying until the endpoint answers (MinIO starting up)."""
     from botocore.exceptions import BotoCoreError, ClientError
+    from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_fixed
 
     client = _client(endpoint, attempts=1)
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            existing = {b["Name"] for b in client.list_buckets().get("Buckets", [])}
-            break
-        except (BotoCoreError, ClientError) as exc:
-            if time.monotonic() > deadline:
-                raise ServiceUnavailable(f"S3 endpoint {endpoint} did not answer within {timeout:.0f} s: {exc}") from None
-            log(f"buckets: waiting for {endpoint} ({type(exc).__name__})")
-            time.sleep(2.0)
+    waiting = Retrying(stop=stop_after_delay(timeout), wait=wait_fixed(2.0), reraise=True,
+                       retry=retry_if_exception_type((BotoCoreError, ClientError)),
+                       before_sleep=lambda state: log(f"buckets: waiting for {endpoint} "
+                                                      f"({type(state.outcome.exception()).__name__})"))
+    try:
+        existing = waiting(lambda: {b["Name"] for b in client.list_buckets().get("Buckets", [])})
+    except (BotoCoreError, ClientError) as exc:
+        raise ServiceUnavailable(f"S3 endpoint {endpoint} did not answer within {timeout:.0f} s: {exc}") from None
     for bucket in buckets:
         if bucket in existing:
             log(f"buckets: {bucket} exists")

@@ -18,6 +18,16 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
+from tenacity import (
+    Retrying,
+    retry_if_exception,
+    retry_if_exception_type,
+    retry_if_result,
+    stop_after_attempt,
+    stop_after_delay,
+    wait_fixed,
+)
+
 from mnist_job.errors import InvalidInput, JobError, ServiceUnavailable
 
 PRESENCE_KEY = "val_accuracy"  # logged every epoch; its steps say which epochs the server has
@@ -55,25 +65,31 @@ def check_tracking_server(uri: str, timeout: float = 5.0, attempts: int = 3) -> 
     if not uri.startswith(("http://", "https://")):
         return
     url = uri.rstrip("/") + "/health"
-    reason = ""
-    for attempt in range(attempts):
+
+    def probe() -> None:
         try:
             with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310
-                if response.status == 200:
-                    return
-                reason = f"HTTP {response.status}"
+                if response.status != 200:
+                    raise _NotReady(f"HTTP {response.status}")
         except urllib.error.HTTPError as exc:
-            reason = f"HTTP {exc.code}"
             if exc.code == 403:
                 raise ServiceUnavailable(
                     f"MLflow tracking server {redact(uri)} refused the request (HTTP 403): "
                     "add this host name to the server's --allowed-hosts"
                 ) from None
+            raise _NotReady(f"HTTP {exc.code}") from None
         except (urllib.error.URLError, OSError) as exc:
-            reason = str(getattr(exc, "reason", exc))
-        if attempt + 1 < attempts:
-            time.sleep(1.0)
-    raise ServiceUnavailable(f"MLflow tracking server {redact(uri)} is unreachable: {reason}")
+            raise _NotReady(str(getattr(exc, "reason", exc))) from None
+
+    try:
+        Retrying(stop=stop_after_attempt(attempts), wait=wait_fixed(1.0), retry=retry_if_exception_type(_NotReady),
+                 reraise=True)(probe)
+    except _NotReady as exc:
+        raise ServiceUnavailable(f"MLflow tracking server {redact(uri)} is unreachable: {exc}") from None
+
+
+class _NotReady(Exception):
+    """The server answered with something other than healthy, or not at all: worth another try."""
 
 
 def get_or_create_experiment(client, name: str, project_dir: Path, tracking_uri: str) -> str:
@@ -228,14 +244,12 @@ class EpochMetricsLogger:
         return True
 
     def flush(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while not self._send():
-            if time.monotonic() > deadline:
-                raise ServiceUnavailable(
-                    f"MLflow tracking server did not take {len(self.pending)} epoch(s) of metrics "
-                    f"within {timeout:.0f} s (epochs {sorted(self.pending)})"
-                )
-            time.sleep(3.0)
+        def gave_up(_state) -> None:
+            raise ServiceUnavailable(f"MLflow tracking server did not take {len(self.pending)} epoch(s) of metrics "
+                                     f"within {timeout:.0f} s (epochs {sorted(self.pending)})")
+
+        Retrying(stop=stop_after_delay(timeout), wait=wait_fixed(3.0), retry=retry_if_result(lambda sent: not sent),
+                 retry_error_callback=gave_up)(self._send)
 
 
 def log_final_results(client, tracking_uri: str, run_id: str, model, evaluation, folder: Path, example,
@@ -274,15 +288,17 @@ def log_final_results(client, tracking_uri: str, run_id: str, model, evaluation,
 
 
 def retry(action: Callable[[], object], what: str, timeout: float, say: Callable[[str], None] = print):
-    """Run ``action`` until it succeeds or ``timeout`` passes (for end-of-run artifact logging)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            return action()
-        except Exception as exc:  # noqa: BLE001
-            if is_permanent(exc):
-                raise JobError(f"MLflow refused to {what} ({describe_refusal(exc)}); not retrying") from None
-            if time.monotonic() > deadline:
-                raise ServiceUnavailable(f"MLflow: could not {what} within {timeout:.0f} s: {exc}") from None
-            say(f"mlflow: could not {what} ({type(exc).__name__}); retrying")
-            time.sleep(3.0)
+    """Run ``action`` until it succeeds or ``timeout`` passes (for end-of-run artifact logging).
+
+    An outage is retried; a refusal (``is_permanent``) is not: it fails at once, naming it.
+    """
+    def waiting(state) -> None:
+        say(f"mlflow: could not {what} ({type(state.outcome.exception()).__name__}); retrying")
+
+    try:
+        return Retrying(stop=stop_after_delay(timeout), wait=wait_fixed(3.0), reraise=True, before_sleep=waiting,
+                        retry=retry_if_exception(lambda exc: not is_permanent(exc)))(action)
+    except Exception as exc:  # noqa: BLE001 (whatever the client raised last)
+        if is_permanent(exc):
+            raise JobError(f"MLflow refused to {what} ({describe_refusal(exc)}); not retrying") from None
+        raise ServiceUnavailable(f"MLflow: could not {what} within {timeout:.0f} s: {exc}") from None
