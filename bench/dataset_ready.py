@@ -26,9 +26,8 @@ def push(workspace: Path, endpoint: str, env: dict) -> float:
     from mnist_job.dataset import dvc_executable, write_pull_workspace
 
     workspace.mkdir(parents=True)
-    write_pull_workspace(PROJECT_DIR, workspace, f"s3://{BUCKET}/store", endpoint)
-    config = workspace / ".dvc" / "config.local"  # borrow the project's cache: it holds the dataset
-    config.write_text(config.read_text().replace("[cache]\n", f"[cache]\n    dir = {PROJECT_DIR / '.dvc' / 'cache'}\n", 1))
+    # borrow the project's cache: it holds the dataset
+    write_pull_workspace(PROJECT_DIR, workspace, f"s3://{BUCKET}/store", endpoint, PROJECT_DIR / ".dvc" / "cache")
     t0 = time.perf_counter()
     done = subprocess.run([dvc_executable(), "push", "data/mnist"], cwd=workspace, env=env,
                           capture_output=True, text=True)
@@ -39,6 +38,7 @@ def push(workspace: Path, endpoint: str, env: dict) -> float:
 
 def measure(endpoint: str, cache: Path) -> dict:
     from mnist_job import dataset
+    from mnist_job.config import DataParams, Runtime
 
     steps: dict[str, float] = {}
     real_pull, real_verify = dataset.dvc_pull, dataset.verify_dataset
@@ -55,8 +55,9 @@ def measure(endpoint: str, cache: Path) -> dict:
     dataset.dvc_pull, dataset.verify_dataset = timed("dvc_pull_s", real_pull), timed("verify_s", real_verify)
     try:
         t0 = time.perf_counter()
-        folder = dataset.ensure_dataset(PROJECT_DIR, "data/mnist", cache, f"s3://{BUCKET}/store", endpoint,
-                                        log=lambda m: None)
+        runtime = Runtime(project_dir=PROJECT_DIR, data_cache=cache, dvc_remote_url=f"s3://{BUCKET}/store",
+                          s3_endpoint=endpoint)
+        folder = dataset.ensure_dataset(DataParams(), runtime, log=lambda m: None)
         t_ensure = time.perf_counter() - t0
         data = dataset.load_dataset(folder)
         total = time.perf_counter() - t0

@@ -142,8 +142,7 @@ def run(argv: list[str] | None = None) -> int:
         params = _params(args, runtime)
         if runtime.data_cache is None:
             raise InvalidInput("MNIST_DATA_CACHE: set it to the folder the dataset should be pulled into")
-        path = ensure_dataset(runtime.project_dir, params.data.dir, runtime.data_cache, runtime.dvc_remote_url,
-                              runtime.s3_endpoint, log=_say)
+        path = ensure_dataset(params.data, runtime, log=_say)
         _say(f"dataset ready: {path}")
     elif args.command == "train":
         from mnist_job.train import run_training

@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from mnist_job.config import DataParams, Runtime
 from mnist_job.errors import DataError, ServiceUnavailable
 from mnist_job.files import write_atomically
 
@@ -138,7 +139,28 @@ def _default_remote_url(project_dir: Path) -> tuple[str, str]:
     return name, url
 
 
-def write_pull_workspace(project_dir: Path, workspace: Path, remote_url: str | None, s3_endpoint: str | None) -> str:
+def write_remote_config(workspace: Path, name: str, url: str, endpoint: str | None = None,
+                        cache_dir: Path | None = None) -> None:
+    """The workspace's ``.dvc/config.local``: no SCM, ``name`` as the default remote (its S3 endpoint), the cache.
+
+    Written through DVC's own config object, so the file is what ``dvc remote add --local`` would write;
+    the one writer of remote settings for the package, the benchmark and the tests.
+    """
+    from dvc.config import Config
+
+    config = Config(dvc_dir=str(workspace / ".dvc"), validate=False)
+    with config.edit("local") as local:
+        local["core"].update({"no_scm": True, "remote": name})
+        remote = {"url": url}
+        if url.startswith("s3://") and endpoint:
+            remote["endpointurl"] = endpoint
+        local["remote"][name] = remote
+        # hardlinks: the checkout from DVC's cache costs no second copy of the data
+        local["cache"].update({"type": "hardlink,copy", **({"dir": str(cache_dir)} if cache_dir else {})})
+
+
+def write_pull_workspace(project_dir: Path, workspace: Path, remote_url: str | None, s3_endpoint: str | None,
+                         cache_dir: Path | None = None) -> str:
     """A DVC workspace in ``workspace`` with the project's metadata; returns the remote URL used."""
     for rel in DVC_METADATA:
         source = project_dir / rel
@@ -147,12 +169,7 @@ def write_pull_workspace(project_dir: Path, workspace: Path, remote_url: str | N
         (workspace / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(source, workspace / rel)
     url = remote_url or _default_remote_url(project_dir)[1]
-    # hardlinks: the checkout from DVC's cache costs no second copy of the data
-    lines = ["[core]", "    no_scm = true", "    remote = pull", "[cache]", "    type = hardlink,copy",
-             "['remote \"pull\"']", f"    url = {url}"]
-    if url.startswith("s3://") and s3_endpoint:
-        lines.append(f"    endpointurl = {s3_endpoint}")
-    (workspace / ".dvc" / "config.local").write_text("\n".join(lines) + "\n")
+    write_remote_config(workspace, "pull", url, s3_endpoint, cache_dir)
     return url
 
 
@@ -184,10 +201,12 @@ def dvc_pull(project_dir: Path, workspace: Path, out_path: str, remote_url: str 
     return target
 
 
-def ensure_dataset(project_dir: Path, data_dir: str, cache_dir: Path | None, remote_url: str | None,
-                   s3_endpoint: str | None, log=print) -> Path:
-    """A verified local copy of the prepared dataset, pulling it with DVC if needed."""
-    local = Path(data_dir) if Path(data_dir).is_absolute() else project_dir / data_dir
+def ensure_dataset(data: DataParams, runtime: Runtime, log=print) -> Path:
+    """A verified local copy of the prepared dataset (``data.dir``), pulled with DVC into
+    ``runtime.data_cache`` (once per node) when the project does not hold one."""
+    project_dir, data_dir, cache_dir = runtime.project_dir, data.dir, runtime.data_cache
+    remote_url, s3_endpoint = runtime.dvc_remote_url, runtime.s3_endpoint
+    local = runtime.path(data_dir)
     if cache_dir is None:
         if (local / MANIFEST).is_file():
             verify_dataset(local)

@@ -149,8 +149,7 @@ def run_training(params: Params, runtime: Runtime, log=print) -> TrainingResult:
         check_s3_location(runtime.dvc_remote_url, runtime.s3_endpoint, "MNIST_DVC_REMOTE_URL")
 
     # 2. data: verified here too, so a corrupt dataset fails in seconds (exit 4)
-    data_dir = ensure_dataset(runtime.project_dir, params.data.dir, runtime.data_cache, runtime.dvc_remote_url,
-                              runtime.s3_endpoint, log=log)
+    data_dir = ensure_dataset(params.data, runtime, log=log)
     manifest = json.loads((data_dir / MANIFEST).read_text())  # verified by ensure_dataset
     check_every_rank_gets_data(params, manifest["files"][SPLIT_FILES["train_labels"]]["shape"][0])
 
@@ -188,8 +187,8 @@ def run_training(params: Params, runtime: Runtime, log=print) -> TrainingResult:
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={
-            "params": params.model_dump(),
-            "runtime": runtime.model_dump(),
+            "params": params,  # frozen and validated once, here: the workers take them as they are
+            "runtime": runtime,
             "tracking_uri": tracking_uri,
             "run_id": run_id,
             "threads_per_worker": cpus_per_worker,

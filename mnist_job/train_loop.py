@@ -121,8 +121,8 @@ def train_loop_per_worker(config: dict) -> None:
     from mnist_job.dataset import ensure_dataset, load_dataset
     from mnist_job.model import build_model, images_to_tensor, load_checkpoint
 
-    params = Params.model_validate(config["params"], strict=False)
-    runtime = Runtime.model_validate(config["runtime"]).for_this_node()
+    params: Params = config["params"]
+    runtime: Runtime = config["runtime"].for_this_node()  # this node's own paths and endpoints
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
     device = ray.train.torch.get_device()
@@ -131,8 +131,7 @@ def train_loop_per_worker(config: dict) -> None:
     torch.manual_seed(params.train.seed)  # the same initial weights on every rank
 
     started = time.monotonic()
-    data_dir = ensure_dataset(runtime.project_dir, params.data.dir, runtime.data_cache, runtime.dvc_remote_url,
-                              runtime.s3_endpoint, log=lambda m: _say(rank, m))
+    data_dir = ensure_dataset(params.data, runtime, log=lambda m: _say(rank, m))
     data = load_dataset(data_dir)
     (train_x, train_y), (val_x, val_y) = split_train_validation(
         data.train_images, data.train_labels, params.data.validation_size, params.data.train_subset)

@@ -5,9 +5,11 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
+from mnist_job.config import DataParams, Runtime
 from mnist_job.dataset import MANIFEST, ensure_dataset, verify_dataset
 from mnist_job.errors import DataError, ServiceUnavailable
 from tests.conftest import copy_dvc_project
@@ -33,13 +35,17 @@ def image_like_project(tmp_path):
     return copy_dvc_project(tmp_path / "app", with_data=False)
 
 
+def _runtime(project: Path, cache: Path, remote: str, endpoint: str) -> Runtime:
+    return Runtime(project_dir=project, data_cache=cache, dvc_remote_url=remote, s3_endpoint=endpoint)
+
+
 def test_pull_into_an_empty_cache_then_reuse(pushed, image_like_project, tmp_path, monkeypatch):
     for key, value in pushed.env().items():
         monkeypatch.setenv(key, value)
     cache = tmp_path / "cache"
     logs = []
     started = time.monotonic()
-    folder = ensure_dataset(image_like_project, "data/mnist", cache, REMOTE, pushed.endpoint, log=logs.append)
+    folder = ensure_dataset(DataParams(), _runtime(image_like_project, cache, REMOTE, pushed.endpoint), log=logs.append)
     assert time.monotonic() - started < 60
     assert verify_dataset(folder)["class_counts"]["test"][0] == 980
     assert any("pulled data/mnist" in m for m in logs)
@@ -47,13 +53,13 @@ def test_pull_into_an_empty_cache_then_reuse(pushed, image_like_project, tmp_pat
     assert not (image_like_project / "data").exists()  # the read-only project folder was not written
 
     logs.clear()
-    assert ensure_dataset(image_like_project, "data/mnist", cache, REMOTE, pushed.endpoint, log=logs.append) == folder
+    assert ensure_dataset(DataParams(), _runtime(image_like_project, cache, REMOTE, pushed.endpoint), log=logs.append) == folder
     assert any("pulled earlier" in m for m in logs)
 
     # a partial copy (a file lost) is not used: it is pulled again
     (folder / "test_images.npy").unlink()
     logs.clear()
-    ensure_dataset(image_like_project, "data/mnist", cache, REMOTE, pushed.endpoint, log=logs.append)
+    ensure_dataset(DataParams(), _runtime(image_like_project, cache, REMOTE, pushed.endpoint), log=logs.append)
     assert any("not usable" in m for m in logs) and any("pulled data/mnist" in m for m in logs)
     verify_dataset(folder)
 
@@ -76,7 +82,7 @@ def test_missing_bucket_is_named(s3, image_like_project, tmp_path, monkeypatch):
     for key, value in s3.env().items():
         monkeypatch.setenv(key, value)
     with pytest.raises(ServiceUnavailable) as info:
-        ensure_dataset(image_like_project, "data/mnist", tmp_path / "c", "s3://no-such-bucket/x", s3.endpoint)
+        ensure_dataset(DataParams(), _runtime(image_like_project, tmp_path / "c", "s3://no-such-bucket/x", s3.endpoint))
     assert "no-such-bucket" in str(info.value)
 
 

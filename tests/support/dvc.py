@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -14,15 +13,10 @@ def push_dataset(workdir: Path, remote_url: str, s3_env: dict[str, str]) -> str:
 
     Returns dvc's output. The repo's .dvc/config and config.local stay untouched.
     """
+    from mnist_job.dataset import write_pull_workspace
+
     workdir.mkdir(parents=True, exist_ok=True)
-    for rel in ("dvc.yaml", "dvc.lock", ".dvc/config"):
-        (workdir / rel).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(PROJECT_DIR / rel, workdir / rel)
-    (workdir / ".dvc" / "config.local").write_text(
-        "[core]\n    no_scm = true\n    remote = push\n"
-        f"[cache]\n    dir = {PROJECT_DIR / '.dvc' / 'cache'}\n"
-        f"['remote \"push\"']\n    url = {remote_url}\n    endpointurl = {s3_env['AWS_ENDPOINT_URL']}\n"
-    )
+    write_pull_workspace(PROJECT_DIR, workdir, remote_url, s3_env["AWS_ENDPOINT_URL"], PROJECT_DIR / ".dvc" / "cache")
     done = subprocess.run([str(VENV_BIN / "dvc"), "push", "data/mnist"], cwd=workdir, capture_output=True,
                           text=True, env=base_env(**s3_env), timeout=300)
     if done.returncode != 0:
