@@ -151,6 +151,7 @@ def run_ray(cfg: dict, workers: int) -> dict:
     from mlflow import MlflowClient
 
     from mnist_job.config import Runtime
+    from mnist_job.console import show_on_stdout
     from mnist_job.model import build_model, count_flops_per_image
     from mnist_job.train import init_ray, run_training
 
@@ -165,7 +166,8 @@ def run_ray(cfg: dict, workers: int) -> dict:
         t0 = time.time()
         init_ray(runtime)
         t_init = time.time()
-        result = run_training(params, runtime, log=_say)
+        show_on_stdout()
+        result = run_training(params, runtime)
         t_done = time.time()
         watcher.stop()
         import ray

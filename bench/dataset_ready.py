@@ -57,7 +57,7 @@ def measure(endpoint: str, cache: Path) -> dict:
         t0 = time.perf_counter()
         runtime = Runtime(project_dir=PROJECT_DIR, data_cache=cache, dvc_remote_url=f"s3://{BUCKET}/store",
                           s3_endpoint=endpoint)
-        folder = dataset.ensure_dataset(DataParams(), runtime, log=lambda m: None)
+        folder = dataset.ensure_dataset(DataParams(), runtime)
         t_ensure = time.perf_counter() - t0
         data = dataset.load_dataset(folder)
         total = time.perf_counter() - t0

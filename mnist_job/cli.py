@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from mnist_job import config as cfg
+from mnist_job.console import show_on_stdout
 from mnist_job.errors import InvalidInput, JobError
 from mnist_job.paths import check_stage_paths
 
@@ -50,6 +51,7 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override one param, dotted key as in the file, YAML value (repeatable), "
                              "e.g. --set train.epochs=3")
+    parser.add_argument("--verbose", action="store_true", help="also print the job's debug lines")
 
 
 def _add_flags(parser: argparse.ArgumentParser, flags: dict) -> None:
@@ -66,7 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
                      epilog="Environment: MLFLOW_TRACKING_URI (default: SQLite under mlruns/), AWS_ENDPOINT_URL, "
                             "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, MNIST_DVC_REMOTE_URL, MNIST_DATA_CACHE, "
                             "MNIST_PROJECT_DIR (default: the current folder), RAY_ADDRESS (default: a local Ray).\n"
-                            "Exit codes: 0 ok, 2 invalid input, 3 service unreachable, 4 dataset missing or corrupt.")
+                            "Exit codes: 0 ok, 2 invalid input, 3 service unreachable, 4 dataset missing or corrupt, "
+                            "130/143 stopped by SIGINT/SIGTERM.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     p = sub.add_parser("fetch", help="download or copy raw MNIST into data.raw_dir, verified by SHA-256")
@@ -118,37 +121,38 @@ def _say(message: str) -> None:
 
 def run(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    show_on_stdout(verbose=getattr(args, "verbose", False))
     runtime = cfg.Runtime.from_env()
 
     if args.command == "ensure-buckets":
         from mnist_job.storage import ensure_buckets
 
-        ensure_buckets(args.bucket, runtime.s3_endpoint, args.timeout, log=_say)
+        ensure_buckets(args.bucket, runtime.s3_endpoint, args.timeout)
         return 0
 
     if args.command == "fetch":
         from mnist_job.fetch import fetch
 
         params = _params(args, runtime, DATA_FLAGS)
-        fetch(params.data, runtime.path(params.data.raw_dir), force=args.force, log=_say)
+        fetch(params.data, runtime.path(params.data.raw_dir), force=args.force)
     elif args.command == "prepare":
         from mnist_job.prepare import prepare
 
         params = _params(args, runtime)
-        prepare(runtime.path(params.data.raw_dir), runtime.path(params.data.dir), force=args.force, log=_say)
+        prepare(runtime.path(params.data.raw_dir), runtime.path(params.data.dir), force=args.force)
     elif args.command == "pull-data":
         from mnist_job.dataset import ensure_dataset
 
         params = _params(args, runtime)
         if runtime.data_cache is None:
             raise InvalidInput("MNIST_DATA_CACHE: set it to the folder the dataset should be pulled into")
-        path = ensure_dataset(params.data, runtime, log=_say)
+        path = ensure_dataset(params.data, runtime)
         _say(f"dataset ready: {path}")
     elif args.command == "train":
         from mnist_job.train import run_training
 
         params = _params(args, runtime, TRAIN_FLAGS)
-        result = run_training(params, runtime, log=_say)
+        result = run_training(params, runtime)
         accuracy = "n/a" if result.test_accuracy is None else f"{result.test_accuracy:.4f}"
         _say(f"run id: {result.run_id}")
         _say(f"test accuracy: {accuracy}")

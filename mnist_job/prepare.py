@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import logging
 import shutil
 from pathlib import Path
 
@@ -23,6 +24,8 @@ import numpy as np
 from mnist_job.dataset import MANIFEST, SPLIT_FILES, sha256_file, verify_dataset
 from mnist_job.errors import DataError, InvalidInput
 from mnist_job.fetch import CHECKSUMS, RAW_FILES, decode_idx, raw_is_complete
+
+logger = logging.getLogger(__name__)
 
 DATASET_FORMAT = "mnist-npy/1"  # in every manifest prepare writes: the proof that a folder is its own
 
@@ -94,7 +97,7 @@ def check_replaceable(out_dir: Path) -> None:
                            f"format {DATASET_FORMAT}); refusing to replace it: move it away or pick another data.dir")
 
 
-def prepare(raw_dir: Path, out_dir: Path, force: bool = False, log=print) -> dict:
+def prepare(raw_dir: Path, out_dir: Path, force: bool = False) -> dict:
     check_replaceable(out_dir)
     arrays = build_arrays(raw_dir)
     if not force and (out_dir / MANIFEST).is_file():
@@ -104,11 +107,11 @@ def prepare(raw_dir: Path, out_dir: Path, force: bool = False, log=print) -> dic
             current = None
         wanted = {f: array_sha256_of(arrays[k]) for k, f in SPLIT_FILES.items()}
         if current and all(current["files"][f]["sha256"] == s for f, s in wanted.items()):
-            log(f"prepare: {out_dir} is up to date and verified; nothing to do")
+            logger.info(f"prepare: {out_dir} is up to date and verified; nothing to do")
             return current
     manifest = write_dataset(arrays, out_dir)
     counts = {s: sum(c) for s, c in manifest["class_counts"].items()}
-    log(f"prepare: wrote {out_dir} ({counts['train']} train / {counts['test']} test images, checksummed)")
+    logger.info(f"prepare: wrote {out_dir} ({counts['train']} train / {counts['test']} test images, checksummed)")
     return manifest
 
 

@@ -6,9 +6,12 @@ AWS_SECRET_ACCESS_KEY from the environment (a Kubernetes Secret in the cluster).
 
 from __future__ import annotations
 
+import logging
 import urllib.parse
 
 from mnist_job.errors import InvalidInput, ServiceUnavailable
+
+logger = logging.getLogger(__name__)
 
 
 def _client(endpoint: str | None, connect_timeout: float = 3.0, attempts: int = 2):
@@ -45,7 +48,7 @@ def check_s3_location(url: str, endpoint: str | None, field: str) -> None:
         raise ServiceUnavailable(f"S3 endpoint {where} is unreachable ({type(exc).__name__}) for {field}") from None
 
 
-def ensure_buckets(buckets: list[str], endpoint: str | None, timeout: float, log=print) -> None:
+def ensure_buckets(buckets: list[str], endpoint: str | None, timeout: float) -> None:
     """Create each bucket unless it exists, retrying until the endpoint answers (MinIO starting up)."""
     from botocore.exceptions import BotoCoreError, ClientError
     from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_fixed
@@ -53,7 +56,7 @@ def ensure_buckets(buckets: list[str], endpoint: str | None, timeout: float, log
     client = _client(endpoint, attempts=1)
     waiting = Retrying(stop=stop_after_delay(timeout), wait=wait_fixed(2.0), reraise=True,
                        retry=retry_if_exception_type((BotoCoreError, ClientError)),
-                       before_sleep=lambda state: log(f"buckets: waiting for {endpoint} "
+                       before_sleep=lambda state: logger.info(f"buckets: waiting for {endpoint} "
                                                       f"({type(state.outcome.exception()).__name__})"))
     try:
         existing = waiting(lambda: {b["Name"] for b in client.list_buckets().get("Buckets", [])})
@@ -61,7 +64,7 @@ def ensure_buckets(buckets: list[str], endpoint: str | None, timeout: float, log
         raise ServiceUnavailable(f"S3 endpoint {endpoint} did not answer within {timeout:.0f} s: {exc}") from None
     for bucket in buckets:
         if bucket in existing:
-            log(f"buckets: {bucket} exists")
+            logger.info(f"buckets: {bucket} exists")
         else:
             client.create_bucket(Bucket=bucket)
-            log(f"buckets: created {bucket}")
+            logger.info(f"buckets: created {bucket}")

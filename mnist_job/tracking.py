@@ -10,6 +10,7 @@ worker restarts and server outages (metrics wait in a buffer and are retried).
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import time
 import urllib.error
@@ -29,6 +30,8 @@ from tenacity import (
 )
 
 from mnist_job.errors import InvalidInput, JobError, ServiceUnavailable
+
+logger = logging.getLogger(__name__)
 
 PRESENCE_KEY = "val_accuracy"  # logged every epoch; its steps say which epochs the server has
 FINAL_TAG = "final.logged"  # set last: the whole final logging of the run is done
@@ -196,10 +199,9 @@ class EpochMetricsLogger:
     ``flush(timeout)`` keeps trying until the queue is empty or time runs out.
     """
 
-    def __init__(self, client, run_id: str, say: Callable[[str], None] = print):
+    def __init__(self, client, run_id: str):
         self.client = client
         self.run_id = run_id
-        self.say = say
         self.pending: dict[int, dict[str, float]] = {}
         self._down_since: float | None = None
 
@@ -235,11 +237,11 @@ class EpochMetricsLogger:
                                "a refusal is not an outage: not retrying") from None
             if self._down_since is None:
                 self._down_since = time.monotonic()
-                self.say(f"mlflow: server unreachable ({type(exc).__name__}); "
+                logger.warning(f"mlflow: server unreachable ({type(exc).__name__}); "
                          f"keeping {len(self.pending)} epoch(s) of metrics to retry")
             return False
         if self._down_since is not None:
-            self.say(f"mlflow: server back after {time.monotonic() - self._down_since:.0f} s; buffered metrics sent")
+            logger.info(f"mlflow: server back after {time.monotonic() - self._down_since:.0f} s; buffered metrics sent")
             self._down_since = None
         return True
 
@@ -287,13 +289,13 @@ def log_final_results(client, tracking_uri: str, run_id: str, model, evaluation,
     return version
 
 
-def retry(action: Callable[[], object], what: str, timeout: float, say: Callable[[str], None] = print):
+def retry(action: Callable[[], object], what: str, timeout: float):
     """Run ``action`` until it succeeds or ``timeout`` passes (for end-of-run artifact logging).
 
     An outage is retried; a refusal (``is_permanent``) is not: it fails at once, naming it.
     """
     def waiting(state) -> None:
-        say(f"mlflow: could not {what} ({type(state.outcome.exception()).__name__}); retrying")
+        logger.warning(f"mlflow: could not {what} ({type(state.outcome.exception()).__name__}); retrying")
 
     try:
         return Retrying(stop=stop_after_delay(timeout), wait=wait_fixed(3.0), reraise=True, before_sleep=waiting,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import secrets
 import signal
@@ -21,6 +22,8 @@ from mnist_job.config import Params, Runtime
 from mnist_job.errors import DataError, InvalidInput, JobError, ServiceUnavailable, Stopped
 from mnist_job.files import write_atomically
 from mnist_job.storage import check_s3_location
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -110,7 +113,7 @@ def check_every_rank_gets_data(params: Params, train_images: int) -> None:
         raise InvalidInput(problems)
 
 
-def run_training(params: Params, runtime: Runtime, log=print) -> TrainingResult:
+def run_training(params: Params, runtime: Runtime) -> TrainingResult:
     # Ray folds log lines that differ only in numbers ("[rank 0] epoch 2" / "[rank 1] epoch 2"),
     # which hides per-rank progress and resume messages; keep every line unless told otherwise.
     # Ray reads this when it is imported, so before any import of ray.
@@ -149,7 +152,7 @@ def run_training(params: Params, runtime: Runtime, log=print) -> TrainingResult:
         check_s3_location(runtime.dvc_remote_url, runtime.s3_endpoint, "MNIST_DVC_REMOTE_URL")
 
     # 2. data: verified here too, so a corrupt dataset fails in seconds (exit 4)
-    data_dir = ensure_dataset(params.data, runtime, log=log)
+    data_dir = ensure_dataset(params.data, runtime)
     manifest = json.loads((data_dir / MANIFEST).read_text())  # verified by ensure_dataset
     check_every_rank_gets_data(params, manifest["files"][SPLIT_FILES["train_labels"]]["shape"][0])
 
@@ -180,7 +183,7 @@ def run_training(params: Params, runtime: Runtime, log=print) -> TrainingResult:
     if data_md5:
         tracking.record_dataset(client, run_id, params.data.dir, data_md5,
                                 dvc_remote_location(runtime.project_dir, runtime.dvc_remote_url, data_md5))
-    log(f"mlflow: {'resuming' if resumed else 'started'} run {run_id} ({run_name}) in experiment "
+    logger.info(f"mlflow: {'resuming' if resumed else 'started'} run {run_id} ({run_name}) in experiment "
         f"{params.mlflow.experiment!r} at {tracking.redact(tracking_uri)}")
 
     # 5. train
@@ -208,7 +211,7 @@ def run_training(params: Params, runtime: Runtime, log=print) -> TrainingResult:
             result = trainer.fit()
         except KeyboardInterrupt:
             signum = received[-1] if received else signal.SIGINT
-            _mark_killed(client, run_id, signum, log)
+            _mark_killed(client, run_id, signum)
             ray.shutdown()
             raise Stopped(f"stopped by {signal.Signals(signum).name}: Ray shut down, MLflow run {run_id} marked KILLED; "
                           f"run again with train.run_name={base_name} to resume it", signum) from None
@@ -262,13 +265,13 @@ def stop_on_signals():
             signal.signal(signum, handler)
 
 
-def _mark_killed(client, run_id: str, signum: int, log) -> None:
+def _mark_killed(client, run_id: str, signum: int) -> None:
     name = signal.Signals(signum).name
     try:
         client.set_tag(run_id, "run.stopped_by", f"{name} during training")
         client.set_terminated(run_id, status="KILLED")
     except Exception as exc:  # noqa: BLE001 (stopping anyway; the next attempt resumes an unfinished run)
-        log(f"mlflow: could not mark run {run_id} KILLED ({type(exc).__name__}); it stays as it was")
+        logger.warning(f"mlflow: could not mark run {run_id} KILLED ({type(exc).__name__}); it stays as it was")
 
 
 def _root_cause(exc: BaseException) -> Exception:

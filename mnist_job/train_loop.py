@@ -9,8 +9,8 @@ model, and registers it when it is good enough. Every rank calls
 from __future__ import annotations
 
 import json
+import logging
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -21,10 +21,7 @@ import torch
 CHECKPOINT_FILE = "checkpoint.pt"
 
 
-def _say(rank: int, message: str) -> None:
-    # Not print(): Ray Train V2 patches print and, with Ray's wrapped stdout, every line came out twice.
-    sys.stdout.write(f"[rank {rank}] {message}\n")
-    sys.stdout.flush()
+logger = logging.getLogger(__name__)
 
 
 def split_train_validation(train_images: np.ndarray, train_labels: np.ndarray, validation_size: int, subset: int):
@@ -118,6 +115,7 @@ def train_loop_per_worker(config: dict) -> None:
     import ray.train.torch
 
     from mnist_job.config import Params, Runtime
+    from mnist_job.console import show_on_stdout
     from mnist_job.dataset import ensure_dataset, load_dataset
     from mnist_job.model import build_model, images_to_tensor, load_checkpoint
 
@@ -125,13 +123,14 @@ def train_loop_per_worker(config: dict) -> None:
     runtime: Runtime = config["runtime"].for_this_node()  # this node's own paths and endpoints
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
+    show_on_stdout(rank=rank)
     device = ray.train.torch.get_device()
     if device.type == "cpu":
         torch.set_num_threads(config["threads_per_worker"])
     torch.manual_seed(params.train.seed)  # the same initial weights on every rank
 
     started = time.monotonic()
-    data_dir = ensure_dataset(params.data, runtime, log=lambda m: _say(rank, m))
+    data_dir = ensure_dataset(params.data, runtime)
     data = load_dataset(data_dir)
     (train_x, train_y), (val_x, val_y) = split_train_validation(
         data.train_images, data.train_labels, params.data.validation_size, params.data.train_subset)
@@ -140,7 +139,7 @@ def train_loop_per_worker(config: dict) -> None:
     # validation is sharded too, then summed over ranks
     vx = images_to_tensor(val_x[rank::world], device)
     vy = torch.as_tensor(val_y[rank::world].astype(np.int64), device=device)
-    _say(rank, f"data ready in {time.monotonic() - started:.1f} s: {len(x)} train / {len(val_x)} validation images "
+    logger.info(f"data ready in {time.monotonic() - started:.1f} s: {len(x)} train / {len(val_x)} validation images "
                f"from {data_dir} on {device}")
 
     model = ray.train.torch.prepare_model(build_model(params.model.width, params.model.dropout))
@@ -166,13 +165,13 @@ def train_loop_per_worker(config: dict) -> None:
         start_epoch = state["epoch"] + 1
         if len(state.get("rng", [])) == world:  # where each rank's random numbers were: the rerun repeats them
             set_rng_state(state["rng"][rank])
-        _say(rank, f"resumed from the checkpoint of epoch {state['epoch']}")
+        logger.info(f"resumed from the checkpoint of epoch {state['epoch']}")
 
-    logger = None
+    metrics_logger = None
     if rank == 0:
-        logger = _mlflow_logger(config, rank)
+        metrics_logger = _mlflow_logger(config)
         if history:
-            logger.backfill(history)
+            metrics_logger.backfill(history)
 
     for epoch in range(start_epoch, params.train.epochs + 1):
         t0 = time.monotonic()
@@ -192,7 +191,7 @@ def train_loop_per_worker(config: dict) -> None:
             "epoch_time_s": time.monotonic() - t0,
         }
         history.append(metrics)
-        _say(rank, f"epoch {epoch}/{params.train.epochs} train_loss={metrics['train_loss']:.4f} "
+        logger.info(f"epoch {epoch}/{params.train.epochs} train_loss={metrics['train_loss']:.4f} "
                    f"train_acc={metrics['train_accuracy']:.4f} val_loss={metrics['val_loss']:.4f} "
                    f"val_acc={metrics['val_accuracy']:.4f} images/s={metrics['images_per_s']:.0f} "
                    f"time={metrics['epoch_time_s']:.1f}s")
@@ -204,19 +203,19 @@ def train_loop_per_worker(config: dict) -> None:
                             "model_params": params.model.model_dump(), "rng": rng}, Path(folder) / CHECKPOINT_FILE)
                 ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder))
             # after the checkpoint is safe: a restart re-trains at most the epochs not logged yet
-            logger.log(epoch, {k: v for k, v in metrics.items() if k != "epoch"})
+            metrics_logger.log(epoch, {k: v for k, v in metrics.items() if k != "epoch"})
         else:
             ray.train.report(metrics, checkpoint=None)
 
     if rank == 0:
-        finish_run(params, config, unwrap(model), data, history, logger, device)
+        finish_run(params, config, unwrap(model), data, history, metrics_logger, device)
 
 
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:
     return model.module if hasattr(model, "module") else model
 
 
-def _mlflow_logger(config: dict, rank: int):
+def _mlflow_logger(config: dict):
     from mlflow import MlflowClient
 
     from mnist_job.tracking import EpochMetricsLogger
@@ -225,27 +224,28 @@ def _mlflow_logger(config: dict, rank: int):
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
     client = MlflowClient(tracking_uri=config["tracking_uri"])
-    return EpochMetricsLogger(client, config["run_id"], say=lambda m: _say(rank, m))
+    return EpochMetricsLogger(client, config["run_id"])
 
 
-def finish_run(params, config: dict, model: torch.nn.Module, data, history: list[dict], logger, device) -> None:
+def finish_run(params, config: dict, model: torch.nn.Module, data, history: list[dict], metrics_logger,
+               device) -> None:
     """Rank 0, after the last epoch: test metrics, plots, model, registry. Idempotent across restarts."""
     from mnist_job.evaluate import evaluate, plot_confusion, plot_curves
     from mnist_job.model import images_to_tensor
     from mnist_job.tracking import FINAL_TAG, log_final_results, retry
 
-    client, run_id = logger.client, config["run_id"]
+    client, run_id = metrics_logger.client, config["run_id"]
     timeout = params.mlflow.flush_timeout_s
-    logger.flush(timeout)
+    metrics_logger.flush(timeout)
     run = retry(lambda: client.get_run(run_id), "read the run", timeout)
     if run.data.tags.get(FINAL_TAG) == "true":
-        _say(0, "final evaluation was logged before a restart; nothing to redo")
+        logger.info("final evaluation was logged before a restart; nothing to redo")
         return
 
     n_test = params.data.test_subset or len(data.test_labels)
     test_images, test_labels = data.test_images[:n_test], data.test_labels[:n_test]
     evaluation = evaluate(model, test_images, test_labels, device)
-    _say(0, f"test accuracy {evaluation.accuracy:.4f} on {evaluation.count} images")
+    logger.info(f"test accuracy {evaluation.accuracy:.4f} on {evaluation.count} images")
     model = model.to("cpu").eval()
     register = evaluation.accuracy >= params.mlflow.register_min_accuracy
 
@@ -263,9 +263,9 @@ def finish_run(params, config: dict, model: torch.nn.Module, data, history: list
                                      params.mlflow.registered_model if register else None,
                                      int(history[-1]["epoch"]) if history else 0)
 
-        version = retry(log_everything, "log the final model and plots", timeout, say=lambda m: _say(0, m))
+        version = retry(log_everything, "log the final model and plots", timeout)
     if register:
-        _say(0, f"registered {params.mlflow.registered_model} version {version}")
+        logger.info(f"registered {params.mlflow.registered_model} version {version}")
     else:
-        _say(0, f"not registered: test accuracy {evaluation.accuracy:.4f} < mlflow.register_min_accuracy "
+        logger.info(f"not registered: test accuracy {evaluation.accuracy:.4f} < mlflow.register_min_accuracy "
                 f"{params.mlflow.register_min_accuracy}")

@@ -9,20 +9,21 @@ from mnist_job.storage import ensure_buckets
 from tests.support import services
 
 
-def test_buckets_are_created_once(s3, monkeypatch):
+def test_buckets_are_created_once(s3, monkeypatch, caplog):
     for key, value in s3.env().items():
         monkeypatch.setenv(key, value)
-    said: list[str] = []
-    ensure_buckets(["ray-checkpoints", "dvc"], s3.endpoint, timeout=30, log=said.append)
-    ensure_buckets(["ray-checkpoints"], s3.endpoint, timeout=30, log=said.append)
-    assert said == ["buckets: created ray-checkpoints", "buckets: created dvc", "buckets: ray-checkpoints exists"]
+    caplog.set_level("INFO", logger="mnist_job")
+    ensure_buckets(["ray-checkpoints", "dvc"], s3.endpoint, timeout=30)
+    ensure_buckets(["ray-checkpoints"], s3.endpoint, timeout=30)
+    assert caplog.messages == ["buckets: created ray-checkpoints", "buckets: created dvc", "buckets: ray-checkpoints exists"]
 
 
-def test_an_endpoint_that_never_answers_is_named_after_the_timeout(monkeypatch):
+def test_an_endpoint_that_never_answers_is_named_after_the_timeout(monkeypatch, caplog):
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", services.TEST_ACCESS_KEY)
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", services.TEST_SECRET_KEY)
     endpoint = f"http://127.0.0.1:{services.free_port()}"  # nothing listens there
-    said: list[str] = []
+    caplog.set_level("INFO", logger="mnist_job")
     with pytest.raises(ServiceUnavailable, match=f"S3 endpoint {endpoint} did not answer within 5 s"):
-        ensure_buckets(["dvc"], endpoint, timeout=5, log=said.append)
+        ensure_buckets(["dvc"], endpoint, timeout=5)
+    said = caplog.messages
     assert said and all(line.startswith(f"buckets: waiting for {endpoint}") for line in said), said

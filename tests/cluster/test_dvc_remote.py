@@ -39,28 +39,28 @@ def _runtime(project: Path, cache: Path, remote: str, endpoint: str) -> Runtime:
     return Runtime(project_dir=project, data_cache=cache, dvc_remote_url=remote, s3_endpoint=endpoint)
 
 
-def test_pull_into_an_empty_cache_then_reuse(pushed, image_like_project, tmp_path, monkeypatch):
+def test_pull_into_an_empty_cache_then_reuse(pushed, image_like_project, tmp_path, monkeypatch, caplog):
     for key, value in pushed.env().items():
         monkeypatch.setenv(key, value)
     cache = tmp_path / "cache"
-    logs = []
+    caplog.set_level("INFO", logger="mnist_job")
     started = time.monotonic()
-    folder = ensure_dataset(DataParams(), _runtime(image_like_project, cache, REMOTE, pushed.endpoint), log=logs.append)
+    folder = ensure_dataset(DataParams(), _runtime(image_like_project, cache, REMOTE, pushed.endpoint))
     assert time.monotonic() - started < 60
     assert verify_dataset(folder)["class_counts"]["test"][0] == 980
-    assert any("pulled data/mnist" in m for m in logs)
+    assert any("pulled data/mnist" in m for m in caplog.messages)
     assert (cache / "PULLED").is_file()
     assert not (image_like_project / "data").exists()  # the read-only project folder was not written
 
-    logs.clear()
-    assert ensure_dataset(DataParams(), _runtime(image_like_project, cache, REMOTE, pushed.endpoint), log=logs.append) == folder
-    assert any("pulled earlier" in m for m in logs)
+    caplog.clear()
+    assert ensure_dataset(DataParams(), _runtime(image_like_project, cache, REMOTE, pushed.endpoint)) == folder
+    assert any("pulled earlier" in m for m in caplog.messages)
 
     # a partial copy (a file lost) is not used: it is pulled again
     (folder / "test_images.npy").unlink()
-    logs.clear()
-    ensure_dataset(DataParams(), _runtime(image_like_project, cache, REMOTE, pushed.endpoint), log=logs.append)
-    assert any("not usable" in m for m in logs) and any("pulled data/mnist" in m for m in logs)
+    caplog.clear()
+    ensure_dataset(DataParams(), _runtime(image_like_project, cache, REMOTE, pushed.endpoint))
+    assert any("not usable" in m for m in caplog.messages) and any("pulled data/mnist" in m for m in caplog.messages)
     verify_dataset(folder)
 
 

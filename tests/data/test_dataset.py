@@ -167,7 +167,7 @@ def test_a_download_longer_than_expected_is_cut_off(tmp_path):
         fetch_module._download(served.as_uri(), 5, limit=999)
 
 
-def test_fetch_from_an_idx_folder_and_skip_when_verified(project_dir, tmp_path):
+def test_fetch_from_an_idx_folder_and_skip_when_verified(project_dir, tmp_path, caplog):
     raw = project_dir / "data" / "raw"
     if not raw_is_complete(raw):
         pytest.fail("data/raw is not fetched: run `make data` first")
@@ -176,11 +176,11 @@ def test_fetch_from_an_idx_folder_and_skip_when_verified(project_dir, tmp_path):
     for name in fetch_module.RAW_FILES:
         shutil.copyfile(raw / name, idx / name)
     out = tmp_path / "raw"
-    messages = []
-    assert fetch_module.fetch(DataParams(source="idx-dir", idx_dir=str(idx)), out, log=messages.append) == "idx-dir"
+    caplog.set_level("INFO", logger="mnist_job")
+    assert fetch_module.fetch(DataParams(source="idx-dir", idx_dir=str(idx)), out) == "idx-dir"
     assert raw_is_complete(out)
-    fetch_module.fetch(DataParams(source="idx-dir", idx_dir=str(idx)), out, log=messages.append)
-    assert "nothing to do" in messages[-1]
+    fetch_module.fetch(DataParams(source="idx-dir", idx_dir=str(idx)), out)
+    assert "nothing to do" in caplog.messages[-1]
     # a corrupted raw file is noticed
     (out / "t10k-labels-idx1-ubyte").write_bytes(b"\x00" * 10)
     assert not raw_is_complete(out)
@@ -202,13 +202,13 @@ def test_unreachable_mirrors_name_the_urls():
         fetch_module.from_mirrors(["http://127.0.0.1:9/"], timeout=2)
 
 
-def test_prepare_is_idempotent_and_atomic(project_dir, tmp_path):
+def test_prepare_is_idempotent_and_atomic(project_dir, tmp_path, caplog):
     out = tmp_path / "mnist"
-    messages = []
-    prepare(project_dir / "data" / "raw", out, log=messages.append)
+    caplog.set_level("INFO", logger="mnist_job")
+    prepare(project_dir / "data" / "raw", out)
     before = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
-    prepare(project_dir / "data" / "raw", out, log=messages.append)
-    assert "nothing to do" in messages[-1]
+    prepare(project_dir / "data" / "raw", out)
+    assert "nothing to do" in caplog.messages[-1]
     assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == before
     assert not list(tmp_path.glob(".mnist.*"))  # no staging folder left behind
     # same bytes as the dataset DVC tracks: prepare is deterministic

@@ -21,11 +21,11 @@ def client(tmp_path):
     return MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
 
 
-def test_a_deleted_run_fails_at_once_with_its_reason(client, tmp_path):
+def test_a_deleted_run_fails_at_once_with_its_reason(client, tmp_path, caplog):
     experiment = client.create_experiment("e", artifact_location=(tmp_path / "a").as_uri())
     run = client.create_run(experiment)
-    said: list[str] = []
-    logger = tracking.EpochMetricsLogger(client, run.info.run_id, say=said.append)
+    caplog.set_level("INFO", logger="mnist_job")
+    logger = tracking.EpochMetricsLogger(client, run.info.run_id)
     assert logger.log(1, {"val_accuracy": 0.9, "train_loss": 0.3})
     client.delete_run(run.info.run_id)
     started = time.monotonic()
@@ -34,7 +34,7 @@ def test_a_deleted_run_fails_at_once_with_its_reason(client, tmp_path):
     assert time.monotonic() - started < 10, "a refusal is not retried"  # correctness: no retry loop, not speed
     message = str(caught.value)
     assert run.info.run_id in message and "not retrying" in message
-    assert not any("unreachable" in line for line in said), "a refusal is not reported as an outage"
+    assert not any("unreachable" in line for line in caplog.messages), "a refusal is not reported as an outage"
 
 
 def test_a_refusal_ends_the_final_logging_retries_at_once(client, tmp_path):
@@ -48,7 +48,7 @@ def test_a_refusal_ends_the_final_logging_retries_at_once(client, tmp_path):
         raise MlflowException("run is deleted", error_code=ErrorCode.Value("INVALID_PARAMETER_VALUE"))
 
     with pytest.raises(JobError, match="INVALID_PARAMETER_VALUE"):
-        tracking.retry(refused, "log the final model", timeout=5, say=lambda m: None)
+        tracking.retry(refused, "log the final model", timeout=5)
     assert calls == [1]
 
 
