@@ -408,7 +408,7 @@ def test_no_fixed_dev_password_is_committed(render):
 def test_configmaps_hold_no_secrets(render, profile):
     value = dev_secret(render("platform-dev"))["stringData"]["AWS_SECRET_ACCESS_KEY"]
     for cm in by_kind(render(profile), "ConfigMap"):
-        for k, v in cm.get("data", {}).items():
+        for k in cm.get("data", {}):
             assert not SECRETISH.search(k), f"ConfigMap {cm['metadata']['name']} key {k} looks secret"
     for d in render(profile):
         if d["kind"] != "Secret":

@@ -10,7 +10,17 @@ from __future__ import annotations
 import sys
 
 import pytest
-from manifest_helpers import NAMESPACE, PLATFORM, RAYJOB, RAYJOB_RELEASE, ROOT, by_kind, load_yaml, one, rayjob_pod_templates
+from manifest_helpers import (
+    NAMESPACE,
+    PLATFORM,
+    RAYJOB,
+    RAYJOB_RELEASE,
+    ROOT,
+    by_kind,
+    load_yaml,
+    one,
+    rayjob_pod_templates,
+)
 
 sys.path.insert(0, str(ROOT))
 from tests.support.network_policy import Pod, ingress_allowed, selects  # noqa: E402
