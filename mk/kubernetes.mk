@@ -97,16 +97,20 @@ lint-workflows: ## actionlint the GitHub Actions workflows
 	bash scripts/install-tools.sh actionlint shellcheck
 	PATH=$(abspath $(TOOLS)):$$PATH $(TOOLS)/actionlint .github/workflows/*.yml
 
-scan: ## checkov on the rendered manifests (all profiles) and the Dockerfile
+scan: ## checkov on the rendered manifests (all profiles; dev renders with their own skips) and the Dockerfile
 	bash scripts/install-tools.sh helm checkov
-	rm -rf $(CHECKOV_OUT) && mkdir -p $(CHECKOV_OUT)
-	bash scripts/render-manifests.sh $(CHECKOV_OUT)
+	rm -rf $(CHECKOV_OUT) && mkdir -p $(CHECKOV_OUT)/rendered $(CHECKOV_OUT)/all $(CHECKOV_OUT)/dev
+	bash scripts/render-manifests.sh $(CHECKOV_OUT)/rendered
+	mv $(CHECKOV_OUT)/rendered/rayjob.yaml $(CHECKOV_OUT)/all/
+	mv $(CHECKOV_OUT)/rendered/platform-dev.yaml $(CHECKOV_OUT)/rendered/rayjob-cpu-kind.yaml $(CHECKOV_OUT)/dev/
 	bash scripts/helm-template.sh charts/kuberay-mnist-platform $(PLATFORM_RELEASE) $(NAMESPACE) \
-		> $(CHECKOV_OUT)/platform.yaml
+		> $(CHECKOV_OUT)/all/platform.yaml
 	bash scripts/helm-template.sh charts/kuberay-mnist-platform $(PLATFORM_RELEASE) $(NAMESPACE) \
-		-f charts/kuberay-mnist-platform/values-production.yaml > $(CHECKOV_OUT)/platform-production.yaml
+		-f charts/kuberay-mnist-platform/values-production.yaml > $(CHECKOV_OUT)/all/platform-production.yaml
 	$(TOOLS)/checkov --config-file charts/.checkov.yaml --skip-download --compact --quiet \
-		-d $(CHECKOV_OUT) --framework kubernetes
+		-d $(CHECKOV_OUT)/all --framework kubernetes
+	$(TOOLS)/checkov --config-file charts/.checkov-dev.yaml --skip-download --compact --quiet \
+		-d $(CHECKOV_OUT)/dev --framework kubernetes
 	$(TOOLS)/checkov --config-file charts/.checkov.yaml --skip-download --compact --quiet \
 		-f image/Dockerfile --framework dockerfile
 

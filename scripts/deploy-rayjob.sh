@@ -18,8 +18,14 @@
 #
 # --image sets the repository of every image (head, submitter, workers); the
 # tags stay the profile's (<version>-cpu / <version>-gpu, dev-cpu for kind).
+# Before applying: the S3 credentials Secret must exist, and a Secret marked as
+# development credentials (kuberay-mnist/development-credentials=true, the kind
+# platform's) is refused unless the profile allows it (cpu-kind). Once the head
+# pod runs: it must run with Ray token authentication (RAY_AUTH_MODE=token),
+# else the RayJob is deleted.
 # Exit: 0 succeeded, 1 the job failed or timed out, 2 invalid arguments,
-# 3 no cluster or no KubeRay CRD.
+# 3 no cluster or no KubeRay CRD or no credentials Secret, 4 refused:
+# development credentials on a production profile, or a head without token auth.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -56,7 +62,8 @@ done
 
 case "$PROFILE" in
   gpu) values=() ;;
-  cpu-kind) values=(-f "$CHART/values-cpu-kind.yaml") ;;
+  # The kind platform's dev Secret (charts/kuberay-mnist-platform/values-dev.yaml).
+  cpu-kind) values=(-f "$CHART/values-cpu-kind.yaml" --set-string "platform.credentialsSecret=$PLATFORM_RELEASE-dev-s3-credentials") ;;
   *) bad "PROFILE must be cpu-kind or gpu (got '$PROFILE')" ;;
 esac
 [[ "$TIMEOUT_S" =~ ^[1-9][0-9]*$ ]] || bad "TIMEOUT_S must be a positive number of seconds (got '$TIMEOUT_S')"
@@ -99,6 +106,46 @@ if ! kubectl -n "$NAMESPACE" get rayjobs.ray.io >/dev/null 2>&1; then
 fi
 get() { kubectl -n "$NAMESPACE" get rayjob "$name" -o jsonpath="$1" 2>/dev/null || true; }
 
+# The credentials Secrets the rendered pods read (secretKeyRef names).
+mapfile -t secrets < <(grep -A2 'secretKeyRef:' "$manifest" | sed -n 's/^ *name: *//p' | sort -u)
+allow_dev=0
+if grep -q '^ *kuberay-mnist/development-credentials-allowed: "true"' "$manifest"; then allow_dev=1; fi
+for secret in "${secrets[@]}"; do
+  if ! kubectl -n "$NAMESPACE" get secret "$secret" >/dev/null 2>&1; then
+    echo "deploy-rayjob: Secret $secret not found in namespace $NAMESPACE: install the platform first" \
+      "(or create the Secret, keys AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY)" >&2
+    exit 3
+  fi
+  dev=$(kubectl -n "$NAMESPACE" get secret "$secret" -o 'jsonpath={.metadata.annotations.kuberay-mnist/development-credentials}')
+  if [[ "$dev" == "true" && $allow_dev == 0 ]]; then
+    echo "deploy-rayjob: refusing Secret $secret: it holds development credentials" \
+      "(annotation kuberay-mnist/development-credentials=true, from the platform's values-dev.yaml);" \
+      "profile $PROFILE needs the platform's real credentials Secret" >&2
+    exit 4
+  fi
+done
+
+# Once the head pod runs: KubeRay sets RAY_AUTH_MODE=token in its Ray container
+# (authOptions.mode: token) unless something overrode it.
+head_auth_checked=0
+check_head_auth() {
+  local line pod phase mode
+  line=$(kubectl -n "$NAMESPACE" get pods -l "kuberay-mnist/rayjob=$name,ray.io/node-type=head" \
+    -o 'jsonpath={range .items[*]}{.metadata.name}{" "}{.status.phase}{" "}{.spec.containers[0].env[?(@.name=="RAY_AUTH_MODE")].value}{"\n"}{end}' \
+    2>/dev/null | awk '$2 == "Running"' | head -n 1) || true
+  [[ -n "$line" ]] || return 0
+  read -r pod phase mode <<<"$line"
+  head_auth_checked=1
+  if [[ "$mode" != "token" ]]; then
+    echo "deploy-rayjob: head pod $pod ($phase) runs without Ray token authentication" \
+      "(RAY_AUTH_MODE=${mode:-<unset>}, expected token): anyone reaching its ports could run code;" \
+      "deleting RayJob $name" >&2
+    kubectl -n "$NAMESPACE" delete rayjob "$name" --wait=false >/dev/null 2>&1 || true
+    exit 4
+  fi
+  echo "head pod $pod runs with Ray token authentication"
+}
+
 # A RayJob is not re-run by `apply` once finished: replace an earlier one of this name.
 if kubectl -n "$NAMESPACE" get rayjob "$name" >/dev/null 2>&1; then
   echo "deleting the previous RayJob $name"
@@ -120,6 +167,7 @@ while :; do
     printf '%s  %s\n' "$(date +%H:%M:%S)" "$now"
     last=$now
   fi
+  if ((!head_auth_checked)); then check_head_auth; fi
   case "$deploy" in
     Complete | Failed | ValidationFailed) break ;;
   esac

@@ -105,7 +105,11 @@ step "dataset -> MinIO (dvc push through a port-forward)"
 # setup (profiles, SSO, session tokens, config files) may reach DVC.
 while read -r var; do unset "$var"; done < <(compgen -e | grep -E '^AWS_' || true)
 export AWS_CONFIG_FILE=/dev/null AWS_SHARED_CREDENTIALS_FILE=/dev/null AWS_EC2_METADATA_DISABLED=true
-secret="$PLATFORM_RELEASE-s3-credentials"
+# The dev Secret the platform generated at install (values-dev.yaml): it must be
+# marked as development credentials, so that the production path refuses it.
+secret="$PLATFORM_RELEASE-dev-s3-credentials"
+mark=$(kubectl -n "$NAMESPACE" get secret "$secret" -o 'jsonpath={.metadata.annotations.kuberay-mnist/development-credentials}')
+[[ "$mark" == "true" ]] || die "Secret $secret lacks the annotation kuberay-mnist/development-credentials=true (charts/kuberay-mnist-platform/templates/secret-dev.yaml)"
 AWS_ACCESS_KEY_ID=$(kubectl -n "$NAMESPACE" get secret "$secret" -o jsonpath='{.data.AWS_ACCESS_KEY_ID}' | base64 -d)
 AWS_SECRET_ACCESS_KEY=$(kubectl -n "$NAMESPACE" get secret "$secret" -o jsonpath='{.data.AWS_SECRET_ACCESS_KEY}' | base64 -d)
 AWS_DEFAULT_REGION=$(kubectl -n "$NAMESPACE" get configmap "$PLATFORM_RELEASE-endpoints" -o jsonpath='{.data.AWS_DEFAULT_REGION}')

@@ -9,7 +9,9 @@ import pytest
 import tomllib
 import yaml
 from manifest_helpers import (
+    CHARTS,
     PLATFORM,
+    PLATFORM_RELEASE,
     RAYJOB,
     RAYJOB_RELEASE,
     ROOT,
@@ -271,12 +273,25 @@ def provided(docs: list[dict]) -> set[tuple[str, str, str]]:
     return out
 
 
-@pytest.mark.parametrize("profile", ["rayjob-gpu", "rayjob-cpu-kind", "rayjob-gpu-initcontainer"])
-def test_rayjob_references_exist_in_platform_dev(render, profile):
-    needed = refs(render(profile))
+def test_rayjob_references_exist_in_platform_dev(render):
+    """The kind profile runs against the dev platform: everything it reads is there, its dev Secret included."""
+    needed = refs(render("rayjob-cpu-kind"))
     assert {k for k, _, _ in needed} == {"ConfigMap", "Secret"}
     missing = needed - provided(render("platform-dev"))
     assert not missing, f"referenced by the RayJob but not defined by the platform (dev): {sorted(missing)}"
+
+
+@pytest.mark.parametrize("profile", ["rayjob-gpu", "rayjob-gpu-initcontainer"])
+def test_production_rayjob_uses_the_existing_secret_never_the_dev_one(render, profile):
+    """The GPU (production) profile reads the platform's ConfigMap and its credentials.existingSecret,
+    which the platform does not render; never the dev profile's Secret."""
+    needed = refs(render(profile))
+    existing = load_yaml(PLATFORM / "values.yaml")["credentials"]["existingSecret"]
+    assert {n for k, n, _ in needed if k == "Secret"} == {existing}
+    assert not needed - provided(render("platform-default")) - {("Secret", existing, k) for k in
+                                                                ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
+    dev_secrets = {d["metadata"]["name"] for d in by_kind(render("platform-dev"), "Secret")}
+    assert existing not in dev_secrets, "the dev Secret must not take the production Secret's name"
 
 
 def test_platform_references_exist(render):
@@ -342,33 +357,62 @@ def leaves(tree, path=()):
         yield path, tree
 
 
-def test_no_secret_values_in_default_values():
-    for values in (PLATFORM / "values.yaml", RAYJOB / "values.yaml", RAYJOB / "values-cpu-kind.yaml"):
-        for path, value in leaves(load_yaml(values)):
-            key = path[-1]
-            if SECRETISH.search(key) and not re.search(r"(existingSecret|credentialsSecret|Secret)$", key):
-                assert value in ("", None, False), f"{values.name}: {'.'.join(path)} holds a value; secrets belong in a Secret"
+VALUES_FILES = sorted(CHARTS.glob("*/values*.yaml"))
+# A user name, not a secret: the dev profile's MinIO user (its password is generated at install).
+NOT_SECRET = {("values-dev.yaml", "credentials.dev.accessKeyId")}
 
 
-def test_dev_credentials_only_in_dev_values():
-    dev = load_yaml(PLATFORM / "values-dev.yaml")["credentials"]["dev"]
-    assert dev["create"] is True and dev["secretAccessKey"]
-    assert "DEV" in (PLATFORM / "values-dev.yaml").read_text().split("\n", 3)[1].upper()
-    for f in list((ROOT / "charts").rglob("*.yaml")) + list((ROOT / "charts").rglob("*.tpl")):
-        if f.name != "values-dev.yaml":
-            assert dev["secretAccessKey"] not in f.read_text(), f"dev secret leaked into {f}"
+@pytest.mark.parametrize("values", VALUES_FILES, ids=[f"{v.parent.name}/{v.name}" for v in VALUES_FILES])
+def test_no_secret_values_in_values_files(values):
+    for path, value in leaves(load_yaml(values)):
+        key = path[-1]
+        if (values.name, ".".join(path)) in NOT_SECRET or isinstance(value, bool):
+            continue  # switches such as allowDevelopmentCredentials name no secret
+        if SECRETISH.search(key) and not re.search(r"(existingSecret|credentialsSecret|Secret)$", key):
+            assert value in ("", None), f"{values.name}: {'.'.join(path)} holds a value; secrets belong in a Secret"
+
+
+def dev_secret(docs: list[dict]) -> dict:
+    return one(docs, "Secret", f"{PLATFORM_RELEASE}-dev-s3-credentials")
+
+
+def test_dev_secret_has_its_own_name_and_mark(render):
+    secret = dev_secret(render("platform-dev"))
+    annotations = secret["metadata"]["annotations"]
+    assert annotations["kuberay-mnist/development-credentials"] == "true"
+    existing = load_yaml(PLATFORM / "values.yaml")["credentials"]["existingSecret"]
+    assert secret["metadata"]["name"] != existing
+
+
+def test_no_fixed_dev_password_is_committed(render):
+    """`helm template` cannot generate the dev password (helm install does, and keeps it across upgrades with a
+    lookup): it renders a placeholder and names it, so no password is committed in k8s/."""
+    secret = dev_secret(render("platform-dev"))
+    placeholder = secret["stringData"]["AWS_SECRET_ACCESS_KEY"]
+    assert placeholder.startswith("placeholder-"), placeholder
+    assert secret["metadata"]["annotations"]["kuberay-mnist/placeholder-keys"] == "AWS_SECRET_ACCESS_KEY"
+    assert "secretAccessKey" not in load_yaml(PLATFORM / "values-dev.yaml")["credentials"]["dev"]
+    committed = [d for d in yaml.safe_load_all((ROOT / "k8s" / "platform-dev.yaml").read_text()) if d]
+    (committed_secret,) = [d for d in committed if d["kind"] == "Secret"]
+    assert committed_secret["stringData"]["AWS_SECRET_ACCESS_KEY"] == placeholder
+    assert "data" not in committed_secret
+    # The password the dev profile used to carry is gone from every committed text file.
+    old = "minio-dev-only-" + "not-a-secret"
+    for f in [*(ROOT / "charts").rglob("*"), *(ROOT / "k8s").glob("*"), *(ROOT / "docs").glob("*.md"),
+              *(ROOT / "scripts").glob("*"), ROOT / "README.md"]:
+        if f.is_file():
+            assert old not in f.read_text(errors="replace"), f"{f.relative_to(ROOT)} still holds the old dev password"
 
 
 @pytest.mark.parametrize("profile", ["platform-dev", "platform-default", "rayjob-gpu", "rayjob-cpu-kind"])
 def test_configmaps_hold_no_secrets(render, profile):
-    dev_secret = load_yaml(PLATFORM / "values-dev.yaml")["credentials"]["dev"]["secretAccessKey"]
+    value = dev_secret(render("platform-dev"))["stringData"]["AWS_SECRET_ACCESS_KEY"]
     for cm in by_kind(render(profile), "ConfigMap"):
-        for k, v in cm.get("data", {}).items():
+        for k in cm.get("data", {}):
             assert not SECRETISH.search(k), f"ConfigMap {cm['metadata']['name']} key {k} looks secret"
-            assert dev_secret not in v
     for d in render(profile):
         if d["kind"] != "Secret":
-            assert dev_secret not in yaml.safe_dump(d), f"{d['kind']}/{d['metadata']['name']} contains the secret"
+            assert value not in yaml.safe_dump(d), f"{d['kind']}/{d['metadata']['name']} contains the secret"
 
 
 def test_default_platform_creates_no_secret(render):

@@ -94,8 +94,22 @@ def test_bad_arguments_exit_2(tools, args, env, message):
     assert "Traceback" not in proc.stderr
 
 
-def wait_with(tmp_path, statuses, **state):
+DEV_SECRET = "mnist-platform-dev-s3-credentials"  # the kind platform's (values-dev.yaml)
+PROD_SECRET = "mnist-platform-s3-credentials"  # the platform's credentials.existingSecret default
+DEV_MARK = {"kuberay-mnist/development-credentials": "true"}
+NAME = "mnist-train-20261126-140000"
+
+
+def head_pod(auth_mode: str | None = "token", phase: str = "Running") -> dict:
+    """The head pod as KubeRay makes it: the chart's labels plus ray.io/node-type, RAY_AUTH_MODE in the env."""
+    env = {"RAY_AUTH_MODE": auth_mode} if auth_mode is not None else {}
+    return {"name": f"{NAME}-abcde-head-xyz12", "phase": phase, "env": env,
+            "labels": {"kuberay-mnist/rayjob": NAME, "ray.io/node-type": "head", "ray.io/cluster": f"{NAME}-abcde"}}
+
+
+def wait_with(tmp_path, statuses, *args, **state):
     bin_dir = tmp_path / "bin"
+    state = {"secrets": {DEV_SECRET: DEV_MARK, PROD_SECRET: {}}, "pods": [head_pod()], **state}
     state_path = fake_kubectl.install(bin_dir, {"statuses": statuses, **state})
     env = {
         "KUBECTL": str(bin_dir / "kubectl"),
@@ -104,7 +118,7 @@ def wait_with(tmp_path, statuses, **state):
         "POLL_S": "1",
         "TIMEOUT_S": "20",
     }
-    proc = run(["bash", SCRIPT], extra_env=env, timeout=60)
+    proc = run(["bash", SCRIPT, *args], extra_env=env, timeout=60)
     return proc, fake_kubectl.load(state_path)
 
 
@@ -157,3 +171,66 @@ def test_no_cluster_exits_3(tools, tmp_path):
     proc, _ = wait_with(tmp_path, [], crd=False)
     assert proc.returncode == 3
     assert "KubeRay operator" in proc.stderr
+
+
+# --------------------------------------------------------------------------- trust checks
+
+RUNNING = [{"jobDeploymentStatus": "Initializing"}, {"jobDeploymentStatus": "Running", "jobStatus": "RUNNING"},
+           {"jobDeploymentStatus": "Complete", "jobStatus": "SUCCEEDED"}]
+
+
+def test_head_with_token_auth_passes_the_check(tools, tmp_path):
+    proc, state = wait_with(tmp_path, RUNNING)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert f"head pod {head_pod()['name']} runs with Ray token authentication" in proc.stdout
+    # it asked for this RayJob's head by the chart's label and KubeRay's node type
+    assert state["pod_queries"][0] == {"kuberay-mnist/rayjob": NAME, "ray.io/node-type": "head"}
+    assert state["deleted"] == []
+
+
+@pytest.mark.parametrize("auth_mode", [None, "disabled"], ids=["unset", "disabled"])
+def test_head_without_token_auth_is_refused(tools, tmp_path, auth_mode):
+    proc, state = wait_with(tmp_path, RUNNING, pods=[head_pod(auth_mode)])
+    assert proc.returncode == 4, proc.stdout + proc.stderr
+    assert f"head pod {head_pod()['name']} (Running) runs without Ray token authentication" in proc.stderr
+    assert f"RAY_AUTH_MODE={auth_mode or '<unset>'}" in proc.stderr
+    assert state["deleted"] == [NAME], "the unauthenticated cluster must not stay up"
+    assert "SUCCEEDED" not in proc.stdout
+
+
+def test_auth_is_checked_only_once_the_head_runs(tools, tmp_path):
+    """A Pending head (no env decided yet) is not judged; the check waits for Running."""
+    proc, state = wait_with(tmp_path, RUNNING, pods=[head_pod(None, phase="Pending")])
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "token authentication" not in proc.stdout + proc.stderr
+    assert len(state["pod_queries"]) >= 3
+
+
+def test_production_profile_refuses_development_credentials(tools, tmp_path):
+    proc, state = wait_with(tmp_path, RUNNING, "--profile", "gpu", secrets={PROD_SECRET: DEV_MARK})
+    assert proc.returncode == 4, proc.stdout + proc.stderr
+    assert f"refusing Secret {PROD_SECRET}: it holds development credentials" in proc.stderr
+    assert "profile gpu" in proc.stderr
+    assert state["applied"] == [], "nothing may be applied with development credentials"
+
+
+def test_kind_profile_may_use_development_credentials(tools, tmp_path):
+    proc, state = wait_with(tmp_path, RUNNING, "--profile", "cpu-kind")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    (applied,) = state["applied"]
+    rayjob = one([d for d in yaml.safe_load_all(applied) if d], "RayJob")
+    env = rayjob["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]["containers"][0]["env"]
+    assert {e["valueFrom"]["secretKeyRef"]["name"] for e in env if "secretKeyRef" in e.get("valueFrom", {})} == {DEV_SECRET}
+
+
+def test_production_profile_with_real_credentials(tools, tmp_path):
+    proc, state = wait_with(tmp_path, RUNNING, "--profile", "gpu")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert len(state["applied"]) == 1
+
+
+def test_missing_credentials_secret_exits_3(tools, tmp_path):
+    proc, state = wait_with(tmp_path, RUNNING, secrets={})
+    assert proc.returncode == 3, proc.stdout + proc.stderr
+    assert f"Secret {DEV_SECRET} not found in namespace mnist" in proc.stderr
+    assert state["applied"] == []

@@ -124,3 +124,15 @@ def test_cpu_kind_profile_fits_a_laptop(render):
     assert total_mem <= 7.2 * 2**30, f"CPU profile requests {total_mem / 2**30:.1f} GiB"
     head = rj["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]["containers"][0]
     assert cpu(head["resources"]["limits"]["cpu"]) <= 1
+
+
+DEV_PROFILES = {"rayjob-cpu-kind", "platform-dev"}  # kind: images are loaded into the node
+
+
+@pytest.mark.parametrize("profile", sorted(set(PROFILES) - DEV_PROFILES))
+def test_non_dev_profiles_pull_always(render, profile):
+    """CKV_K8S_15 is skipped only for the dev renders (charts/.checkov-dev.yaml); checkov does not look inside the
+    RayJob, so its pods are checked here."""
+    for where, t in workload_pod_templates(render(profile)).items():
+        for c in containers(t):
+            assert c.get("imagePullPolicy") == "Always", f"{profile} {where}/{c['name']}: {c.get('imagePullPolicy')}"

@@ -84,26 +84,50 @@ def test_release_workflow_publishes_what_the_charts_use():
     assert load_yaml(RAYJOB / "values.yaml")["ray"]["workers"]["image"]["tag"] == f"{app}-gpu"
 
 
-def checkov_skips() -> list[str]:
-    return yaml.safe_load((ROOT / "charts" / ".checkov.yaml").read_text()).get("skip-check", [])
+CHECKOV_CONFIG = ROOT / "charts" / ".checkov.yaml"  # every profile
+CHECKOV_DEV_CONFIG = ROOT / "charts" / ".checkov-dev.yaml"  # the kind/dev renders only
 
 
-def test_every_checkov_skip_is_justified():
+def checkov_skips(config=CHECKOV_CONFIG) -> list[str]:
+    return yaml.safe_load(config.read_text()).get("skip-check", [])
+
+
+def skip_rows() -> dict[str, tuple[str, str]]:
+    """check -> (scope, why) from the README's table."""
     readme = (ROOT / "charts" / "README.md").read_text()
     section = readme.split("## checkov skips", 1)
     assert len(section) == 2, "charts/README.md needs a '## checkov skips' section"
-    for check in checkov_skips():
-        m = re.search(rf"^\|\s*{check}\s*\|([^|]+)\|([^|]+)\|", section[1], re.M)
-        assert m and len(m.group(2).strip()) > 40, f"{check} is skipped without a reason in charts/README.md"
+    rows = re.findall(r"^\|\s*(CKV\w+)\s*\|([^|]+)\|([^|]+)\|([^|]+)\|", section[1], re.M)
+    return {check: (scope.strip(), why.strip()) for check, _title, scope, why in rows}
+
+
+def test_every_checkov_skip_is_justified():
+    rows = skip_rows()
+    for config in (CHECKOV_CONFIG, CHECKOV_DEV_CONFIG):
+        for check in checkov_skips(config):
+            assert check in rows and len(rows[check][1]) > 40, f"{check} is skipped without a reason in charts/README.md"
     # Inline skips (`checkov:skip=ID:reason`) carry their reason and are listed in the README too.
     for f in [ROOT / "image" / "Dockerfile", *(ROOT / "charts").rglob("*.yaml")]:
         for check, reason in re.findall(r"checkov:skip=(CKV\w+):?(.*)", f.read_text()):
             assert len(reason.strip()) > 30, f"{f.name}: inline skip of {check} without a reason"
-            assert check in section[1], f"{check} is skipped in {f.name} but not listed in charts/README.md"
+            assert check in rows, f"{check} is skipped in {f.name} but not listed in charts/README.md"
 
 
-def _checkov(tools, *args) -> dict:
-    proc = run([str(tools / "checkov"), "--config-file", str(ROOT / "charts" / ".checkov.yaml"), "-o", "json", *args], timeout=600)
+def test_dev_only_skips_are_scoped_to_the_dev_renders():
+    """.checkov-dev.yaml = .checkov.yaml + the checks the README scopes to dev; the shared list skips none of those."""
+    rows = skip_rows()
+    dev_only = {c for c, (scope, _) in rows.items() if scope.startswith("dev")}
+    shared = set(checkov_skips())
+    assert dev_only, "the README marks no dev-only skip"
+    assert not shared & dev_only, f"skipped for every profile although dev-only: {shared & dev_only}"
+    assert set(checkov_skips(CHECKOV_DEV_CONFIG)) == shared | dev_only
+    for check in shared:
+        assert rows[check][0].startswith("all"), f"{check}: the README must say it is skipped for all profiles"
+
+
+def _checkov(tools, *args, config=CHECKOV_CONFIG) -> dict:
+    conf = ["--config-file", str(config)] if config else ["--skip-download"]
+    proc = run([str(tools / "checkov"), *conf, "-o", "json", *args], timeout=600)
     assert proc.returncode in (0, 1), proc.stderr[-3000:]
     data = json.loads(proc.stdout)
     reports = data if isinstance(data, list) else [data]
@@ -112,22 +136,41 @@ def _checkov(tools, *args) -> dict:
 
 
 @pytest.fixture(scope="module")
-def rendered_dir(tools, tmp_path_factory):
+def rendered_dirs(tools, tmp_path_factory):
+    """{"all": the non-dev renders, "dev": the kind/dev renders}, as `make scan` splits them."""
     out = tmp_path_factory.mktemp("rendered")
-    proc = run(["bash", str(ROOT / "scripts" / "render-manifests.sh"), str(out)])
+    proc = run(["bash", str(ROOT / "scripts" / "render-manifests.sh"), str(out / "rendered")])
     assert proc.returncode == 0, proc.stderr
-    proc = run(["bash", str(ROOT / "scripts" / "helm-template.sh"), str(PLATFORM), "mnist-platform", "mnist"])
-    assert proc.returncode == 0, proc.stderr
-    (out / "platform.yaml").write_text(proc.stdout)
-    return out
+    dirs = {"all": out / "all", "dev": out / "dev"}
+    for d in dirs.values():
+        d.mkdir()
+    (out / "rendered" / "rayjob.yaml").rename(dirs["all"] / "rayjob.yaml")
+    for name in ("platform-dev.yaml", "rayjob-cpu-kind.yaml"):
+        (out / "rendered" / name).rename(dirs["dev"] / name)
+    assert not list((out / "rendered").iterdir()), "render-manifests.sh wrote a file the scan does not place"
+    for name, extra in (("platform.yaml", []), ("platform-production.yaml", ["-f", str(PLATFORM / "values-production.yaml")])):
+        proc = run(["bash", str(ROOT / "scripts" / "helm-template.sh"), str(PLATFORM), "mnist-platform", "mnist", *extra])
+        assert proc.returncode == 0, proc.stderr
+        (dirs["all"] / name).write_text(proc.stdout)
+    return dirs
 
 
-def test_checkov_kubernetes(tools, rendered_dir):
-    report = _checkov(tools, "-d", str(rendered_dir), "--framework", "kubernetes")["kubernetes"]
+@pytest.mark.parametrize("scope,config", [("all", CHECKOV_CONFIG), ("dev", CHECKOV_DEV_CONFIG)], ids=["all", "dev"])
+def test_checkov_kubernetes(tools, rendered_dirs, scope, config):
+    report = _checkov(tools, "-d", str(rendered_dirs[scope]), "--framework", "kubernetes", config=config)["kubernetes"]
     s = report["summary"]
     assert s["resource_count"] >= 10 and s["passed"] > 100, s  # it really scanned the platform
     failed = [f"{f['check_id']} {f['resource']}" for f in report["results"]["failed_checks"]]
     assert s["failed"] == 0 and not failed, "\n".join(failed)
+
+
+def test_production_renders_pass_the_dev_only_checks(tools, rendered_dirs):
+    """What only the dev renders may skip is enforced on every other profile: scanning those with the dev-only
+    checks alone finds no failure (and they are really checked there)."""
+    dev_only = set(checkov_skips(CHECKOV_DEV_CONFIG)) - set(checkov_skips())
+    report = _checkov(tools, "-d", str(rendered_dirs["all"]), "--framework", "kubernetes", "--check", ",".join(sorted(dev_only)),
+                      config=None)["kubernetes"]
+    assert report["summary"]["passed"] >= 3 and report["summary"]["failed"] == 0, report["summary"]
 
 
 def test_checkov_dockerfile(tools):

@@ -4,9 +4,11 @@ run (these machines have none). It answers only the calls that script makes.
 
 State lives in the JSON file named by $FAKE_KUBECTL_STATE:
   {"crd": true, "exists": false, "statuses": [{"jobDeploymentStatus": ..., "jobStatus": ...,
-   "reason": ..., "message": ...}, ...], "polls": 0, "applied": [], "deleted": []}
+   "reason": ..., "message": ...}, ...], "polls": 0, "applied": [], "deleted": [],
+   "secrets": {name: {annotation: value}}, "pods": [{"name", "labels", "phase", "env"}], "pod_queries": []}
 Every read of .status.jobDeploymentStatus is one poll: it moves to the next status
-(the last one repeats).
+(the last one repeats). Pods are listed (`get pods -l k=v,... -o jsonpath=<the
+script's name/phase/RAY_AUTH_MODE template>`) only while the RayJob exists.
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ def install(bin_dir: Path, state: dict) -> Path:
     """Write a `kubectl` executable into bin_dir and its state file; returns the state path."""
     bin_dir.mkdir(parents=True, exist_ok=True)
     state_path = bin_dir / "fake-kubectl-state.json"
-    full = {"crd": True, "exists": False, "statuses": [], "polls": 0, "applied": [], "deleted": [], **state}
+    full = {"crd": True, "exists": False, "statuses": [], "polls": 0, "applied": [], "deleted": [], "secrets": {},
+            "pods": [], "pod_queries": [], **state}
     state_path.write_text(json.dumps(full))
     exe = bin_dir / "kubectl"
     exe.write_text(f"#!/bin/sh\nexec '{sys.executable}' '{Path(__file__).resolve()}' \"$@\"\n")
@@ -56,6 +59,24 @@ def main(argv: list[str]) -> int:
                 statuses = state["statuses"]
                 current = statuses[min(max(state["polls"] - 1, 0), len(statuses) - 1)] if statuses else {}
                 sys.stdout.write(current.get(field, ""))
+    elif verb == "get" and args[1] == "secret":
+        annotations = state["secrets"].get(args[2])
+        if annotations is None:
+            print(f'Error from server (NotFound): secrets "{args[2]}" not found', file=sys.stderr)
+            rc = 1
+        elif "-o" in args:
+            m = re.fullmatch(r"jsonpath=\{\.metadata\.annotations\.([\w./-]+)\}", args[args.index("-o") + 1])
+            sys.stdout.write(annotations.get(m.group(1), ""))
+    elif verb == "get" and args[1] == "pods":
+        selector = dict(kv.split("=", 1) for kv in args[args.index("-l") + 1].split(","))
+        template = args[args.index("-o") + 1]
+        state["pod_queries"].append(selector)
+        # The one template scripts/deploy-rayjob.sh uses: "<name> <phase> <RAY_AUTH_MODE of container 0>" per pod.
+        assert all(part in template for part in ("{range .items[*]}", "{.metadata.name}", "{.status.phase}",
+                                                 '{.spec.containers[0].env[?(@.name=="RAY_AUTH_MODE")].value}')), template
+        for pod in state["pods"] if state["exists"] else []:
+            if all(pod["labels"].get(k) == v for k, v in selector.items()):
+                print(f"{pod['name']} {pod['phase']} {pod['env'].get('RAY_AUTH_MODE', '')}")
     elif verb == "apply":
         state["applied"].append(Path(args[args.index("-f") + 1]).read_text())
         state["exists"] = True

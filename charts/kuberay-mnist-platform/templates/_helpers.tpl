@@ -36,9 +36,41 @@ app.kubernetes.io/component: {{ index . 1 }}
 {{/* The S3 credentials Secret: the existing one, or the dev one this chart creates. */}}
 {{- define "platform.credentialsSecret" -}}
 {{- if .Values.credentials.dev.create -}}
-{{ include "platform.fullname" . }}-s3-credentials
+{{ include "platform.fullname" . }}-dev-s3-credentials
 {{- else -}}
 {{- required "credentials.existingSecret is required: create a Secret with keys AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY and set credentials.existingSecret to its name (or, on a throw-away dev cluster only, use values-dev.yaml)" .Values.credentials.existingSecret -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Non-empty when helm talks to a cluster (`helm install/upgrade`), empty under
+     `helm template`, where every lookup returns nothing. The release namespace
+     may not exist yet (--create-namespace creates it after rendering): then ask
+     for kube-system. Go templates' `or` stops at the first non-empty argument. */}}
+{{- define "platform.clusterReachable" -}}
+{{- if or (lookup "v1" "ConfigMap" .Release.Namespace "kube-root-ca.crt") (lookup "v1" "Namespace" "" "kube-system") -}}
+true
+{{- end -}}
+{{- end -}}
+
+{{- define "platform.devSecretPlaceholder" -}}
+placeholder-rendered-by-helm-template-helm-install-generates-the-password
+{{- end -}}
+
+{{/* The dev Secret's password: the one already in the cluster (kept across
+     upgrades), else a new random one at install, else (`helm template`, which
+     cannot look it up) the placeholder. */}}
+{{- define "platform.devSecretKey" -}}
+{{- $existing := lookup "v1" "Secret" .Release.Namespace (include "platform.credentialsSecret" .) -}}
+{{- $kept := "" -}}
+{{- if $existing -}}
+{{- $kept = index ($existing.data | default dict) "AWS_SECRET_ACCESS_KEY" | default "" | b64dec -}}
+{{- end -}}
+{{- if and $kept (ne $kept (include "platform.devSecretPlaceholder" .)) -}}
+{{ $kept }}
+{{- else if include "platform.clusterReachable" . -}}
+{{ randAlphaNum 40 }}
+{{- else -}}
+{{ include "platform.devSecretPlaceholder" . }}
 {{- end -}}
 {{- end -}}
 
@@ -97,17 +129,25 @@ http://{{ include "platform.mlflowName" . }}:{{ .Values.mlflow.service.port }}
 {{- end -}}
 {{- /* On a real install (not `helm template`, where lookup returns nothing) the
        existing Secret must be there: every pod of the platform needs it. */ -}}
-{{- if and (not .Values.credentials.dev.create) (lookup "v1" "ConfigMap" .Release.Namespace "kube-root-ca.crt") -}}
-{{- if not (lookup "v1" "Secret" .Release.Namespace .Values.credentials.existingSecret) -}}
+{{- if and (not .Values.credentials.dev.create) (include "platform.clusterReachable" .) -}}
+{{- $secret := lookup "v1" "Secret" .Release.Namespace .Values.credentials.existingSecret -}}
+{{- if not $secret -}}
 {{- fail (printf "credentials.existingSecret: Secret %q not found in namespace %q; create it with keys AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY first" .Values.credentials.existingSecret .Release.Namespace) -}}
+{{- end -}}
+{{- /* Development credentials (values-dev.yaml's Secret, marked by its annotation) never serve the production path. */ -}}
+{{- if eq (toString (index ($secret.metadata.annotations | default dict) "kuberay-mnist/development-credentials")) "true" -}}
+{{- fail (printf "credentials.existingSecret: Secret %q carries kuberay-mnist/development-credentials=true: it holds the dev profile's throw-away credentials; create a Secret with your real S3 credentials instead" .Values.credentials.existingSecret) -}}
 {{- end -}}
 {{- end -}}
 {{- if and .Values.credentials.dev.create .Values.credentials.existingSecret -}}
 {{- fail "set either credentials.existingSecret or credentials.dev.create, not both" -}}
 {{- end -}}
 {{- if .Values.credentials.dev.create -}}
-{{- if or (lt (len .Values.credentials.dev.accessKeyId) 3) (lt (len .Values.credentials.dev.secretAccessKey) 8) -}}
-{{- fail "credentials.dev: MinIO needs accessKeyId of at least 3 and secretAccessKey of at least 8 characters" -}}
+{{- if lt (len .Values.credentials.dev.accessKeyId) 3 -}}
+{{- fail "credentials.dev.accessKeyId: MinIO needs at least 3 characters" -}}
+{{- end -}}
+{{- if hasKey .Values.credentials.dev "secretAccessKey" -}}
+{{- fail "credentials.dev.secretAccessKey is no longer a value: helm install generates the dev password (and keeps it across upgrades); remove it from your values" -}}
 {{- end -}}
 {{- end -}}
 {{- range $role, $bucket := .Values.buckets -}}

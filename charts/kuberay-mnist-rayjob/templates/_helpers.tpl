@@ -17,9 +17,17 @@ app.kubernetes.io/part-of: kuberay-mnist
 app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 {{- end -}}
 
+{{/* The label every pod of this RayJob carries (head, workers, submitter): its
+     NetworkPolicies select by it and app.kubernetes.io/component, never by the
+     RayCluster name KubeRay generates. */}}
+{{- define "rayjob.podSelectorLabels" -}}
+kuberay-mnist/rayjob: {{ include "rayjob.name" . }}
+{{- end -}}
+
 {{/* Labels of the Ray head and worker pods: they may reach MinIO and MLflow. */}}
 {{- define "rayjob.rayPodLabels" -}}
 {{ include "rayjob.labels" . }}
+{{ include "rayjob.podSelectorLabels" . }}
 {{ .Values.platform.clientLabel.key }}: {{ .Values.platform.clientLabel.value | toString | quote }}
 {{- end -}}
 
@@ -43,6 +51,29 @@ app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 
 {{- define "rayjob.credentialsSecret" -}}
 {{- required "platform.credentialsSecret is required: the name of the platform's S3 credentials Secret (keys AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY), e.g. mnist-platform-s3-credentials" .Values.platform.credentialsSecret -}}
+{{- end -}}
+
+{{/* Ray's authentication mode: token only. Without it anyone who reaches the
+     dashboard (8265) or the client port (10001) can run code in the cluster. */}}
+{{- define "rayjob.authMode" -}}
+{{- if ne (toString .Values.ray.authMode) "token" -}}
+{{- fail (printf "ray.authMode must be token (got %q): without token authentication anyone who reaches the Ray head can submit jobs, i.e. run code with the job's S3 credentials" (toString .Values.ray.authMode)) -}}
+{{- end -}}
+token
+{{- end -}}
+
+{{/* On a real install (lookup answers; `helm template` cannot look anything up),
+     refuse a credentials Secret the platform chart marked as development
+     credentials unless this profile allows them (values-cpu-kind.yaml).
+     scripts/deploy-rayjob.sh, which renders with `helm template`, checks the
+     same with kubectl. */}}
+{{- define "rayjob.checkCredentialsSecret" -}}
+{{- $secret := lookup "v1" "Secret" .Release.Namespace (include "rayjob.credentialsSecret" .) -}}
+{{- if and $secret (not .Values.platform.allowDevelopmentCredentials) -}}
+{{- if eq (toString (index ($secret.metadata.annotations | default dict) "kuberay-mnist/development-credentials")) "true" -}}
+{{- fail (printf "platform.credentialsSecret: Secret %q holds development credentials (annotation kuberay-mnist/development-credentials=true, made by the platform chart's values-dev.yaml); this profile needs the platform's real credentials Secret" (include "rayjob.credentialsSecret" .)) -}}
+{{- end -}}
+{{- end -}}
 {{- end -}}
 
 {{- define "rayjob.endpointsConfigMap" -}}
@@ -203,6 +234,13 @@ initContainers:
 {{- $_ := include "rayjob.credentialsSecret" . -}}
 {{- $_ := include "rayjob.endpointsConfigMap" . -}}
 {{- $_ := include "rayjob.name" . -}}
+{{- $_ := include "rayjob.authMode" . -}}
+{{- include "rayjob.checkCredentialsSecret" . -}}
+{{- range .Values.job.extraEnv -}}
+{{- if has .name (list "RAY_AUTH_MODE" "RAY_AUTH_TOKEN") -}}
+{{- fail (printf "job.extraEnv: %s is set by KubeRay from ray.authMode (token); setting it here would override or disable Ray's token authentication" .name) -}}
+{{- end -}}
+{{- end -}}
 {{- if not (kindIs "bool" .Values.job.useGpu) -}}
 {{- fail (printf "job.useGpu must be true or false (got %v)" .Values.job.useGpu) -}}
 {{- end -}}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import re
+import secrets
 import shlex
 import shutil
 import subprocess
@@ -115,7 +116,25 @@ def render_all(subs: Substitutions) -> tuple[dict, list[dict]]:
         subs.add("rendering", "helm template", "k8s/*.yaml", "helm is not installed (scripts/install-tools.sh helm)")
     rayjobs = [d for d in rayjob_docs if d.get("kind") == "RayJob"]
     assert len(rayjobs) == 1, f"expected one RayJob in the CPU profile, found {len(rayjobs)}"
+    fill_placeholders(platform_docs, subs)
     return rayjobs[0], platform_docs
+
+
+PLACEHOLDER_KEYS = "kuberay-mnist/placeholder-keys"
+
+
+def fill_placeholders(docs: list[dict], subs: Substitutions) -> None:
+    """Secrets whose keys the chart marks as placeholders (`helm template` cannot generate the dev password that
+    `helm install` generates): give each such key a random value, as the install would."""
+    for d in docs:
+        keys = ((d.get("metadata") or {}).get("annotations") or {}).get(PLACEHOLDER_KEYS)
+        if d.get("kind") != "Secret" or not keys:
+            continue
+        for key in keys.split(","):
+            key = key.strip()
+            d.setdefault("stringData", {})[key] = secrets.token_urlsafe(30)
+            subs.add(f"Secret {d['metadata']['name']} key {key}", "a placeholder (helm template cannot generate it)",
+                     "a random value (not shown)", "helm install generates it; see charts/README.md")
 
 
 # ------------------------------------------------------------------ the platform's objects

@@ -1,0 +1,112 @@
+"""What the charts decide only at `helm install`/`upgrade`, through `lookup`: the generated dev password (kept on
+upgrade), and the refusal of development credentials on the production path.
+
+`helm template --dry-run=server` renders with lookups against tests/support/fake_kube_api.py, a stand-in API
+server (no real one can run on these machines); plain `helm template` (the other tests) never looks anything up.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+
+import pytest
+import yaml
+from manifest_helpers import NAMESPACE, PLATFORM, PLATFORM_RELEASE, RAYJOB, RAYJOB_RELEASE, ROOT, one, run
+
+sys.path.insert(0, str(ROOT))
+from tests.support import fake_kube_api as api  # noqa: E402
+
+DEV_SECRET = f"{PLATFORM_RELEASE}-dev-s3-credentials"
+PROD_SECRET = "mnist-platform-s3-credentials"
+DEV_MARK = {"kuberay-mnist/development-credentials": "true"}
+PLACEHOLDER_KEYS = "kuberay-mnist/placeholder-keys"
+CREDS = {"AWS_ACCESS_KEY_ID": "id", "AWS_SECRET_ACCESS_KEY": "a-real-secret-key"}
+NEW_CLUSTER = dict([api.namespace("kube-system")])  # the release namespace does not exist yet (--create-namespace)
+
+
+def install_render(tools, tmp_path, objects: dict, chart, release, *args):
+    with api.FakeKubeAPI(objects) as server:
+        env = {"KUBECONFIG": str(server.kubeconfig(tmp_path))}
+        proc = run([str(tools / "helm"), "template", release, str(chart), "--namespace", NAMESPACE, "--dry-run=server",
+                    "--disable-openapi-validation", *args], extra_env=env, timeout=120)
+    docs = [d for d in yaml.safe_load_all(proc.stdout) if d] if proc.returncode == 0 else []
+    return proc, docs, server.requests
+
+
+def dev_render(tools, tmp_path, objects):
+    proc, docs, requests = install_render(tools, tmp_path, objects, PLATFORM, PLATFORM_RELEASE,
+                                          "-f", str(PLATFORM / "values-dev.yaml"))
+    assert proc.returncode == 0, proc.stderr
+    return one(docs, "Secret", DEV_SECRET), requests
+
+
+def test_install_generates_a_random_dev_password(tools, tmp_path):
+    first, requests = dev_render(tools, tmp_path, NEW_CLUSTER)
+    second, _ = dev_render(tools, tmp_path, NEW_CLUSTER)
+    key = first["stringData"]["AWS_SECRET_ACCESS_KEY"]
+    assert re.fullmatch(r"[A-Za-z0-9]{40}", key), key
+    assert key != second["stringData"]["AWS_SECRET_ACCESS_KEY"], "two installs got the same password"
+    assert PLACEHOLDER_KEYS not in first["metadata"]["annotations"]
+    assert first["metadata"]["annotations"]["kuberay-mnist/development-credentials"] == "true"
+    assert f"/api/v1/namespaces/{NAMESPACE}/secrets/{DEV_SECRET}" in requests, "it did not look for an existing Secret"
+
+
+def test_upgrade_keeps_the_dev_password(tools, tmp_path):
+    kept = {"AWS_ACCESS_KEY_ID": "minio-dev", "AWS_SECRET_ACCESS_KEY": "generated-at-the-first-install-0123456789"}
+    objects = dict([api.namespace("kube-system"), api.namespace(NAMESPACE), api.configmap(NAMESPACE, "kube-root-ca.crt"),
+                    api.secret(NAMESPACE, DEV_SECRET, kept, DEV_MARK, release=PLATFORM_RELEASE)])
+    secret, _ = dev_render(tools, tmp_path, objects)
+    assert secret["stringData"]["AWS_SECRET_ACCESS_KEY"] == kept["AWS_SECRET_ACCESS_KEY"]
+
+
+def test_upgrade_replaces_a_placeholder(tools, tmp_path):
+    """A release's Secret that holds the public placeholder (k8s/platform-dev.yaml's, applied and adopted): an
+    upgrade replaces it with a generated password instead of keeping it."""
+    committed = [d for d in yaml.safe_load_all((ROOT / "k8s" / "platform-dev.yaml").read_text()) if d]
+    placeholder = one(committed, "Secret")["stringData"]["AWS_SECRET_ACCESS_KEY"]
+    objects = dict([api.namespace("kube-system"), api.namespace(NAMESPACE), api.configmap(NAMESPACE, "kube-root-ca.crt"),
+                    api.secret(NAMESPACE, DEV_SECRET, {"AWS_SECRET_ACCESS_KEY": placeholder}, DEV_MARK,
+                               release=PLATFORM_RELEASE)])
+    secret, _ = dev_render(tools, tmp_path, objects)
+    assert secret["stringData"]["AWS_SECRET_ACCESS_KEY"] not in (placeholder, "")
+
+
+def test_a_user_who_may_not_read_kube_system_can_upgrade(tools, tmp_path):
+    """The cluster check asks the release namespace first; kube-system only when that does not exist yet."""
+    objects = dict([api.configmap(NAMESPACE, "kube-root-ca.crt")])
+    objects["namespaces/kube-system"] = None  # 403
+    secret, requests = dev_render(tools, tmp_path, objects)
+    assert re.fullmatch(r"[A-Za-z0-9]{40}", secret["stringData"]["AWS_SECRET_ACCESS_KEY"])
+    assert "/api/v1/namespaces/kube-system" not in requests
+
+
+@pytest.mark.parametrize("values", ["values.yaml", "values-production.yaml"])
+def test_production_platform_refuses_development_credentials(tools, tmp_path, values):
+    cluster = [api.namespace("kube-system"), api.namespace(NAMESPACE), api.configmap(NAMESPACE, "kube-root-ca.crt")]
+    marked = dict([*cluster, api.secret(NAMESPACE, PROD_SECRET, CREDS, DEV_MARK)])
+    proc, _, _ = install_render(tools, tmp_path, marked, PLATFORM, PLATFORM_RELEASE, "-f", str(PLATFORM / values))
+    assert proc.returncode != 0
+    assert f'credentials.existingSecret: Secret "{PROD_SECRET}" carries kuberay-mnist/development-credentials=true' in proc.stderr
+    real = dict([*cluster, api.secret(NAMESPACE, PROD_SECRET, CREDS)])
+    proc, docs, _ = install_render(tools, tmp_path, real, PLATFORM, PLATFORM_RELEASE, "-f", str(PLATFORM / values))
+    assert proc.returncode == 0, proc.stderr
+    assert not [d for d in docs if d["kind"] == "Secret"]
+    missing = dict(cluster)
+    proc, _, _ = install_render(tools, tmp_path, missing, PLATFORM, PLATFORM_RELEASE, "-f", str(PLATFORM / values))
+    assert proc.returncode != 0 and f'Secret "{PROD_SECRET}" not found in namespace "{NAMESPACE}"' in proc.stderr
+
+
+def test_rayjob_chart_refuses_development_credentials_outside_the_kind_profile(tools, tmp_path):
+    cluster = [api.namespace("kube-system"), api.namespace(NAMESPACE)]
+    gpu = dict([*cluster, api.secret(NAMESPACE, PROD_SECRET, CREDS, DEV_MARK)])
+    proc, _, _ = install_render(tools, tmp_path, gpu, RAYJOB, RAYJOB_RELEASE)
+    assert proc.returncode != 0
+    assert f'platform.credentialsSecret: Secret "{PROD_SECRET}" holds development credentials' in proc.stderr
+    proc, docs, _ = install_render(tools, tmp_path, dict([*cluster, api.secret(NAMESPACE, PROD_SECRET, CREDS)]),
+                                   RAYJOB, RAYJOB_RELEASE)
+    assert proc.returncode == 0, proc.stderr
+    kind = dict([*cluster, api.secret(NAMESPACE, DEV_SECRET, CREDS, DEV_MARK)])
+    proc, docs, _ = install_render(tools, tmp_path, kind, RAYJOB, RAYJOB_RELEASE, "-f", str(RAYJOB / "values-cpu-kind.yaml"))
+    assert proc.returncode == 0, proc.stderr
+    assert one(docs, "RayJob")["metadata"]["annotations"]["kuberay-mnist/development-credentials-allowed"] == "true"
