@@ -212,15 +212,19 @@ def env_map(container: dict) -> dict[str, dict]:
 
 @pytest.mark.parametrize("profile", ["rayjob-gpu", "rayjob-cpu-kind", "rayjob-gpu-initcontainer"])
 def test_pod_env_is_identical_and_complete(render, profile):
+    """Every container that runs the package gets the same env; the submitter gets its subset without
+    endpoints and credentials (test_the_submitter_gets_no_s3_credentials_or_endpoints)."""
     templates = rayjob_pod_templates(rayjob(render, profile))
     assert set(templates) >= {"head", "submitter"} and any(k.startswith("worker:") for k in templates)
     envs = {}
     for role, t in templates.items():
         for c in t["spec"].get("initContainers", []) + t["spec"]["containers"][:1]:
             envs[f"{role}/{c['name']}"] = c.get("env", [])
+    submitter = envs.pop(next(k for k in envs if k.startswith("submitter/")))
     first = next(iter(envs.values()))
     for where, env in envs.items():
         assert env == first, f"{where} env differs from the others"
+    assert submitter == [e for e in first if "valueFrom" not in e], "the submitter: the same, less the references"
     m = {e["name"]: e for e in first}
     for name, source in REQUIRED_ENV.items():
         assert name in m, f"missing env {name}"
@@ -451,3 +455,17 @@ def test_network_policies_admit_exactly_the_job_pods(render):
         for p in pols.values():
             sel = p["spec"]["podSelector"]["matchLabels"]
             assert not all(head_labels.get(k) == v for k, v in sel.items())
+
+
+@pytest.mark.parametrize("profile", ["rayjob-gpu", "rayjob-cpu-kind"])
+def test_the_submitter_gets_no_s3_credentials_or_endpoints(render, profile):
+    """It only runs `ray job submit/logs` against the dashboard: least privilege, nothing to leak."""
+    spec = rayjob(render, profile)["spec"]
+    submitter = spec["submitterPodTemplate"]["spec"]["containers"][0]
+    names = {e["name"] for e in submitter.get("env", [])}
+    assert not names & {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL", "MLFLOW_TRACKING_URI",
+                        "MNIST_DVC_REMOTE_URL"}, names
+    assert not submitter.get("envFrom"), "no ConfigMap or Secret wholesale either"
+    assert not any("secretKeyRef" in e.get("valueFrom", {}) for e in submitter.get("env", []))
+    head = spec["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]["containers"][0]
+    assert {"AWS_ACCESS_KEY_ID", "MLFLOW_TRACKING_URI"} <= {e["name"] for e in head["env"]}, "the Ray pods still do"

@@ -80,7 +80,8 @@ token
 {{- required "platform.endpointsConfigMap is required: the platform's endpoints ConfigMap, e.g. mnist-platform-endpoints" .Values.platform.endpointsConfigMap -}}
 {{- end -}}
 
-{{/* The env of every container (head, workers, submitter): identical on purpose. */}}
+{{/* The env of the Ray containers (head, workers, the pull init container): the platform's
+     endpoints and S3 credentials, then what every container of the job gets. */}}
 {{- define "rayjob.env" -}}
 {{- $cm := include "rayjob.endpointsConfigMap" . -}}
 {{- $secret := include "rayjob.credentialsSecret" . -}}
@@ -98,6 +99,12 @@ token
       name: {{ $secret }}
       key: {{ . }}
 {{- end }}
+{{ include "rayjob.processEnv" . }}
+{{- end -}}
+
+{{/* The env of every container, the submitter's included: it only talks to the Ray dashboard,
+     so it gets no S3 credentials and no endpoints. */}}
+{{- define "rayjob.processEnv" -}}
 - name: MNIST_DATA_CACHE
   value: /data-cache
 - name: MNIST_PROJECT_DIR
