@@ -1,5 +1,5 @@
 """"Dataset ready on a worker": DVC-push data/mnist to a moto S3 on loopback, then time
-``mnist_job.dataset.ensure_dataset`` (dvc pull + verify) + ``load_dataset`` (verify + load)
+``mnist_job.dvc_store.ensure_dataset`` (dvc pull + verify) + ``load_dataset`` (verify + load)
 into an empty MNIST_DATA_CACHE, as a worker pod does.
 
 ``python -m bench.dataset_ready REPEATS OUT_JSON``; needs loopback only.
@@ -23,7 +23,7 @@ BUCKET = "dvc-bench"
 
 def push(workspace: Path, endpoint: str, env: dict) -> float:
     """A DVC workspace with the project's metadata whose cache is the project's; push data/mnist."""
-    from mnist_job.dataset import dvc_executable, write_pull_workspace
+    from mnist_job.dvc_store import dvc_executable, write_pull_workspace
 
     workspace.mkdir(parents=True)
     # borrow the project's cache: it holds the dataset
@@ -37,11 +37,11 @@ def push(workspace: Path, endpoint: str, env: dict) -> float:
 
 
 def measure(endpoint: str, cache: Path) -> dict:
-    from mnist_job import dataset
+    from mnist_job import dataset, dvc_store
     from mnist_job.config import DataParams, Runtime
 
     steps: dict[str, float] = {}
-    real_pull, real_verify = dataset.dvc_pull, dataset.verify_dataset
+    real_pull, real_verify = dvc_store.dvc_pull, dataset.verify_dataset
 
     def timed(name, fn):
         def wrapper(*a, **k):
@@ -52,17 +52,18 @@ def measure(endpoint: str, cache: Path) -> dict:
                 steps[name] = steps.get(name, 0.0) + time.perf_counter() - t
         return wrapper
 
-    dataset.dvc_pull, dataset.verify_dataset = timed("dvc_pull_s", real_pull), timed("verify_s", real_verify)
+    dvc_store.dvc_pull = timed("dvc_pull_s", real_pull)
+    dataset.verify_dataset = dvc_store.verify_dataset = timed("verify_s", real_verify)
     try:
         t0 = time.perf_counter()
         runtime = Runtime(project_dir=PROJECT_DIR, data_cache=cache, dvc_remote_url=f"s3://{BUCKET}/store",
                           s3_endpoint=endpoint)
-        folder = dataset.ensure_dataset(DataParams(), runtime)
+        folder = dvc_store.ensure_dataset(DataParams(), runtime)
         t_ensure = time.perf_counter() - t0
         data = dataset.load_dataset(folder)
         total = time.perf_counter() - t0
     finally:
-        dataset.dvc_pull, dataset.verify_dataset = real_pull, real_verify
+        dvc_store.dvc_pull, dataset.verify_dataset, dvc_store.verify_dataset = real_pull, real_verify, real_verify
     assert len(data.train_labels) == 60000 and len(data.test_labels) == 10000
     return {"seconds": total, "ensure_dataset_s": t_ensure, "load_dataset_s": total - t_ensure, **steps}
 

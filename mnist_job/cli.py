@@ -125,7 +125,7 @@ def run(argv: list[str] | None = None) -> int:
     runtime = cfg.Runtime.from_env()
 
     if args.command == "ensure-buckets":
-        from mnist_job.storage import ensure_buckets
+        from mnist_job.s3 import ensure_buckets
 
         ensure_buckets(args.bucket, runtime.s3_endpoint, args.timeout)
         return 0
@@ -141,7 +141,7 @@ def run(argv: list[str] | None = None) -> int:
         params = _params(args, runtime)
         prepare(runtime.path(params.data.raw_dir), runtime.path(params.data.dir), force=args.force)
     elif args.command == "pull-data":
-        from mnist_job.dataset import ensure_dataset
+        from mnist_job.dvc_store import ensure_dataset
 
         params = _params(args, runtime)
         if runtime.data_cache is None:

@@ -1,38 +1,22 @@
-"""The prepared dataset: verify it, load it, and get it onto a worker with DVC.
+"""The dataset's format: the files of a prepared dataset, their manifest and checksums, the IDX codec.
 
-A worker needs ``data/mnist``. Where the project folder already holds a
-verified copy (a laptop after ``prepare``), it is used as is. Otherwise (a pod,
-or a worker of the local harness) the worker ``dvc pull``s it into its data
-cache (``MNIST_DATA_CACHE``): once per node, under a file lock on that folder,
-because several Ray workers on one node share it and node ranks cannot tell
-nodes apart (see FIELD-NOTES). The pull happens in a small DVC workspace
-inside the cache that holds copies of the project's DVC metadata, so it works
-where the project folder is read-only or has no ``.git`` (a container image).
-Every load checks the SHA-256 of every file against ``manifest.json``; a partial
-or corrupted pull is refused, never trained on.
+A prepared dataset is four uint8 ``.npy`` arrays and ``manifest.json`` (SHA-256, shape, per-class
+counts). Every load checks the SHA-256 of every file against the manifest; a partial or corrupted
+copy (an interrupted pull, a changed file) is refused, never trained on. Getting the dataset onto a
+node with DVC is mnist_job/dvc_store.py.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import logging
-import os
-import shutil
-import subprocess
-import sys
-import time
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import yaml
 
-from mnist_job.config import DataParams, Runtime
-from mnist_job.errors import DataError, ServiceUnavailable
-from mnist_job.files import write_atomically
-
-logger = logging.getLogger(__name__)
+from mnist_job.errors import DataError
 
 MANIFEST = "manifest.json"
 SPLIT_FILES = {
@@ -41,8 +25,6 @@ SPLIT_FILES = {
     "test_images": "test_images.npy",
     "test_labels": "test_labels.npy",
 }
-# The DVC metadata a pull needs; the image ships exactly these.
-DVC_METADATA = ("dvc.yaml", "dvc.lock", ".dvc/config")
 
 
 def sha256_file(path: Path) -> str:
@@ -100,135 +82,28 @@ def manifest_digest(manifest: dict) -> str:
     return hashlib.sha256(canonical).hexdigest()
 
 
-# ------------------------------------------------------------------ DVC
+# ------------------------------------------------------------------ IDX, the official MNIST files
 
 
-def dvc_lock_hash(project_dir: Path, out_path: str) -> str | None:
-    """The md5 DVC recorded for ``out_path`` in dvc.lock (what ``dvc pull`` fetches)."""
-    lock = project_dir / "dvc.lock"
-    if not lock.is_file():
-        return None
-    stages = (yaml.safe_load(lock.read_text()) or {}).get("stages", {})
-    for stage in stages.values():
-        for out in stage.get("outs", []):
-            if out.get("path") == out_path:
-                return out.get("md5")
-    return None
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
 
 
-def dvc_remote_location(project_dir: Path, remote_url: str | None, md5: str) -> str:
-    """Where the DVC remote keeps the object ``md5`` (DVC 3's layout: files/md5/<2 chars>/<rest>)."""
-    url = remote_url or _default_remote_url(project_dir)[1]
-    return f"{url.rstrip('/')}/files/md5/{md5[:2]}/{md5[2:]}"
+def encode_idx(array: np.ndarray) -> bytes:
+    """IDX: magic (0, 0, type 0x08 = ubyte, ndim), big-endian dims, then the bytes."""
+    array = np.ascontiguousarray(array, dtype=np.uint8)
+    header = struct.pack(">BBBB", 0, 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
+    return header + array.tobytes()
 
 
-def dvc_executable() -> str:
-    """The dvc next to this interpreter (a venv or the image), else the one on PATH."""
-    candidate = Path(sys.executable).with_name("dvc")
-    return str(candidate) if candidate.exists() else "dvc"
-
-
-def _default_remote_url(project_dir: Path) -> tuple[str, str]:
-    from configobj import ConfigObj  # dvc's own config reader
-
-    config = ConfigObj(str(project_dir / ".dvc" / "config"))
-    name = config.get("core", {}).get("remote")
-    if not name:
-        raise DataError(f"{project_dir}/.dvc/config names no default remote and MNIST_DVC_REMOTE_URL is unset")
-    url = config.get(f'remote "{name}"', {}).get("url", "")
-    if "://" not in url and not url.startswith("/"):
-        # relative remote paths are relative to the config file's folder
-        url = str((project_dir / ".dvc" / url).resolve())
-    return name, url
-
-
-def write_remote_config(workspace: Path, name: str, url: str, endpoint: str | None = None,
-                        cache_dir: Path | None = None) -> None:
-    """The workspace's ``.dvc/config.local``: no SCM, ``name`` as the default remote (its S3 endpoint), the cache.
-
-    Written through DVC's own config object, so the file is what ``dvc remote add --local`` would write;
-    the one writer of remote settings for the package, the benchmark and the tests.
-    """
-    from dvc.config import Config
-
-    config = Config(dvc_dir=str(workspace / ".dvc"), validate=False)
-    with config.edit("local") as local:
-        local["core"].update({"no_scm": True, "remote": name})
-        remote = {"url": url}
-        if url.startswith("s3://") and endpoint:
-            remote["endpointurl"] = endpoint
-        local["remote"][name] = remote
-        # hardlinks: the checkout from DVC's cache costs no second copy of the data
-        local["cache"].update({"type": "hardlink,copy", **({"dir": str(cache_dir)} if cache_dir else {})})
-
-
-def write_pull_workspace(project_dir: Path, workspace: Path, remote_url: str | None, s3_endpoint: str | None,
-                         cache_dir: Path | None = None) -> str:
-    """A DVC workspace in ``workspace`` with the project's metadata; returns the remote URL used."""
-    for rel in DVC_METADATA:
-        source = project_dir / rel
-        if not source.is_file():
-            raise DataError(f"cannot pull the dataset: {source} is missing (the image must ship the DVC metadata)")
-        (workspace / rel).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(source, workspace / rel)
-    url = remote_url or _default_remote_url(project_dir)[1]
-    write_remote_config(workspace, "pull", url, s3_endpoint, cache_dir)
-    return url
-
-
-def dvc_pull(project_dir: Path, workspace: Path, out_path: str, remote_url: str | None,
-             s3_endpoint: str | None) -> Path:
-    workspace.mkdir(parents=True, exist_ok=True)
-    url = write_pull_workspace(project_dir, workspace, remote_url, s3_endpoint)
-    if url.startswith("s3://"):
-        from mnist_job.storage import check_s3_location
-
-        # DVC reports a missing bucket as missing files; say what is wrong, and fast
-        check_s3_location(url, s3_endpoint, "MNIST_DVC_REMOTE_URL" if remote_url else "the DVC remote")
-    target = workspace / out_path
-    shutil.rmtree(target, ignore_errors=True)  # never mix a previous partial pull with this one
-    env = {**os.environ, "DVC_NO_ANALYTICS": "1"}
-    started = time.monotonic()
-    done = subprocess.run([dvc_executable(), "pull", "--force", out_path], cwd=workspace,
-                          capture_output=True, text=True, env=env)
-    if done.returncode != 0:
-        message = " ".join((done.stderr or done.stdout).split())[-600:]
-        if any(w in message for w in ("Could not connect", "connect timeout", "Connection refused",
-                                      "EndpointConnectionError", "NoSuchBucket", "bucket does not exist")):
-            raise ServiceUnavailable(f"dvc pull from {url} (endpoint {s3_endpoint or 'default'}) failed: {message}")
-        if "missing-files" in message or "do not exist neither locally nor on remote" in message:
-            raise DataError(f"the DVC remote {url} has no copy of {out_path} as dvc.lock records it "
-                            f"({dvc_lock_hash(workspace, out_path)}): push it with `dvc push {out_path}`")
-        raise DataError(f"dvc pull of {out_path} from {url} failed: {message}")
-    logger.info(f"data: pulled {out_path} from {url} into {target} in {time.monotonic() - started:.1f} s")
-    return target
-
-
-def ensure_dataset(data: DataParams, runtime: Runtime) -> Path:
-    """A verified local copy of the prepared dataset (``data.dir``), pulled with DVC into
-    ``runtime.data_cache`` (once per node) when the project does not hold one."""
-    project_dir, data_dir, cache_dir = runtime.project_dir, data.dir, runtime.data_cache
-    remote_url, s3_endpoint = runtime.dvc_remote_url, runtime.s3_endpoint
-    local = runtime.path(data_dir)
-    if cache_dir is None:
-        if (local / MANIFEST).is_file():
-            verify_dataset(local)
-            return local
-        cache_dir = project_dir / ".cache" / "dataset"
-    from filelock import FileLock
-
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    workspace = cache_dir / "dvc-workspace"
-    pulled = workspace / data_dir
-    with FileLock(str(cache_dir / ".pull.lock")):
-        if (pulled / MANIFEST).is_file():
-            try:
-                verify_dataset(pulled)
-                logger.info(f"data: using {pulled}, pulled earlier on this node")
-                return pulled
-            except DataError as exc:
-                logger.info(f"data: cached copy is not usable ({exc}); pulling again")
-        dvc_pull(project_dir, workspace, data_dir, remote_url, s3_endpoint)
-        verify_dataset(pulled)
-        write_atomically(cache_dir / "PULLED", json.dumps({"path": str(pulled), "pid": os.getpid(), "time": time.time()}))
-        return pulled
+def decode_idx(data: bytes, name: str = "IDX") -> np.ndarray:
+    if len(data) < 4 or data[0:3] != b"\x00\x00\x08":
+        raise DataError(f"{name}: not an unsigned-byte IDX file (bad magic number)")
+    ndim = data[3]
+    if ndim not in (1, 3):
+        raise DataError(f"{name}: unexpected number of dimensions {ndim}")
+    shape = struct.unpack(f">{ndim}I", data[4 : 4 + 4 * ndim])
+    body = data[4 + 4 * ndim :]
+    if len(body) != int(np.prod(shape)):
+        raise DataError(f"{name}: truncated ({len(body)} bytes of pixels/labels, expected {int(np.prod(shape))})")
+    return np.frombuffer(body, dtype=np.uint8).reshape(shape)

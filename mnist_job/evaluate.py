@@ -116,7 +116,8 @@ def write_report(evaluation: Evaluation, metrics_path: Path, plots_dir: Path) ->
 
 def evaluate_saved_model(params, runtime, checkpoint: Path, metrics_path: Path, plots_dir: Path) -> Evaluation:
     """``mnist-job evaluate``: a checkpoint written by train, scored on the prepared test set."""
-    from mnist_job.dataset import ensure_dataset, load_dataset
+    from mnist_job.dataset import load_dataset
+    from mnist_job.dvc_store import ensure_dataset
     from mnist_job.errors import DataError
     from mnist_job.model import build_model, load_checkpoint
 

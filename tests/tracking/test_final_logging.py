@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mnist_job import tracking
+from mnist_job import registry
 from mnist_job.evaluate import evaluate
 from mnist_job.model import build_model, images_to_tensor
 
@@ -24,7 +24,7 @@ class DropsOnce:
         return getattr(self.client, name)
 
     def set_tag(self, run_id, key, value):
-        if key == tracking.FINAL_TAG and not self.dropped:
+        if key == registry.FINAL_TAG and not self.dropped:
             self.dropped = True
             raise ConnectionError("connection reset by peer")
         return self.client.set_tag(run_id, key, value)
@@ -50,7 +50,7 @@ def test_a_retry_after_a_partial_failure_logs_the_model_and_the_version_once(tmp
     example = images_to_tensor(images[:2]).numpy()
 
     def log(with_client):
-        return tracking.log_final_results(with_client, uri, run_id, model, evaluation, folder, example, "mnist-once", 1)
+        return registry.log_final_results(with_client, uri, run_id, model, evaluation, folder, example, "mnist-once", 1)
 
     with pytest.raises(ConnectionError):
         log(DropsOnce(client))
@@ -61,7 +61,7 @@ def test_a_retry_after_a_partial_failure_logs_the_model_and_the_version_once(tmp
     assert len(mlflow.search_logged_models(experiment_ids=[experiment], output_format="list")) == 1, "one model"
     assert len(client.get_metric_history(run_id, "test_accuracy")) == 1, "one test metric"
     tags = client.get_run(run_id).data.tags
-    assert tags[tracking.FINAL_TAG] == "true" and tags["model.registered"] == "mnist-once/1"
+    assert tags[registry.FINAL_TAG] == "true" and tags["model.registered"] == "mnist-once/1"
     # and once done, a further retry changes nothing
     assert log(client) == "1"
     assert len(client.search_model_versions("name='mnist-once'")) == 1
