@@ -6,10 +6,11 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 PY     := $(BIN)/python
-# Telemetry off for every tool we run; the venv's commands first on PATH (dvc.yaml calls mnist-job).
-export DVC_NO_ANALYTICS := 1
-export MLFLOW_DISABLE_TELEMETRY := true
-export RAY_USAGE_STATS_ENABLED := 0
+# The shared environment (telemetry off, namespace and release names), exported to every recipe;
+# override a name on the command line: make manifests NAMESPACE=...
+include project.env
+export $(shell sed -n 's/^\([A-Z][A-Z0-9_]*\)=.*/\1/p' project.env)
+# The venv's commands first on PATH (dvc.yaml calls mnist-job).
 export PATH := $(abspath $(BIN)):$(PATH)
 
 .PHONY: help venv data train repro evaluate mlflow-ui test test-fast lint bench bench-quick e2e-local clean

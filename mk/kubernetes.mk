@@ -21,9 +21,7 @@ IMAGE_REPO ?= $(if $(IMAGE),$(IMAGE),kuberay-mnist)
 IMAGE_TAG ?= dev-$(VARIANT)
 LOCAL_IMAGE = $(IMAGE_REPO):$(IMAGE_TAG)
 KIND_CLUSTER ?= kuberay-mnist
-NAMESPACE ?= mnist
-PLATFORM_RELEASE ?= mnist-platform
-RAYJOB_RELEASE ?= mnist-train
+# NAMESPACE, PLATFORM_RELEASE, RAYJOB_RELEASE: project.env (included by the Makefile).
 # cpu-kind (values-cpu-kind.yaml) or gpu (values.yaml)
 PROFILE ?= cpu-kind
 # Dependency locks the image installs (make lock): one per target architecture.

@@ -6,14 +6,14 @@
 #   scripts/render-manifests.sh [OUT_DIR]
 #   env: IMAGE (an image repository such as ghcr.io/you/kuberay-mnist: replaces the
 #        repository of every project image; the tags stay the profiles'),
-#        NAMESPACE, PLATFORM_RELEASE, RAYJOB_RELEASE
+#        NAMESPACE, PLATFORM_RELEASE, RAYJOB_RELEASE (defaults: project.env)
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 OUT=${1:-$ROOT/k8s}
-NAMESPACE=${NAMESPACE:-mnist}
-PLATFORM_RELEASE=${PLATFORM_RELEASE:-mnist-platform}
-RAYJOB_RELEASE=${RAYJOB_RELEASE:-mnist-train}
+# NAMESPACE, PLATFORM_RELEASE, RAYJOB_RELEASE: the caller's, else project.env's.
+# shellcheck disable=SC1091  # checked on its own
+source "$ROOT/scripts/project-env.sh"
 IMAGE=${IMAGE:-}
 T="$ROOT/scripts/helm-template.sh"
 if [[ -n "$IMAGE" && ! "$IMAGE" =~ ^[a-z0-9][a-z0-9._/:-]*[a-z0-9]$ ]] || [[ "$IMAGE" =~ :[^/]*$ ]]; then

@@ -20,6 +20,8 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tests.support.project_env import PROJECT_ENV
+
 VENV_BIN = Path(sys.executable).parent
 PROJECT_DIR = Path(__file__).resolve().parents[2]
 
@@ -35,13 +37,8 @@ def free_port() -> int:
 
 def base_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "AWS_", "MNIST_", "RAY_ADDRESS"))}
-    env.update(
-        PATH=f"{VENV_BIN}:{env.get('PATH', '')}",
-        DVC_NO_ANALYTICS="1",
-        MLFLOW_DISABLE_TELEMETRY="true",
-        RAY_USAGE_STATS_ENABLED="0",
-        PYTHONUNBUFFERED="1",
-    )
+    env.update(PROJECT_ENV)  # telemetry off, as for make and the scripts
+    env.update(PATH=f"{VENV_BIN}:{env.get('PATH', '')}", PYTHONUNBUFFERED="1")
     env.update(extra)
     return env
 
