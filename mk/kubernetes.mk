@@ -3,8 +3,7 @@
 # kind or a cluster; the others (manifests, lock, lint-charts, lint-workflows, scan,
 # test-manifests) run anywhere with PyPI access (tools come from scripts/install-tools.sh).
 
-VENV ?= .venv
-PY = $(VENV)/bin/python
+# VENV, PY: the Makefile's.
 TOOLS = .tools/bin
 HELM = $(TOOLS)/helm
 KUBECTL = $(TOOLS)/kubectl
@@ -29,12 +28,11 @@ LOCK_ARCHES = x86_64 aarch64
 
 CHECKOV_OUT ?= .tools/checkov-rendered
 
-.PHONY: tools lock image kind-load kind-up kind-down kind-e2e manifests deploy-rayjob logs \
-	mlflow-ui-k8s lint-charts lint-workflows scan test-manifests
-
+.PHONY: tools
 tools: ## helm, kubectl, hadolint, shellcheck, actionlint, uv, checkov into .tools/
 	bash scripts/install-tools.sh
 
+.PHONY: lock
 lock: ## requirements/lock-linux-<arch>.txt from pyproject.toml (uv pip compile, x86_64 + aarch64)
 	bash scripts/install-tools.sh uv
 	@for arch in $(LOCK_ARCHES); do \
@@ -45,43 +43,53 @@ lock: ## requirements/lock-linux-<arch>.txt from pyproject.toml (uv pip compile,
 			|| exit 1; \
 	done
 
+.PHONY: image
 image: ## docker build the project image (VARIANT=cpu|gpu) as $(IMAGE_REPO):$(IMAGE_TAG)
 	@case "$(VARIANT)" in cpu|gpu) ;; *) echo "VARIANT must be cpu or gpu" >&2; exit 2;; esac
 	docker build -f image/Dockerfile --build-arg VARIANT=$(VARIANT) \
 		--build-arg GIT_COMMIT=$$(git rev-parse HEAD 2>/dev/null || echo unknown) -t $(LOCAL_IMAGE) .
 
+.PHONY: kind-load
 kind-load: ## load $(IMAGE_REPO):$(IMAGE_TAG) into the kind cluster
 	kind load docker-image $(LOCAL_IMAGE) --name $(KIND_CLUSTER)
 
+.PHONY: kind-up
 kind-up: ## kind cluster (checked for size) + KubeRay operator + platform + dataset in MinIO (CPU profile)
 	KIND_CLUSTER=$(KIND_CLUSTER) NAMESPACE=$(NAMESPACE) PLATFORM_RELEASE=$(PLATFORM_RELEASE) \
 	LOCAL_IMAGE=kuberay-mnist:dev-cpu PY=$(PY) bash scripts/kind-up.sh
 
+.PHONY: kind-down
 kind-down: ## delete the kind cluster
 	KIND_CLUSTER=$(KIND_CLUSTER) bash scripts/kind-down.sh
 
+.PHONY: kind-e2e
 kind-e2e: kind-up ## kind-up, then the CPU RayJob to SUCCEEDED
 	$(MAKE) deploy-rayjob PROFILE=cpu-kind
 
+.PHONY: manifests
 manifests: ## regenerate the static k8s/*.yaml from the charts (IMAGE=<your repository> for your registry)
 	bash scripts/install-tools.sh helm
 	NAMESPACE=$(NAMESPACE) PLATFORM_RELEASE=$(PLATFORM_RELEASE) RAYJOB_RELEASE=$(RAYJOB_RELEASE) IMAGE=$(IMAGE) \
 	bash scripts/render-manifests.sh k8s
 
+.PHONY: deploy-rayjob
 deploy-rayjob: ## render a new RayJob <release>-<UTC time> (PROFILE=cpu-kind|gpu, IMAGE=...), apply it, wait for the end
 	bash scripts/install-tools.sh helm kubectl
 	NAMESPACE=$(NAMESPACE) PLATFORM_RELEASE=$(PLATFORM_RELEASE) RAYJOB_RELEASE=$(RAYJOB_RELEASE) \
 	PROFILE=$(PROFILE) IMAGE=$(IMAGE) bash scripts/deploy-rayjob.sh
 
+.PHONY: logs
 logs: ## follow the driver logs of the newest RayJob (through its submitter Job)
 	@job=$$($(KUBECTL) -n $(NAMESPACE) get rayjobs -l app.kubernetes.io/instance=$(RAYJOB_RELEASE) \
 		--sort-by=.metadata.creationTimestamp -o jsonpath='{.items[-1:].metadata.name}'); \
 	test -n "$$job" || { echo "no RayJob of release $(RAYJOB_RELEASE) in namespace $(NAMESPACE)" >&2; exit 1; }; \
 	$(KUBECTL) -n $(NAMESPACE) logs -f job/$$job
 
+.PHONY: mlflow-ui-k8s
 mlflow-ui-k8s: ## port-forward the in-cluster MLflow to http://localhost:5000
 	$(KUBECTL) -n $(NAMESPACE) port-forward svc/$(PLATFORM_RELEASE)-mlflow 5000:5000
 
+.PHONY: lint-charts
 lint-charts: ## helm lint both charts, hadolint the Dockerfile, shellcheck the scripts
 	bash scripts/install-tools.sh helm hadolint shellcheck
 	$(HELM) lint charts/kuberay-mnist-rayjob
@@ -91,10 +99,12 @@ lint-charts: ## helm lint both charts, hadolint the Dockerfile, shellcheck the s
 	$(TOOLS)/hadolint image/Dockerfile
 	$(TOOLS)/shellcheck scripts/*.sh
 
+.PHONY: lint-workflows
 lint-workflows: ## actionlint the GitHub Actions workflows
 	bash scripts/install-tools.sh actionlint shellcheck
 	PATH=$(abspath $(TOOLS)):$$PATH $(TOOLS)/actionlint .github/workflows/*.yml
 
+.PHONY: scan
 scan: ## checkov on the rendered manifests (all profiles; dev renders with their own skips) and the Dockerfile
 	bash scripts/install-tools.sh helm checkov
 	rm -rf $(CHECKOV_OUT) && mkdir -p $(CHECKOV_OUT)/rendered $(CHECKOV_OUT)/all $(CHECKOV_OUT)/dev
@@ -112,5 +122,6 @@ scan: ## checkov on the rendered manifests (all profiles; dev renders with their
 	$(TOOLS)/checkov --config-file charts/.checkov.yaml --skip-download --compact --quiet \
 		-f image/Dockerfile --framework dockerfile
 
+.PHONY: test-manifests
 test-manifests: ## pytest tests/manifests (installs the tools on first run)
 	$(PY) -m pytest tests/manifests -q
