@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -34,19 +31,3 @@ def s3(tmp_path_factory) -> services.S3Server:
     yield server
     server.process.stop()
 
-
-def run_cli(*args: str, env: dict | None = None, cwd: Path | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
-    """`mnist-job ARGS` as a real subprocess of the venv's interpreter."""
-    return subprocess.run([sys.executable, "-m", "mnist_job", *args], capture_output=True, text=True,
-                          env=env or services.base_env(), cwd=cwd or PROJECT_DIR, timeout=timeout)
-
-
-def copy_dvc_project(destination: Path, with_data: bool = True) -> Path:
-    """What the image ships (DVC metadata, params), optionally with the prepared data, in a fresh folder."""
-    for rel in ("dvc.yaml", "dvc.lock", "params.yaml", ".dvc/config", ".dvcignore"):
-        target = destination / rel
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(PROJECT_DIR / rel, target)
-    if with_data:
-        shutil.copytree(PROJECT_DIR / "data" / "mnist", destination / "data" / "mnist")
-    return destination

@@ -12,6 +12,7 @@ import subprocess
 import pytest
 import yaml
 
+from tests.support.dvc import copy_dvc_project
 from tests.support.services import PROJECT_DIR, VENV_BIN, base_env
 
 pytestmark = pytest.mark.slow
@@ -19,10 +20,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture
 def project_copy(tmp_path, prepared_dataset):
-    copy = tmp_path / "project"
-    for rel in ("dvc.yaml", "dvc.lock", ".dvc/config", ".dvcignore"):
-        (copy / rel).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(PROJECT_DIR / rel, copy / rel)
+    copy = copy_dvc_project(tmp_path / "project")
     shutil.copytree(PROJECT_DIR / "mnist_job", copy / "mnist_job", ignore=shutil.ignore_patterns("__pycache__"))
     for rel in ("data/raw", "data/mnist"):
         shutil.copytree(PROJECT_DIR / rel, copy / rel)

@@ -13,8 +13,7 @@ from mnist_job.config import DataParams, Runtime
 from mnist_job.dataset import MANIFEST, verify_dataset
 from mnist_job.dvc_store import ensure_dataset
 from mnist_job.errors import DataError, ServiceUnavailable
-from tests.conftest import copy_dvc_project
-from tests.support.dvc import push_dataset
+from tests.support.dvc import copy_dvc_project, push_dataset
 from tests.support.services import base_env
 
 REMOTE = "s3://dvc-test/dvcstore"
@@ -33,7 +32,7 @@ def pushed(s3, tmp_path, prepared_dataset):
 @pytest.fixture
 def image_like_project(tmp_path):
     """What the image ships: DVC metadata and params, no data, no .git."""
-    return copy_dvc_project(tmp_path / "app", with_data=False)
+    return copy_dvc_project(tmp_path / "app")
 
 
 def _runtime(project: Path, cache: Path, remote: str, endpoint: str) -> Runtime:

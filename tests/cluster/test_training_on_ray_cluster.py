@@ -13,45 +13,30 @@ import sys
 import pytest
 
 from mnist_job.dvc_store import dvc_lock_hash
-from tests.support import services
+from tests.support.training import assert_one_value_per_epoch, running_stack
 
 pytestmark = pytest.mark.slow
 
 EPOCHS = 2
-METRICS = ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "images_per_s", "epoch_time_s")
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, prepared_dataset):
     root = tmp_path_factory.mktemp("cluster-train")
-    s3 = services.start_s3(root / "logs")
-    mlflow = cluster = None
-    try:
-        s3.create_buckets("mlflow-artifacts")
-        mlflow = services.start_mlflow(root / "logs", root / "mlflow", s3=s3)
-        cluster = services.start_ray_cluster(root / "ray", head_cpus=0, worker_cpus=[1, 1])
-        # The driver gets the endpoints and no S3 credentials: the server proxies artifacts.
-        env = services.base_env(MLFLOW_TRACKING_URI=mlflow.uri, RAY_ADDRESS=cluster.address,
-                                RAY_AUTH_MODE="disabled", MNIST_PROJECT_DIR=str(services.PROJECT_DIR))
+    # No S3 credentials on the Ray nodes or the driver: the MLflow server proxies artifacts,
+    # checkpoints stay on the local disk.
+    with running_stack(root) as stack:
         done = subprocess.run(
             [sys.executable, "-m", "mnist_job", "train", "--epochs", str(EPOCHS), "--num-workers", "2",
              "--train-subset", "6000", "--test-subset", "2000", "--set", "data.validation_size=1000",
              "--set", "mlflow.register_min_accuracy=0.5", "--set", "mlflow.registered_model=mnist-cnn-test",
              "--set", f"train.storage_path={root / 'checkpoints'}", "--set", f"train.output_dir={root / 'outputs'}",
              "--run-name", "cluster-test"],
-            capture_output=True, text=True, env=env, cwd=root, timeout=900)
+            capture_output=True, text=True, env=stack.env(s3_credentials=False), cwd=root, timeout=900)
         print(done.stdout[-4000:], done.stderr[-4000:])
         assert done.returncode == 0, f"train failed ({done.returncode}); logs in {root}:\n{done.stderr[-3000:]}"
         run_id = re.search(r"run id: (\w+)", done.stdout).group(1)
-        from mlflow import MlflowClient
-
-        yield {"client": MlflowClient(tracking_uri=mlflow.uri), "run_id": run_id, "s3": s3, "output": done,
-               "root": root}
-    finally:
-        for service in (cluster, mlflow):
-            if service:
-                service.stop()
-        s3.process.stop()
+        yield {"client": stack.client(), "run_id": run_id, "s3": stack.s3, "output": done, "root": root}
 
 
 def test_run_has_every_param(trained):
@@ -64,9 +49,7 @@ def test_run_has_every_param(trained):
 
 def test_one_value_per_epoch_for_each_metric(trained):
     client = trained["client"]
-    for key in METRICS:
-        steps = [m.step for m in client.get_metric_history(trained["run_id"], key)]
-        assert steps == list(range(1, EPOCHS + 1)), (key, steps)
+    assert_one_value_per_epoch(client, trained["run_id"], EPOCHS)
     run = client.get_run(trained["run_id"])
     assert run.data.metrics["test_accuracy"] > 0.8
     assert run.info.status == "FINISHED"

@@ -10,7 +10,7 @@ import yaml
 from mnist_job import cli
 from mnist_job.config import Params, Runtime, load_params
 from mnist_job.errors import InvalidInput
-from tests.conftest import run_cli
+from tests.support.cli import run_cli
 
 
 def test_params_yaml_is_exactly_the_typed_defaults(project_dir):

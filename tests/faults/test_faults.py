@@ -14,19 +14,36 @@ import time
 
 import pytest
 
-from tests.faults.conftest import Training, epoch_steps, run_of, wait_checkpoint_registered
 from tests.support import services
+from tests.support.training import (
+    CHECKPOINT_BUCKET,
+    Training,
+    assert_one_value_per_epoch,
+    run_of,
+    wait_checkpoint_registered,
+)
 
 pytestmark = pytest.mark.slow
 
-METRICS = ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "images_per_s", "epoch_time_s")
+
+def train(stack, run_name: str, epochs: int, *extra: str) -> Training:
+    """`mnist-job train` on the stack: 2 workers, a small subset, checkpoints in S3."""
+    args = ["--run-name", run_name, "--epochs", str(epochs), "--num-workers", "2", "--train-subset", "7000",
+            "--test-subset", "1000", "--set", "data.validation_size=1000", "--set", "mlflow.register_min_accuracy=0.5",
+            "--set", f"train.storage_path=s3://{CHECKPOINT_BUCKET}/faults",
+            "--set", f"train.output_dir={stack.root / 'outputs' / run_name}", *extra]
+    log = stack.root / f"{run_name}-{time.monotonic_ns()}.log"
+    return Training(args, log, stack.env(), stack.root)
+
+
+def wait_first_checkpoint(stack, run_name: str, training: Training) -> None:
+    wait_checkpoint_registered(stack.s3, CHECKPOINT_BUCKET, f"faults/{run_name}/checkpoint_manager_snapshot.json", training)
 
 
 def assert_complete_run(stack, name: str, epochs: int, output: str):
     client = stack.client()
     run = run_of(client, name)
-    for key in METRICS:
-        assert epoch_steps(client, run.info.run_id, key) == list(range(1, epochs + 1)), key
+    assert_one_value_per_epoch(client, run.info.run_id, epochs)
     assert run.info.status == "FINISHED"
     assert "test_accuracy" in run.data.metrics
     assert run.data.tags.get("final.logged") == "true"
@@ -38,9 +55,9 @@ def assert_complete_run(stack, name: str, epochs: int, output: str):
 
 def test_worker_killed_mid_epoch_restores_from_s3_checkpoint(stack):
     """SIGKILL rank 0 during epoch 2: Ray Train restarts the group from the epoch-1 checkpoint in S3."""
-    training = Training(stack, "fault-worker-kill", 3, "--max-failures", "2")
+    training = train(stack, "fault-worker-kill", 3, "--max-failures", "2")
     pid = int(training.wait_for(r"RayTrainWorker pid=(\d+)\)\S* \[rank 0\] epoch 1/3", 400).group(1))
-    wait_checkpoint_registered(stack, "fault-worker-kill", training)
+    wait_first_checkpoint(stack, "fault-worker-kill", training)
     assert "epoch 2/3" not in training.text()  # still inside epoch 2
     os.kill(pid, signal.SIGKILL)
     assert training.finish() == 0, training.text()[-3000:]
@@ -53,7 +70,7 @@ def test_worker_killed_mid_epoch_restores_from_s3_checkpoint(stack):
 
 
 def test_mlflow_server_down_for_30_s_loses_no_metric(stack):
-    training = Training(stack, "fault-mlflow-outage", 4)
+    training = train(stack, "fault-mlflow-outage", 4)
     training.wait_for(r"\[rank 0\] epoch 1/4", 400)
     stack.mlflow.stop()
     stopped = time.monotonic()
@@ -70,13 +87,13 @@ def test_mlflow_server_down_for_30_s_loses_no_metric(stack):
 
 def test_driver_restart_resumes_and_never_trains_twice(stack):
     """The RayJob submitter retried: the same run name resumes; a finished name is refused."""
-    first = Training(stack, "fault-driver-restart", 3)
+    first = train(stack, "fault-driver-restart", 3)
     first.wait_for(r"\[rank 0\] epoch 1/3", 400)
-    wait_checkpoint_registered(stack, "fault-driver-restart", first)
+    wait_first_checkpoint(stack, "fault-driver-restart", first)
     os.killpg(first.popen.pid, signal.SIGKILL)
     first.popen.wait()
 
-    second = Training(stack, "fault-driver-restart", 3)
+    second = train(stack, "fault-driver-restart", 3)
     assert second.finish() == 0, second.text()[-3000:]
     output = second.text()
     assert "mlflow: resuming run" in output
@@ -84,16 +101,16 @@ def test_driver_restart_resumes_and_never_trains_twice(stack):
     assert "epoch 1/3" not in output  # epoch 1 was not trained again
     assert_complete_run(stack, "fault-driver-restart", 3, first.text() + output)
 
-    third = Training(stack, "fault-driver-restart", 3)
+    third = train(stack, "fault-driver-restart", 3)
     assert third.finish() == 2
     assert "already finished" in third.text() and "Traceback" not in third.text()
 
 
 def test_sigterm_marks_the_run_killed_and_the_same_name_resumes_it(stack):
     """Kubernetes stops a pod with SIGTERM: the run must not stay RUNNING, and a later attempt resumes it."""
-    first = Training(stack, "fault-sigterm", 2)
+    first = train(stack, "fault-sigterm", 2)
     first.wait_for(r"\[rank 0\] epoch 1/2", 400)
-    wait_checkpoint_registered(stack, "fault-sigterm", first)
+    wait_first_checkpoint(stack, "fault-sigterm", first)
     os.kill(first.popen.pid, signal.SIGTERM)  # the driver alone, as the kubelet signals a container's process
     assert first.finish(120) == 128 + signal.SIGTERM, first.text()[-3000:]
     output = first.text()
@@ -105,14 +122,14 @@ def test_sigterm_marks_the_run_killed_and_the_same_name_resumes_it(stack):
     assert run.info.status == "KILLED"
     assert run.data.tags["run.stopped_by"] == "SIGTERM during training"
 
-    second = Training(stack, "fault-sigterm", 2)
+    second = train(stack, "fault-sigterm", 2)
     assert second.finish() == 0, second.text()[-3000:]
     assert "mlflow: resuming run" in second.text()
     assert_complete_run(stack, "fault-sigterm", 2, output + second.text())
 
     # the resumed run repeats the uninterrupted one: weights, optimizer, schedule and every rank's
     # random numbers (dropout) come back from the checkpoint
-    reference = Training(stack, "fault-sigterm-reference", 2)
+    reference = train(stack, "fault-sigterm-reference", 2)
     assert reference.finish() == 0, reference.text()[-3000:]
     client = stack.client()
     resumed, uninterrupted = run_of(client, "fault-sigterm"), run_of(client, "fault-sigterm-reference")

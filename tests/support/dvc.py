@@ -1,7 +1,9 @@
-"""Push the prepared dataset to an S3 remote with the real `dvc push`, without touching the repo's config."""
+"""DVC for tests: a copy of the project's DVC metadata, and the prepared dataset pushed to an S3 remote
+with the real `dvc push`, without touching the repo's config."""
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -22,3 +24,12 @@ def push_dataset(workdir: Path, remote_url: str, s3_env: dict[str, str]) -> str:
     if done.returncode != 0:
         raise RuntimeError(f"dvc push failed: {done.stdout}\n{done.stderr}")
     return done.stdout + done.stderr
+
+
+def copy_dvc_project(destination: Path) -> Path:
+    """What the image ships of DVC (metadata, params) in a fresh folder, without the data."""
+    for rel in ("dvc.yaml", "dvc.lock", "params.yaml", ".dvc/config", ".dvcignore"):
+        target = destination / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(PROJECT_DIR / rel, target)
+    return destination

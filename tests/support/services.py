@@ -15,11 +15,11 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tests.support.polling import wait_until
 from tests.support.project_env import PROJECT_ENV
 
 VENV_BIN = Path(sys.executable).parent
@@ -93,20 +93,21 @@ def start(name: str, cmd: list[str], log_dir: Path, env: dict[str, str] | None =
 
 
 def wait_http(url: str, timeout: float, process: Managed | None = None, headers: dict | None = None) -> None:
-    deadline = time.monotonic() + timeout
-    last = ""
-    while time.monotonic() < deadline:
+    """Until ``url`` answers with a status below 500; fails early when ``process`` exits."""
+    last = {"error": ""}
+
+    def answers() -> bool:
         if process is not None and not process.alive():
             raise RuntimeError(f"{process.name} exited early; log {process.log}:\n{process.tail()}")
         try:
             request = urllib.request.Request(url, headers=headers or {})
             with urllib.request.urlopen(request, timeout=3) as response:
-                if response.status < 500:
-                    return
+                return response.status < 500
         except Exception as exc:  # noqa: BLE001
-            last = str(exc)
-        time.sleep(0.3)
-    raise TimeoutError(f"{url} did not answer within {timeout} s ({last})")
+            last["error"] = str(exc)
+            return False
+
+    wait_until(answers, timeout, lambda: f"{url} did not answer within {timeout} s ({last['error']})", interval=0.3)
 
 
 # ------------------------------------------------------------------ S3
@@ -280,9 +281,10 @@ def start_ray_nodes(head: RayNodeSpec, workers: list[RayNodeSpec], address: str,
 
 
 def wait_nodes(cluster: RayCluster, count: int, timeout: float, headers: dict[str, str] | None = None) -> None:
-    deadline = time.monotonic() + timeout
-    alive = 0
-    while time.monotonic() < deadline:
+    """Until the dashboard counts ``count`` live raylets; fails early when one of the cluster's processes exits."""
+    alive = {"count": 0}
+
+    def all_up() -> bool:
         for process in cluster.processes():
             if not process.alive():
                 raise RuntimeError(f"{process.name} exited; log {process.log}:\n{process.tail()}")
@@ -290,10 +292,10 @@ def wait_nodes(cluster: RayCluster, count: int, timeout: float, headers: dict[st
             request = urllib.request.Request(f"{cluster.dashboard}/nodes?view=summary", headers=headers or {})
             with urllib.request.urlopen(request, timeout=5) as response:
                 summary = json.load(response)["data"]["summary"]
-            alive = sum(1 for n in summary if n.get("raylet", {}).get("state") == "ALIVE")
-            if alive >= count:
-                return
+            alive["count"] = sum(1 for n in summary if n.get("raylet", {}).get("state") == "ALIVE")
         except Exception:  # noqa: BLE001
-            pass
-        time.sleep(1)
-    raise TimeoutError(f"only {alive} of {count} Ray nodes came up within {timeout} s")
+            return False
+        return alive["count"] >= count
+
+    wait_until(all_up, timeout, lambda: f"only {alive['count']} of {count} Ray nodes came up within {timeout} s",
+               interval=1)
