@@ -36,7 +36,8 @@ def trained(tmp_path_factory, prepared_dataset):
         print(done.stdout[-4000:], done.stderr[-4000:])
         assert done.returncode == 0, f"train failed ({done.returncode}); logs in {root}:\n{done.stderr[-3000:]}"
         run_id = re.search(r"run id: (\w+)", done.stdout).group(1)
-        yield {"client": stack.client(), "run_id": run_id, "s3": stack.s3, "output": done, "root": root}
+        yield {"client": stack.client(), "run_id": run_id, "s3": stack.s3, "output": done, "root": root,
+               "dashboard": stack.ray.dashboard}
 
 
 def test_run_has_every_param(trained):
@@ -85,7 +86,20 @@ def test_run_tags_identify_code_data_and_workers(trained, project_dir):
         ray.__version__, torch.__version__, mlflow.__version__)
 
 
-def test_workers_ran_on_both_worker_nodes_and_logged_each_epoch(trained):
+def test_workers_ran_on_both_worker_nodes(trained):
+    """One Ray Train worker on each worker node (the head has no CPUs), as Ray's actor table records them."""
+    from ray.util.state import list_actors, list_nodes
+
+    address = trained["dashboard"]
+    workers = list_actors(address=address, filters=[("class_name", "=", "RayTrainWorker")], detail=True,
+                          raise_on_missing_output=False)
+    head = {n.node_id for n in list_nodes(address=address, detail=True) if n.is_head_node}
+    nodes = [w.node_id for w in workers]
+    assert len(nodes) == 2 and len(set(nodes)) == 2, f"expected 2 workers on 2 nodes, got nodes {nodes}"
+    assert not head & set(nodes), "a worker ran on the head node"
+
+
+def test_every_rank_logged_each_epoch(trained):
     out = trained["output"].stdout + trained["output"].stderr
     for rank in (0, 1):
         for epoch in range(1, EPOCHS + 1):

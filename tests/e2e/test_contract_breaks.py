@@ -37,7 +37,7 @@ def _platform_with(e2e, mutate) -> kl.PlatformView:
 
 @pytest.mark.e2e
 def test_rendered_charts_keep_the_contract(e2e):
-    assert kl.preflight(e2e.rayjob, e2e.platform_view) == []
+    kl.preflight(e2e.rayjob, e2e.platform_view)  # raises ContractError naming every break it finds
 
 
 # (a) an env var renamed in the chart ---------------------------------------------------------
@@ -101,7 +101,7 @@ def test_entrypoint_command_missing_from_the_image_fails_the_job(e2e, ray_cluste
     assert outcome.status == "FAILED", outcome
     assert f"{BAD_COMMAND}: not found" in outcome.logs, outcome.logs[-2000:]
     assert "exit code 127" in outcome.message, outcome.message
-    assert outcome.seconds < 60
+    assert "[rank 0] epoch" not in outcome.logs  # it failed before any training
 
 
 # (c) the DVC remote points at a bucket that does not exist -----------------------------------
@@ -128,7 +128,7 @@ def test_dvc_remote_in_a_missing_bucket_fails_the_job_with_exit_3(e2e, local_pla
     assert f"error: S3 {endpoint}: bucket 'no-such-bucket' of MNIST_DVC_REMOTE_URL does not exist" in outcome.logs, (
         outcome.logs[-2000:])
     assert "exit code 3" in outcome.message, outcome.message
-    assert outcome.seconds < 60
+    assert "[rank 0] epoch" not in outcome.logs  # it failed before any training
 
 
 # (d) a tool writes outside the pod's writable volumes ----------------------------------------
@@ -147,4 +147,4 @@ def test_dvc_site_cache_outside_the_volumes_is_reported(e2e):
     message = str(caught.value)
     print(message)
     assert "worker group 'cpu-workers': DVC_SITE_CACHE_DIR is unset, so the tools write to DVC 3: /var/tmp/dvc" in message
-    assert kl.preflight(rayjob, e2e.platform_view) == [], "the image's ENV alone is enough"
+    kl.preflight(rayjob, e2e.platform_view)  # the image's ENV alone is enough: no ContractError

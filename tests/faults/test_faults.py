@@ -146,6 +146,7 @@ def test_unreachable_mlflow_at_start_exits_3_before_any_work(tmp_path):
                            f"train.storage_path={tmp_path / 'ray'}"], capture_output=True, text=True, env=env,
                           cwd=tmp_path, timeout=60)
     assert done.returncode == 3
+    # Correctness, not speed: one health check, then exit 3, rather than MLflow's retries with backoff.
     assert time.monotonic() - started < 30
     assert "http://127.0.0.1:9" in done.stderr and "unreachable" in done.stderr
     assert "Traceback" not in done.stderr
