@@ -39,8 +39,9 @@ data: venv ## fetch + prepare the dataset (DVC pipeline) and push it to the DVC 
 .PHONY: train
 train: data ## dvc.yaml's train + evaluate stages on embedded defaults (local Ray, SQLite MLflow): run id, accuracy
 	dvc repro evaluate
-	dvc metrics show
-	@echo "MLflow UI on these runs: make mlflow-ui"
+	@$(PY) -c 'import json; r = json.load(open("outputs/run.json")); \
+		print("run id:", r["run_id"]); print("test accuracy:", r["test_accuracy"]); print("registered:", r["registered"])'
+	@echo "MLflow UI on these runs: make mlflow-ui; every metric: dvc metrics show"
 
 .PHONY: evaluate
 evaluate: venv ## re-score outputs/model on the test set: outputs/metrics.json + plots
