@@ -8,6 +8,7 @@ code from errors.py: 2 invalid input, 3 service unreachable, 4 bad data.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -62,10 +63,18 @@ def _add_flags(parser: argparse.ArgumentParser, flags: dict) -> None:
                             help=f"{cfg.field_help(section, field)}; same as --set {key}=...")
 
 
+def _embedded_store() -> str:
+    """What MLFLOW_TRACKING_URI defaults to here, as Runtime decides it."""
+    try:
+        return cfg.Runtime.from_env({**os.environ, "MLFLOW_TRACKING_URI": ""}).mlflow_uri
+    except JobError:  # a bad setting is reported when the command runs, not by --help
+        return "SQLite under the project's mlruns/"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="mnist-job", description=__doc__.split("\n\n")[0],
                      formatter_class=argparse.RawDescriptionHelpFormatter,
-                     epilog="Environment: MLFLOW_TRACKING_URI (default: SQLite under mlruns/), AWS_ENDPOINT_URL, "
+                     epilog=f"Environment: MLFLOW_TRACKING_URI (default: {_embedded_store()}), AWS_ENDPOINT_URL, "
                             "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, MNIST_DVC_REMOTE_URL, MNIST_DATA_CACHE, "
                             "MNIST_PROJECT_DIR (default: the current folder), RAY_ADDRESS (default: a local Ray).\n"
                             "Exit codes: 0 ok, 2 invalid input, 3 service unreachable, 4 dataset missing or corrupt, "

@@ -166,8 +166,7 @@ class Runtime(BaseModel):
         env = os.environ if environ is None else environ
 
         def get(name: str) -> str | None:
-            value = env.get(name, "").strip()
-            return value or None
+            return env.get(name, "").strip() or None
 
         project = Path(get("MNIST_PROJECT_DIR") or os.getcwd()).resolve()
         cache = get("MNIST_DATA_CACHE")
@@ -208,13 +207,16 @@ class Runtime(BaseModel):
 
     def path(self, relative: str) -> Path:
         """A params path (relative to the project) as an absolute path."""
-        p = Path(relative)
-        return p if p.is_absolute() else self.project_dir / p
+        return Path(relative) if Path(relative).is_absolute() else self.project_dir / relative
+
+    @property
+    def mlflow_uri(self) -> str:
+        """MLFLOW_TRACKING_URI, else the embedded store (decided here only): SQLite in the project's mlruns/."""
+        return self.tracking_uri or f"sqlite:///{self.project_dir / 'mlruns' / 'mlflow.db'}"
 
 
 # The settings a node may override for itself (see Runtime.for_this_node).
 _NODE_LOCAL = ("MNIST_PROJECT_DIR", "MNIST_DATA_CACHE", "AWS_ENDPOINT_URL", "MLFLOW_S3_ENDPOINT_URL", "MNIST_DVC_REMOTE_URL")
-
 
 # --------------------------------------------------------------------------- loading
 

@@ -38,17 +38,11 @@ RUN_NAME_TAG = "ray.run_name"  # the Ray Train run (checkpoint folder) of this M
 RUN_BASE_TAG = "mnist.run_base"  # the train.run_name it was started under (see start_or_resume_run)
 
 
-def local_store(project_dir: Path) -> tuple[str, str]:
-    """The embedded default: a SQLite store and an artifact folder under mlruns/."""
-    root = project_dir / "mlruns"
-    return f"sqlite:///{root / 'mlflow.db'}", (root / "artifacts").as_uri()
-
-
-def resolve_tracking_uri(tracking_uri: str | None, project_dir: Path) -> str:
-    if tracking_uri:
-        return tracking_uri
-    (project_dir / "mlruns").mkdir(parents=True, exist_ok=True)
-    return local_store(project_dir)[0]
+def resolve_tracking_uri(runtime) -> str:
+    """``runtime.mlflow_uri``, with the embedded store's folder made when it is the one."""
+    if not runtime.tracking_uri:
+        (runtime.project_dir / "mlruns").mkdir(parents=True, exist_ok=True)
+    return runtime.mlflow_uri
 
 
 def redact(uri: str) -> str:
@@ -102,7 +96,7 @@ def get_or_create_experiment(client, name: str, project_dir: Path, tracking_uri:
         return experiment.experiment_id
     artifact_location = None
     if tracking_uri.startswith("sqlite:"):
-        artifact_location = f"{local_store(project_dir)[1]}/{name}"
+        artifact_location = f"{(project_dir / 'mlruns' / 'artifacts').as_uri()}/{name}"
     return client.create_experiment(name, artifact_location=artifact_location)
 
 

@@ -15,7 +15,7 @@ import secrets
 import signal
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from mnist_job.config import Params, Runtime
@@ -38,7 +38,7 @@ class TrainingResult:
 
 
 def default_run_name() -> str:
-    return f"mnist-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}-{secrets.token_hex(2)}"
+    return f"mnist-{datetime.now(UTC):%Y%m%d-%H%M%S}-{secrets.token_hex(2)}"
 
 
 def resolve_storage_path(storage_path: str, runtime: Runtime) -> str:
@@ -138,7 +138,7 @@ def run_training(params: Params, runtime: Runtime) -> TrainingResult:
         raise InvalidInput("MLFLOW_TRACKING_URI: must be set when running on a Ray cluster (RAY_ADDRESS is set)")
 
     # 1. services, before any work: one clear error naming the endpoint (exit 3)
-    tracking_uri = tracking.resolve_tracking_uri(runtime.tracking_uri, runtime.project_dir)
+    tracking_uri = tracking.resolve_tracking_uri(runtime)
     tracking.check_tracking_server(tracking_uri)
     if storage_path.startswith("s3://"):
         check_s3_location(storage_path, runtime.s3_endpoint, "train.storage_path")

@@ -11,8 +11,7 @@
 #
 #   scripts/deploy-rayjob.sh [--profile cpu-kind|gpu] [--image REPOSITORY] [--name NAME]
 #                            [--render-only] [-- extra helm template args...]
-#   env: NAMESPACE (mnist), RAYJOB_RELEASE (mnist-train), PLATFORM_RELEASE
-#        (mnist-platform), PROFILE, IMAGE, TIMEOUT_S (7200), POLL_S (10),
+#   env: NAMESPACE, RAYJOB_RELEASE, PLATFORM_RELEASE (defaults in project.env), PROFILE, IMAGE, TIMEOUT_S (7200), POLL_S (10),
 #        DEPLOY_TIMESTAMP (yyyymmdd-hhmmss instead of the current UTC time),
 #        KUBECTL (the kubectl to run; default: .tools/bin/kubectl, else PATH)
 #
@@ -29,9 +28,9 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-NAMESPACE=${NAMESPACE:-mnist}
-RAYJOB_RELEASE=${RAYJOB_RELEASE:-mnist-train}
-PLATFORM_RELEASE=${PLATFORM_RELEASE:-mnist-platform}
+# NAMESPACE, RAYJOB_RELEASE, PLATFORM_RELEASE and the telemetry switches: project.env, unless set
+# shellcheck disable=SC1091
+source "$ROOT/scripts/project-env.sh"
 PROFILE=${PROFILE:-cpu-kind}
 IMAGE=${IMAGE:-}
 TIMEOUT_S=${TIMEOUT_S:-7200}

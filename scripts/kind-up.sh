@@ -13,8 +13,9 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 KIND_CLUSTER=${KIND_CLUSTER:-kuberay-mnist}
-NAMESPACE=${NAMESPACE:-mnist}
-PLATFORM_RELEASE=${PLATFORM_RELEASE:-mnist-platform}
+# NAMESPACE, PLATFORM_RELEASE, RAYJOB_RELEASE and the telemetry switches: project.env, unless set
+# shellcheck disable=SC1091
+source "$ROOT/scripts/project-env.sh"
 LOCAL_IMAGE=${LOCAL_IMAGE:-kuberay-mnist:dev-cpu}
 OPERATOR_NAMESPACE=${OPERATOR_NAMESPACE:-kuberay-system}
 # KubeRay's own chart, as KubeRay documents it (https://ray-project.github.io/kuberay-helm/).
@@ -64,7 +65,7 @@ step "node capacity: does the kind profile fit?"
 helm template kuberay-operator kuberay/kuberay-operator --version "$OPERATOR_VERSION" \
   --namespace "$OPERATOR_NAMESPACE" >"$WORK/operator.yaml"
 bash scripts/helm-template.sh "$CHART" "$PLATFORM_RELEASE" "$NAMESPACE" -f "$CHART/values-dev.yaml" >"$WORK/platform.yaml"
-bash scripts/helm-template.sh "$RAYJOB_CHART" mnist-train "$NAMESPACE" -f "$RAYJOB_CHART/values-cpu-kind.yaml" >"$WORK/rayjob.yaml"
+bash scripts/helm-template.sh "$RAYJOB_CHART" "$RAYJOB_RELEASE" "$NAMESPACE" -f "$RAYJOB_CHART/values-cpu-kind.yaml" >"$WORK/rayjob.yaml"
 kubectl get nodes -o json >"$WORK/nodes.json"
 kubectl get pods -A -o json >"$WORK/pods.json"
 if ! "$PY" scripts/check-node-capacity.py --nodes "$WORK/nodes.json" --pods "$WORK/pods.json" \

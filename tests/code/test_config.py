@@ -164,3 +164,10 @@ def test_importing_the_package_has_no_side_effects(tmp_path):
     done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_tracking_default_is_decided_by_runtime(tmp_path):
+    embedded = Runtime.from_env({"MNIST_PROJECT_DIR": str(tmp_path)}).mlflow_uri
+    assert embedded == f"sqlite:///{tmp_path.resolve() / 'mlruns' / 'mlflow.db'}"
+    given = Runtime.from_env({"MNIST_PROJECT_DIR": str(tmp_path), "MLFLOW_TRACKING_URI": "http://mlflow:5000"})
+    assert given.mlflow_uri == "http://mlflow:5000"

@@ -10,14 +10,16 @@ from pathlib import Path
 
 import yaml
 
+from tests.support.project_env import PROJECT_ENV
+
 ROOT = Path(__file__).resolve().parents[2]
 TOOLS = ROOT / ".tools" / "bin"
 CHARTS = ROOT / "charts"
 PLATFORM = CHARTS / "kuberay-mnist-platform"
 RAYJOB = CHARTS / "kuberay-mnist-rayjob"
-NAMESPACE = "mnist"
-PLATFORM_RELEASE = "mnist-platform"
-RAYJOB_RELEASE = "mnist-train"
+NAMESPACE = PROJECT_ENV["NAMESPACE"]  # project.env: the names make, the scripts and the tests share
+PLATFORM_RELEASE = PROJECT_ENV["PLATFORM_RELEASE"]
+RAYJOB_RELEASE = PROJECT_ENV["RAYJOB_RELEASE"]
 # Kubernetes versions the rendered objects must validate against (strict).
 K8S_VERSIONS = ("1.29", "1.33", "1.35")
 

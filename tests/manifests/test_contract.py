@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import re
 import shlex
+import tomllib
 
 import pytest
-import tomllib
 import yaml
 from manifest_helpers import (
     CHARTS,

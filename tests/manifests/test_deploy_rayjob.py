@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 import yaml
@@ -55,12 +55,12 @@ def test_each_deployment_is_its_own_rayjob_and_run(tools, profile):
 
 
 def test_default_name_is_the_current_utc_time(tools):
-    before = datetime.now(timezone.utc).replace(microsecond=0)
+    before = datetime.now(UTC).replace(microsecond=0)
     name = render()["metadata"]["name"]
-    after = datetime.now(timezone.utc)
+    after = datetime.now(UTC)
     m = re.fullmatch(r"mnist-train-(\d{8}-\d{6})", name)
     assert m, name
-    stamp = datetime.strptime(m.group(1), "%Y%m%d-%H%M%S").replace(tzinfo=timezone.utc)
+    stamp = datetime.strptime(m.group(1), "%Y%m%d-%H%M%S").replace(tzinfo=UTC)
     assert before <= stamp <= after
     assert len(name) <= 47
 

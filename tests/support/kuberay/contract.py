@@ -84,14 +84,13 @@ def entrypoint_params(rayjob: dict | str, params_file: Path):
     return args, params
 
 
-def preflight(rayjob: dict, platform: PlatformView, image_env: dict[str, str] | None = None) -> list[str]:
-    """Everything that can be found wrong without starting a process. Returns notes; raises ContractError.
+def preflight(rayjob: dict, platform: PlatformView, image_env: dict[str, str] | None = None) -> None:
+    """Everything that can be found wrong without starting a process; raises ContractError.
 
     ``image_env``: the image's ENV (default: parsed from image/Dockerfile).
     """
     image_env = image_spec().env if image_env is None else image_env
     problems: list[str] = []
-    notes: list[str] = []
     known_by_package = package_env_names()
     runtime_vars = {str(k) for k in (runtime_env_of(rayjob).get("env_vars") or {})}
     for name, reader in REQUIRED_ENV.items():
@@ -145,5 +144,4 @@ def preflight(rayjob: dict, platform: PlatformView, image_env: dict[str, str] | 
                 problems.append(f"[RayJob chart] train.num_workers={params.train.num_workers} > {workers} worker pods")
     if problems:
         raise ContractError("contract broken:\n  " + "\n  ".join(problems))
-    return notes
 

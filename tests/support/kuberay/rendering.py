@@ -13,19 +13,20 @@ import shlex
 import shutil
 import subprocess
 import time
+import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import tomllib
 import yaml
 
 from tests.support import services
+from tests.support.project_env import PROJECT_ENV
 
 ROOT = services.PROJECT_DIR
 VENV_BIN = services.VENV_BIN
-NAMESPACE = "mnist"
-PLATFORM_RELEASE = "mnist-platform"
-RAYJOB_RELEASE = "mnist-train"
+NAMESPACE = PROJECT_ENV["NAMESPACE"]  # project.env: the names make, the scripts and the tests share
+PLATFORM_RELEASE = PROJECT_ENV["PLATFORM_RELEASE"]
+RAYJOB_RELEASE = PROJECT_ENV["RAYJOB_RELEASE"]
 RAYJOB_CHART = ROOT / "charts" / "kuberay-mnist-rayjob"
 PLATFORM_CHART = ROOT / "charts" / "kuberay-mnist-platform"
 RAYJOB_ARGS = ("-f", str(RAYJOB_CHART / "values-cpu-kind.yaml"))
