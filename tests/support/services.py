@@ -1,10 +1,9 @@
 """Real services for tests: S3 (moto_server), an MLflow server, a multi-node Ray cluster.
 
-Every process is started in its own process group and stopped by that PID
-(SIGTERM, then SIGKILL after a timeout): never by name, so nothing else on the
-machine is touched. Logs go to files whose paths are printed on failure.
-All of it binds 127.0.0.1; the test runner puts the suite in a network
-namespace with only loopback (scripts/run-tests.sh).
+Every process is started in its own process group and stopped by that PID (SIGTERM, then SIGKILL
+after a timeout): never by name, so nothing else on the machine is touched. Logs go to files whose
+paths are printed on failure. All of it binds 127.0.0.1; the test runner puts the suite in a
+network namespace with only loopback (scripts/in-netns.sh).
 """
 
 from __future__ import annotations
