@@ -231,9 +231,9 @@ def _mlflow_logger(config: dict):
 def finish_run(params, config: dict, model: torch.nn.Module, data, history: list[dict], metrics_logger,
                device) -> None:
     """Rank 0, after the last epoch: test metrics, plots, model, registry. Idempotent across restarts."""
-    from mnist_job.evaluate import evaluate, plot_confusion, plot_curves
     from mnist_job.model import images_to_tensor
     from mnist_job.registry import FINAL_TAG, log_final_results
+    from mnist_job.scoring import evaluate, plot_confusion, plot_curves
     from mnist_job.tracking import retry
 
     client, run_id = metrics_logger.client, config["run_id"]

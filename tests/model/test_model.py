@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from mnist_job.evaluate import evaluate
 from mnist_job.model import PIXEL_MEAN, PIXEL_STD, build_model, count_flops_per_image, images_to_tensor
+from mnist_job.scoring import evaluate
 from mnist_job.train_loop import shard_indices, split_train_validation
 
 

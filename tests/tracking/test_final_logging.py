@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from mnist_job import registry
-from mnist_job.evaluate import evaluate
 from mnist_job.model import build_model, images_to_tensor
+from mnist_job.scoring import evaluate
 
 
 class DropsOnce:
