@@ -24,7 +24,7 @@ import yaml
 
 from mnist_job.config import DataParams, Runtime
 from mnist_job.dataset import MANIFEST, verify_dataset
-from mnist_job.errors import DataError, ServiceUnavailable
+from mnist_job.errors import DataError, InvalidInput, ServiceUnavailable
 from mnist_job.files import write_atomically
 
 logger = logging.getLogger(__name__)
@@ -147,9 +147,13 @@ def ensure_dataset(data: DataParams, runtime: Runtime) -> Path:
         cache_dir = project_dir / ".cache" / "dataset"
     from filelock import FileLock
 
-    cache_dir.mkdir(parents=True, exist_ok=True)
     workspace = cache_dir / "dvc-workspace"
     pulled = workspace / data_dir
+    if Path(data_dir).is_absolute() or not pulled.resolve().is_relative_to(workspace.resolve()):
+        # the pull replaces that folder: it must lie inside the workspace this code owns
+        raise InvalidInput(f"data.dir: {data_dir!r} must be a path inside the project to be pulled with DVC "
+                           "(it names the DVC output in dvc.yaml)")
+    cache_dir.mkdir(parents=True, exist_ok=True)
     with FileLock(str(cache_dir / ".pull.lock")):
         if (pulled / MANIFEST).is_file():
             try:
