@@ -39,6 +39,8 @@ def log_final_results(client, tracking_uri: str, run_id: str, model, evaluation,
         mlflow.set_tracking_uri(tracking_uri)
         with mlflow.start_run(run_id=run_id):
             model_uri = mlflow.pytorch.log_model(model, name="model", input_example=example).model_uri
+        # leaving start_run() marks the run FINISHED; only the driver may, once it has written everything
+        client.update_run(run_id, status="RUNNING")
         client.set_tag(run_id, "model.uri", model_uri)
     version = None
     if registered_model:

@@ -62,6 +62,7 @@ def test_a_retry_after_a_partial_failure_logs_the_model_and_the_version_once(tmp
     assert len(client.get_metric_history(run_id, "test_accuracy")) == 1, "one test metric"
     tags = client.get_run(run_id).data.tags
     assert tags[registry.FINAL_TAG] == "true" and tags["model.registered"] == "mnist-once/1"
+    assert client.get_run(run_id).info.status == "RUNNING", "FINISHED is the driver's to set, after run.json"
     # and once done, a further retry changes nothing
     assert log(client) == "1"
     assert len(client.search_model_versions("name='mnist-once'")) == 1
