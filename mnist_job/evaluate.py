@@ -28,7 +28,7 @@ def evaluate_saved_model(params, runtime, checkpoint: Path, metrics_path: Path, 
     state = load_checkpoint(checkpoint, "cpu")
     model = build_model(**state["model_params"])
     model.load_state_dict(state["model"])
-    data = load_dataset(ensure_dataset(params.data, runtime))
+    data = load_dataset(ensure_dataset(params.data, runtime), checksums=False)  # verified by ensure_dataset
     n = params.data.test_subset or len(data.test_labels)
     evaluation = evaluate(model, data.test_images[:n], data.test_labels[:n])
     write_report(evaluation, metrics_path, plots_dir)

@@ -132,7 +132,7 @@ def train_loop_per_worker(config: dict) -> None:
 
     started = time.monotonic()
     data_dir = ensure_dataset(params.data, runtime)
-    data = load_dataset(data_dir)
+    data = load_dataset(data_dir, checksums=False)  # ensure_dataset verified every file
     (train_x, train_y), (val_x, val_y) = split_train_validation(
         data.train_images, data.train_labels, params.data.validation_size, params.data.train_subset)
     x = images_to_tensor(train_x, device)
