@@ -49,7 +49,7 @@ evaluate: venv ## re-score outputs/model on the test set: outputs/metrics.json +
 
 .PHONY: mlflow-ui
 mlflow-ui: venv ## MLflow UI on the local runs (http://127.0.0.1:5000)
-	mlflow ui --backend-store-uri "$$($(PY) -c 'from mnist_job.config import Runtime; print(Runtime.from_env().mlflow_uri)')" \
+	mlflow ui --backend-store-uri "$$($(PY) -c 'from mnist_job.core.config import Runtime; print(Runtime.from_env().mlflow_uri)')" \
 		--host 127.0.0.1 --port 5000
 
 .PHONY: test

@@ -15,8 +15,8 @@ TRAIN_FLOPS_PER_FORWARD = 3  # forward + backward (about 2x forward) per trainin
 
 
 def load_arrays():
-    """The prepared dataset, checksum-verified (mnist_job.dataset.load_dataset)."""
-    from mnist_job.dataset import load_dataset
+    """The prepared dataset, checksum-verified (mnist_job.data.format.load_dataset)."""
+    from mnist_job.data.format import load_dataset
 
     return load_dataset(DATA_DIR)
 
@@ -25,7 +25,7 @@ def test_tensors(data, test_subset: int):
     """The same test set for every contender: the first ``test_subset`` (0: all 10,000) test images."""
     import torch
 
-    from mnist_job.model import images_to_tensor
+    from mnist_job.model.network import images_to_tensor
 
     n = test_subset or len(data.test_labels)
     return images_to_tensor(data.test_images[:n]), torch.as_tensor(data.test_labels[:n].astype(np.int64))
@@ -33,7 +33,7 @@ def test_tensors(data, test_subset: int):
 
 def test_accuracy(model, x, y) -> float:
     """Accuracy on the test tensors (argmax of logits or log-probabilities); untimed by every contender."""
-    from mnist_job.train_loop import score
+    from mnist_job.training.loop import score
 
     _, correct, seen = score(model, x, y)
     return correct / seen

@@ -38,7 +38,7 @@ def run_examples(cfg: dict) -> dict:
     import torch
 
     from bench.examples_recipe import run
-    from mnist_job.model import count_flops_per_image
+    from mnist_job.model.network import count_flops_per_image
 
     torch.set_num_threads(cfg["threads"])
     data = load_arrays()
@@ -51,7 +51,7 @@ def run_examples(cfg: dict) -> dict:
 
 def project_params(cfg: dict, overrides: list[str] = ()):
     """params.yaml with the benchmark's overrides (quick mode: a subset, one epoch)."""
-    from mnist_job.config import load_params
+    from mnist_job.core.config import load_params
 
     sets = list(overrides)
     if cfg["train_subset"]:
@@ -66,8 +66,8 @@ def run_project_single(cfg: dict) -> dict:
     """The project's model and recipe in one process, world size 1, with the project's own functions."""
     import torch
 
-    from mnist_job.model import build_model, count_flops_per_image, images_to_tensor
-    from mnist_job.train_loop import run_epoch, score, shard_indices, split_train_validation
+    from mnist_job.model.network import build_model, count_flops_per_image, images_to_tensor
+    from mnist_job.training.loop import run_epoch, score, shard_indices, split_train_validation
 
     params = project_params(cfg)
     torch.set_num_threads(cfg["threads"])
@@ -146,14 +146,14 @@ class CheckpointWatcher:
 
 
 def run_ray(cfg: dict, workers: int) -> dict:
-    """The project's Ray Train job (mnist_job.train.run_training) on a fresh local Ray, MLflow in temp SQLite."""
+    """The project's Ray Train job (mnist_job.training.driver.run_training) on a fresh local Ray, MLflow in temp SQLite."""
     import torch
     from mlflow import MlflowClient
 
-    from mnist_job.config import Runtime
-    from mnist_job.console import show_on_stdout
-    from mnist_job.model import build_model, count_flops_per_image
-    from mnist_job.train import init_ray, run_training
+    from mnist_job.core.config import Runtime
+    from mnist_job.core.console import show_on_stdout
+    from mnist_job.model.network import build_model, count_flops_per_image
+    from mnist_job.training.driver import init_ray, run_training
 
     tmp = Path(tempfile.mkdtemp(prefix=f"bench-ray{workers}-"))
     try:

@@ -1,5 +1,5 @@
 """"Dataset ready on a worker": DVC-push data/mnist to a moto S3 on loopback, then time
-``mnist_job.dvc_store.ensure_dataset`` (dvc pull + verify) + ``load_dataset`` (verify + load)
+``mnist_job.data.dvc_store.ensure_dataset`` (dvc pull + verify) + ``load_dataset`` (verify + load)
 into an empty MNIST_DATA_CACHE, as a worker pod does.
 
 ``python -m bench.dataset_ready REPEATS OUT_JSON``; needs loopback only.
@@ -23,7 +23,7 @@ BUCKET = "dvc-bench"
 
 def push(workspace: Path, endpoint: str, env: dict) -> float:
     """A DVC workspace with the project's metadata whose cache is the project's; push data/mnist."""
-    from mnist_job.dvc_store import dvc_executable, write_pull_workspace
+    from mnist_job.data.dvc_store import dvc_executable, write_pull_workspace
 
     workspace.mkdir(parents=True)
     # borrow the project's cache: it holds the dataset
@@ -37,8 +37,9 @@ def push(workspace: Path, endpoint: str, env: dict) -> float:
 
 
 def measure(endpoint: str, cache: Path) -> dict:
-    from mnist_job import dataset, dvc_store
-    from mnist_job.config import DataParams, Runtime
+    from mnist_job.core.config import DataParams, Runtime
+    from mnist_job.data import dvc_store
+    from mnist_job.data import format as dataset
 
     steps: dict[str, float] = {}
     real_pull, real_verify = dvc_store.dvc_pull, dataset.verify_dataset

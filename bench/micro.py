@@ -38,7 +38,7 @@ VARIANTS = {
 
 class Variant:
     def __init__(self, spec: dict):
-        from mnist_job.model import MnistCNN, count_flops_per_image
+        from mnist_job.model.network import MnistCNN, count_flops_per_image
 
         self.spec = spec
         torch.manual_seed(0)

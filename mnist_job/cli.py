@@ -12,10 +12,10 @@ import os
 import sys
 from pathlib import Path
 
-from mnist_job import config as cfg
-from mnist_job.console import show_on_stdout
-from mnist_job.errors import InvalidInput, JobError
-from mnist_job.paths import check_stage_paths
+from mnist_job.core import config as cfg
+from mnist_job.core.console import show_on_stdout
+from mnist_job.core.errors import InvalidInput, JobError
+from mnist_job.core.paths import check_stage_paths
 
 # CLI flag -> dotted params key. Each flag is a shortcut for --set KEY=VALUE.
 TRAIN_FLAGS = {
@@ -134,23 +134,23 @@ def run(argv: list[str] | None = None) -> int:
     runtime = cfg.Runtime.from_env()
 
     if args.command == "ensure-buckets":
-        from mnist_job.s3 import ensure_buckets
+        from mnist_job.data.s3 import ensure_buckets
 
         ensure_buckets(args.bucket, runtime.s3_endpoint, args.timeout)
         return 0
 
     if args.command == "fetch":
-        from mnist_job.fetch import fetch
+        from mnist_job.data.fetch import fetch
 
         params = _params(args, runtime, DATA_FLAGS)
         fetch(params.data, runtime.path(params.data.raw_dir), force=args.force)
     elif args.command == "prepare":
-        from mnist_job.prepare import prepare
+        from mnist_job.data.prepare import prepare
 
         params = _params(args, runtime)
         prepare(runtime.path(params.data.raw_dir), runtime.path(params.data.dir), force=args.force)
     elif args.command == "pull-data":
-        from mnist_job.dvc_store import ensure_dataset
+        from mnist_job.data.dvc_store import ensure_dataset
 
         params = _params(args, runtime)
         if runtime.data_cache is None:
@@ -158,7 +158,7 @@ def run(argv: list[str] | None = None) -> int:
         path = ensure_dataset(params.data, runtime)
         _say(f"dataset ready: {path}")
     elif args.command == "train":
-        from mnist_job.train import run_training
+        from mnist_job.training.driver import run_training
 
         params = _params(args, runtime, TRAIN_FLAGS)
         result = run_training(params, runtime)
@@ -168,7 +168,7 @@ def run(argv: list[str] | None = None) -> int:
         _say(f"registered: {result.registered}")
         _say(f"model: {result.model_dir}")
     elif args.command == "evaluate":
-        from mnist_job.evaluate import evaluate_saved_model
+        from mnist_job.evaluation.evaluate import evaluate_saved_model
 
         params = _params(args, runtime)
         evaluation = evaluate_saved_model(params, runtime, runtime.path(str(args.model)),

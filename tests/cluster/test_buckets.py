@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from mnist_job.errors import ServiceUnavailable
-from mnist_job.s3 import ensure_buckets
+from mnist_job.core.errors import ServiceUnavailable
+from mnist_job.data.s3 import ensure_buckets
 from tests.support import services
 
 

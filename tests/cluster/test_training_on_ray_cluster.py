@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from mnist_job.dvc_store import dvc_lock_hash
+from mnist_job.data.dvc_store import dvc_lock_hash
 from tests.support.training import assert_one_value_per_epoch, running_stack
 
 pytestmark = pytest.mark.slow

@@ -8,8 +8,8 @@ import pytest
 import yaml
 
 from mnist_job import cli
-from mnist_job.config import Params, Runtime, load_params
-from mnist_job.errors import InvalidInput
+from mnist_job.core.config import Params, Runtime, load_params
+from mnist_job.core.errors import InvalidInput
 from tests.support.cli import run_cli
 
 
@@ -160,7 +160,7 @@ def test_importing_the_package_has_no_side_effects(tmp_path):
     import subprocess
     import sys
 
-    code = "import mnist_job.cli, mnist_job.config, mnist_job.train, mnist_job.tracking, mnist_job.dataset"
+    code = "import mnist_job.cli, mnist_job.core.config, mnist_job.training.driver, mnist_job.tracking.runs, mnist_job.data.format"
     done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert list(tmp_path.iterdir()) == []

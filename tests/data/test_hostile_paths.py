@@ -82,9 +82,9 @@ def test_a_hostile_path_is_refused_and_nothing_changes(project, tmp_path, monkey
 @pytest.mark.parametrize("data_dir", ["/etc", "../outside", "data/../../outside"])
 def test_a_pull_never_replaces_a_folder_outside_its_workspace(tmp_path, data_dir):
     """A worker whose node sets MNIST_DATA_CACHE pulls even where the driver's checks saw no cache."""
-    from mnist_job.config import DataParams, Runtime
-    from mnist_job.dvc_store import ensure_dataset
-    from mnist_job.errors import InvalidInput
+    from mnist_job.core.config import DataParams, Runtime
+    from mnist_job.core.errors import InvalidInput
+    from mnist_job.data.dvc_store import ensure_dataset
 
     runtime = Runtime(project_dir=tmp_path / "project", data_cache=tmp_path / "cache")
     with pytest.raises(InvalidInput, match="data.dir"):

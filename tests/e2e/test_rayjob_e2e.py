@@ -24,7 +24,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 def test_cpu_rayjob_runs_to_succeeded(e2e, local_platform, ray_cluster):
     from mlflow import MlflowClient
 
-    from mnist_job.dvc_store import dvc_lock_hash
+    from mnist_job.data.dvc_store import dvc_lock_hash
 
     rayjob, phases = e2e.rayjob, e2e.phases
     head = next(p for p in ray_cluster.pods if p.role == "head")

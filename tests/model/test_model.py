@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from mnist_job.model import PIXEL_MEAN, PIXEL_STD, build_model, count_flops_per_image, images_to_tensor
-from mnist_job.scoring import evaluate
-from mnist_job.train_loop import shard_indices, split_train_validation
+from mnist_job.evaluation.scoring import evaluate
+from mnist_job.model.network import PIXEL_MEAN, PIXEL_STD, build_model, count_flops_per_image, images_to_tensor
+from mnist_job.training.loop import shard_indices, split_train_validation
 
 
 def test_output_shape_and_channels_last():
@@ -65,7 +65,7 @@ def test_validation_is_held_out_from_training():
 
 def test_a_training_checkpoint_loads_with_weights_only(tmp_path):
     """The checkpoint the loop writes (model, AdamW, OneCycleLR, history) needs nothing beyond weights_only."""
-    from mnist_job.model import load_checkpoint
+    from mnist_job.model.network import load_checkpoint
 
     model = build_model(width=8, dropout=0.1)
     optimizer = torch.optim.AdamW(model.parameters(), lr=0.004)
@@ -92,8 +92,8 @@ class _RunsCode:
 def test_a_checkpoint_that_needs_more_than_weights_is_refused(tmp_path):
     import pytest
 
-    from mnist_job.errors import DataError
-    from mnist_job.model import load_checkpoint
+    from mnist_job.core.errors import DataError
+    from mnist_job.model.network import load_checkpoint
 
     path = tmp_path / "checkpoint.pt"
     torch.save({"model": {}, "payload": _RunsCode()}, path)

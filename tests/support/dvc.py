@@ -15,7 +15,7 @@ def push_dataset(workdir: Path, remote_url: str, s3_env: dict[str, str]) -> str:
 
     Returns dvc's output. The repo's .dvc/config and config.local stay untouched.
     """
-    from mnist_job.dvc_store import write_pull_workspace
+    from mnist_job.data.dvc_store import write_pull_workspace
 
     workdir.mkdir(parents=True, exist_ok=True)
     write_pull_workspace(PROJECT_DIR, workdir, remote_url, s3_env["AWS_ENDPOINT_URL"], PROJECT_DIR / ".dvc" / "cache")

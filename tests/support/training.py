@@ -18,7 +18,7 @@ from pathlib import Path
 from tests.support import services
 from tests.support.polling import wait_until
 
-# The metrics the package logs to MLflow once per epoch (mnist_job/train_loop.py).
+# The metrics the package logs to MLflow once per epoch (mnist_job/training/loop.py).
 EPOCH_METRICS = ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "images_per_s", "epoch_time_s")
 ARTIFACT_BUCKET = "mlflow-artifacts"
 CHECKPOINT_BUCKET = "ray-checkpoints"

@@ -9,9 +9,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mnist_job import registry
-from mnist_job.model import build_model, images_to_tensor
-from mnist_job.scoring import evaluate
+from mnist_job.evaluation.scoring import evaluate
+from mnist_job.model.network import build_model, images_to_tensor
+from mnist_job.tracking import registry
 
 
 class DropsOnce:

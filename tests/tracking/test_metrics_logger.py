@@ -10,8 +10,8 @@ import time
 
 import pytest
 
-from mnist_job import tracking
-from mnist_job.errors import JobError
+from mnist_job.core.errors import JobError
+from mnist_job.tracking import runs as tracking
 
 
 @pytest.fixture()

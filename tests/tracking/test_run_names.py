@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import pytest
 
-from mnist_job import tracking
-from mnist_job.errors import InvalidInput
+from mnist_job.core.errors import InvalidInput
+from mnist_job.tracking import runs as tracking
 
 
 @pytest.fixture()
@@ -72,7 +72,7 @@ def test_a_reapplied_rayjob_trains_anew_and_its_retry_resumes_the_new_run(client
 
 
 def test_a_resume_with_changed_run_defining_params_is_refused(client, experiment):
-    from mnist_job.config import load_params
+    from mnist_job.core.config import load_params
 
     params = load_params(None, ["train.epochs=3"])
     run_id, _, _ = tracking.start_or_resume_run(client, experiment, "mnist-train", params.flat(), {}, "refuse",

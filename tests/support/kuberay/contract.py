@@ -26,7 +26,7 @@ from tests.support.kuberay.rendering import (
 )
 
 # Env vars whose presence in the pods the contract requires, with what reads them. The
-# MNIST_/MLFLOW_/AWS_ENDPOINT names are also checked against mnist_job/config.py (Runtime.from_env),
+# MNIST_/MLFLOW_/AWS_ENDPOINT names are also checked against mnist_job/core/config.py (Runtime.from_env),
 # so a rename on the package side is reported as such.
 REQUIRED_ENV = {
     "MLFLOW_TRACKING_URI": "mnist_job (config.Runtime.from_env): without it the job logs to a pod-local SQLite",
@@ -67,7 +67,7 @@ def writable_env_problems(container: dict, env: dict[str, str], image_env: dict[
 def entrypoint_params(rayjob: dict | str, params_file: Path):
     """Parse the entrypoint (a RayJob's, or a command line) exactly as mnist-job would: (args, effective Params)."""
     from mnist_job import cli
-    from mnist_job import config as cfg
+    from mnist_job.core import config as cfg
 
     argv = (shlex.split(rayjob) if isinstance(rayjob, str) else entrypoint_argv(rayjob))[1:]
     try:
@@ -95,7 +95,7 @@ def preflight(rayjob: dict, platform: PlatformView, image_env: dict[str, str] | 
     runtime_vars = {str(k) for k in (runtime_env_of(rayjob).get("env_vars") or {})}
     for name, reader in REQUIRED_ENV.items():
         if reader.startswith("mnist_job") and name not in known_by_package:
-            problems.append(f"[mnist_job] the package no longer reads {name} (mnist_job/config.py Runtime.from_env "
+            problems.append(f"[mnist_job] the package no longer reads {name} (mnist_job/core/config.py Runtime.from_env "
                             f"reads {sorted(known_by_package)}), but the charts provide it")
     for role, group, spec, _ in groups(rayjob):
         where = f"{role} group {group!r}"

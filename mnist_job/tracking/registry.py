@@ -2,7 +2,7 @@
 
 The test metrics, the plots, the logged model and its registry version are each written exactly once
 per run, however often a caller retries after a partial failure; the training loop calls this after
-the last epoch (mnist_job/train_loop.py), and it takes only what it logs, so tuning and serving can
+the last epoch (mnist_job/training/loop.py), and it takes only what it logs, so tuning and serving can
 call it too.
 """
 

@@ -18,10 +18,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from mnist_job.config import Params, Runtime
-from mnist_job.errors import DataError, InvalidInput, JobError, ServiceUnavailable, Stopped
-from mnist_job.files import write_atomically
-from mnist_job.s3 import check_s3_location
+from mnist_job.core.config import Params, Runtime
+from mnist_job.core.errors import DataError, InvalidInput, JobError, ServiceUnavailable, Stopped
+from mnist_job.core.files import write_atomically
+from mnist_job.data.s3 import check_s3_location
 
 logger = logging.getLogger(__name__)
 
@@ -124,10 +124,10 @@ def run_training(params: Params, runtime: Runtime) -> TrainingResult:
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    from mnist_job import tracking
-    from mnist_job.dataset import MANIFEST, SPLIT_FILES, manifest_digest
-    from mnist_job.dvc_store import dvc_lock_hash, dvc_remote_location, ensure_dataset
-    from mnist_job.train_loop import CHECKPOINT_FILE, train_loop_per_worker
+    from mnist_job.data.dvc_store import dvc_lock_hash, dvc_remote_location, ensure_dataset
+    from mnist_job.data.format import MANIFEST, SPLIT_FILES, manifest_digest
+    from mnist_job.tracking import runs as tracking
+    from mnist_job.training.loop import CHECKPOINT_FILE, train_loop_per_worker
 
     t_start = time.monotonic()
     base_name = params.train.run_name or default_run_name()

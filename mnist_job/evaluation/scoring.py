@@ -1,8 +1,8 @@
 """Scoring a model on labelled images, and the plots of a run: used by training, evaluation and serving.
 
 ``evaluate`` gives accuracy, loss, per-digit accuracy and the confusion matrix; ``plot_curves`` and
-``plot_confusion`` draw what MLflow and DVC show. The ``evaluate`` stage (mnist_job/evaluate.py) and
-the final phase of training (mnist_job/train_loop.py) both use these, so they cannot disagree.
+``plot_confusion`` draw what MLflow and DVC show. The ``evaluate`` stage (mnist_job/evaluation/evaluate.py) and
+the final phase of training (mnist_job/training/loop.py) both use these, so they cannot disagree.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mnist_job.files import save_figure_atomically
-from mnist_job.model import images_to_tensor
+from mnist_job.core.files import save_figure_atomically
+from mnist_job.model.network import images_to_tensor
 
 
 @dataclass(frozen=True)

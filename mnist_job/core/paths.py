@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mnist_job.errors import InvalidInput
+from mnist_job.core.errors import InvalidInput
 
 # Nothing the job writes may be one of these folders or lie below the first group.
 SYSTEM_TREES = ("/bin", "/boot", "/dev", "/etc", "/lib", "/lib32", "/lib64", "/proc", "/sbin", "/sys", "/usr")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import urllib.parse
 
-from mnist_job.errors import InvalidInput, ServiceUnavailable
+from mnist_job.core.errors import InvalidInput, ServiceUnavailable
 
 logger = logging.getLogger(__name__)
 

@@ -21,9 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
-from mnist_job.dataset import MANIFEST, SPLIT_FILES, decode_idx, sha256_file, verify_dataset
-from mnist_job.errors import DataError, InvalidInput
-from mnist_job.fetch import CHECKSUMS, RAW_FILES, raw_is_complete
+from mnist_job.core.errors import DataError, InvalidInput
+from mnist_job.data.fetch import CHECKSUMS, RAW_FILES, raw_is_complete
+from mnist_job.data.format import MANIFEST, SPLIT_FILES, decode_idx, sha256_file, verify_dataset
 
 logger = logging.getLogger(__name__)
 

@@ -25,7 +25,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from mnist_job.errors import InvalidInput
+from mnist_job.core.errors import InvalidInput
 
 OFFICIAL_MIRRORS = (
     "https://ossci-datasets.s3.amazonaws.com/mnist/",

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from mnist_job.files import write_atomically
-from mnist_job.scoring import Evaluation, evaluate, plot_confusion, plot_curves
+from mnist_job.core.files import write_atomically
+from mnist_job.evaluation.scoring import Evaluation, evaluate, plot_confusion, plot_curves
 
 
 def write_report(evaluation: Evaluation, metrics_path: Path, plots_dir: Path) -> None:
@@ -18,10 +18,10 @@ def write_report(evaluation: Evaluation, metrics_path: Path, plots_dir: Path) ->
 
 def evaluate_saved_model(params, runtime, checkpoint: Path, metrics_path: Path, plots_dir: Path) -> Evaluation:
     """``mnist-job evaluate``: a checkpoint written by train, scored on the prepared test set."""
-    from mnist_job.dataset import load_dataset
-    from mnist_job.dvc_store import ensure_dataset
-    from mnist_job.errors import DataError
-    from mnist_job.model import build_model, load_checkpoint
+    from mnist_job.core.errors import DataError
+    from mnist_job.data.dvc_store import ensure_dataset
+    from mnist_job.data.format import load_dataset
+    from mnist_job.model.network import build_model, load_checkpoint
 
     if not checkpoint.is_file():
         raise DataError(f"--model: {checkpoint} does not exist; run `mnist-job train` first")

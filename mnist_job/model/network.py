@@ -85,7 +85,7 @@ def load_checkpoint(path, map_location: torch.device | str = "cpu") -> dict:
     """
     import pickle
 
-    from mnist_job.errors import DataError
+    from mnist_job.core.errors import DataError
 
     try:
         return torch.load(path, map_location=map_location, weights_only=True)

@@ -22,10 +22,10 @@ from pathlib import Path
 
 import yaml
 
-from mnist_job.config import DataParams, Runtime
-from mnist_job.dataset import MANIFEST, verify_dataset
-from mnist_job.errors import DataError, InvalidInput, ServiceUnavailable
-from mnist_job.files import write_atomically
+from mnist_job.core.config import DataParams, Runtime
+from mnist_job.core.errors import DataError, InvalidInput, ServiceUnavailable
+from mnist_job.core.files import write_atomically
+from mnist_job.data.format import MANIFEST, verify_dataset
 
 logger = logging.getLogger(__name__)
 
@@ -111,7 +111,7 @@ def dvc_pull(project_dir: Path, workspace: Path, out_path: str, remote_url: str 
     workspace.mkdir(parents=True, exist_ok=True)
     url = write_pull_workspace(project_dir, workspace, remote_url, s3_endpoint)
     if url.startswith("s3://"):
-        from mnist_job.s3 import check_s3_location
+        from mnist_job.data.s3 import check_s3_location
 
         # DVC reports a missing bucket as missing files; say what is wrong, and fast
         check_s3_location(url, s3_endpoint, "MNIST_DVC_REMOTE_URL" if remote_url else "the DVC remote")

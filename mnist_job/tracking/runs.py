@@ -29,7 +29,7 @@ from tenacity import (
     wait_fixed,
 )
 
-from mnist_job.errors import InvalidInput, JobError, ServiceUnavailable
+from mnist_job.core.errors import InvalidInput, JobError, ServiceUnavailable
 
 logger = logging.getLogger(__name__)
 

@@ -34,9 +34,9 @@ from pathlib import Path
 
 import numpy as np
 
-from mnist_job.config import DataParams
-from mnist_job.dataset import decode_idx, encode_idx, sha256_bytes, sha256_file
-from mnist_job.errors import DataError, InvalidInput, ServiceUnavailable
+from mnist_job.core.config import DataParams
+from mnist_job.core.errors import DataError, InvalidInput, ServiceUnavailable
+from mnist_job.data.format import decode_idx, encode_idx, sha256_bytes, sha256_file
 
 logger = logging.getLogger(__name__)
 

@@ -3,7 +3,7 @@
 A prepared dataset is four uint8 ``.npy`` arrays and ``manifest.json`` (SHA-256, shape, per-class
 counts). Every load checks the SHA-256 of every file against the manifest; a partial or corrupted
 copy (an interrupted pull, a changed file) is refused, never trained on. Getting the dataset onto a
-node with DVC is mnist_job/dvc_store.py.
+node with DVC is mnist_job/data/dvc_store.py.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mnist_job.errors import DataError
+from mnist_job.core.errors import DataError
 
 MANIFEST = "manifest.json"
 SPLIT_FILES = {

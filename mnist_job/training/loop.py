@@ -114,11 +114,11 @@ def train_loop_per_worker(config: dict) -> None:
     import ray.train
     import ray.train.torch
 
-    from mnist_job.config import Params, Runtime
-    from mnist_job.console import show_on_stdout
-    from mnist_job.dataset import load_dataset
-    from mnist_job.dvc_store import ensure_dataset
-    from mnist_job.model import build_model, images_to_tensor, load_checkpoint
+    from mnist_job.core.config import Params, Runtime
+    from mnist_job.core.console import show_on_stdout
+    from mnist_job.data.dvc_store import ensure_dataset
+    from mnist_job.data.format import load_dataset
+    from mnist_job.model.network import build_model, images_to_tensor, load_checkpoint
 
     params: Params = config["params"]
     runtime: Runtime = config["runtime"].for_this_node()  # this node's own paths and endpoints
@@ -219,7 +219,7 @@ def unwrap(model: torch.nn.Module) -> torch.nn.Module:
 def _mlflow_logger(config: dict):
     from mlflow import MlflowClient
 
-    from mnist_job.tracking import EpochMetricsLogger
+    from mnist_job.tracking.runs import EpochMetricsLogger
 
     # Fail a request in seconds rather than minutes so an outage only delays logging.
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
@@ -231,10 +231,10 @@ def _mlflow_logger(config: dict):
 def finish_run(params, config: dict, model: torch.nn.Module, data, history: list[dict], metrics_logger,
                device) -> None:
     """Rank 0, after the last epoch: test metrics, plots, model, registry. Idempotent across restarts."""
-    from mnist_job.model import images_to_tensor
-    from mnist_job.registry import FINAL_TAG, log_final_results
-    from mnist_job.scoring import evaluate, plot_confusion, plot_curves
-    from mnist_job.tracking import retry
+    from mnist_job.evaluation.scoring import evaluate, plot_confusion, plot_curves
+    from mnist_job.model.network import images_to_tensor
+    from mnist_job.tracking.registry import FINAL_TAG, log_final_results
+    from mnist_job.tracking.runs import retry
 
     client, run_id = metrics_logger.client, config["run_id"]
     timeout = params.mlflow.flush_timeout_s

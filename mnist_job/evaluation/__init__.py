@@ -1,0 +1,1 @@
+"""Scoring a model on a dataset (accuracy, plots) and the evaluate stage."""

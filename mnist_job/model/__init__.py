@@ -1,0 +1,1 @@
+"""The network and how checkpoints of it are loaded."""

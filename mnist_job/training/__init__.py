@@ -1,0 +1,1 @@
+"""Ray Train: the driver (train stage) and the loop every worker runs."""
