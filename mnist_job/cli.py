@@ -52,7 +52,9 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override one param, dotted key as in the file, YAML value (repeatable), "
                              "e.g. --set train.epochs=3")
-    parser.add_argument("--verbose", action="store_true", help="also print the job's debug lines")
+    parser.add_argument("--verbose", action="store_true",
+                        help="also print the job's debug lines, every rank's lines and Ray's and the libraries' own "
+                             "output (otherwise in the run's log file, <train.output_dir>/train.log)")
 
 
 def _add_flags(parser: argparse.ArgumentParser, flags: dict) -> None:
@@ -161,12 +163,9 @@ def run(argv: list[str] | None = None) -> int:
         from mnist_job.training.driver import run_training
 
         params = _params(args, runtime, TRAIN_FLAGS)
-        result = run_training(params, runtime)
-        accuracy = "n/a" if result.test_accuracy is None else f"{result.test_accuracy:.4f}"
-        _say(f"run id: {result.run_id}")
-        _say(f"test accuracy: {accuracy}")
-        _say(f"registered: {result.registered}")
-        _say(f"model: {result.model_dir}")
+        result = run_training(params, runtime, verbose=args.verbose)
+        for line in result.summary_lines():
+            _say(line)
     elif args.command == "evaluate":
         from mnist_job.evaluation.evaluate import evaluate_saved_model
 

@@ -7,21 +7,23 @@ setting costs seconds, not an epoch. The per-worker loop is in train_loop.py.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
 import secrets
 import signal
+import sys
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 from mnist_job.core.config import Params, Runtime
-from mnist_job.core.errors import DataError, InvalidInput, JobError, ServiceUnavailable, Stopped
+from mnist_job.core.console import chatter_to_file, stderr_to_file
+from mnist_job.core.errors import InvalidInput, JobError, ServiceUnavailable, Stopped
 from mnist_job.core.files import write_atomically
 from mnist_job.data.s3 import check_s3_location
+from mnist_job.training.failures import mark_killed, root_cause, stop_on_signals
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +37,20 @@ class TrainingResult:
     registered: str
     model_dir: Path
     resumed: bool
+    log_file: Path
+
+    def summary_lines(self) -> list[str]:
+        """What a person needs at the end: the run, how good, where the model, the plots and the log are."""
+        from mnist_job.tracking.runs import redact
+
+        accuracy = "n/a" if self.test_accuracy is None else f"{self.test_accuracy:.4f}"
+        where = redact(self.tracking_uri)
+        if where.startswith(("http://", "https://")):
+            where = f"{where.rstrip('/')}/#/experiments/{self.experiment_id}/runs/{self.run_id}"
+        return [f"run id: {self.run_id}", f"test accuracy: {accuracy}", f"registered: {self.registered}",
+                f"model: {self.model_dir}",
+                f"plots: plots/training_curves.png, plots/confusion_matrix.png in the run's artifacts at {where}",
+                f"log: {self.log_file}"]
 
 
 def default_run_name() -> str:
@@ -113,11 +129,23 @@ def check_every_rank_gets_data(params: Params, train_images: int) -> None:
         raise InvalidInput(problems)
 
 
-def run_training(params: Params, runtime: Runtime) -> TrainingResult:
+def run_training(params: Params, runtime: Runtime, verbose: bool = False) -> TrainingResult:
+    """Train, track and register; the terminal gets the job's lines, ``<train.output_dir>/train.log`` all of them."""
     # Ray folds log lines that differ only in numbers ("[rank 0] epoch 2" / "[rank 1] epoch 2"),
-    # which hides per-rank progress and resume messages; keep every line unless told otherwise.
+    # which hides per-rank progress and resume messages in the log file; keep every line.
     # Ray reads this when it is imported, so before any import of ray.
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    import mlflow  # noqa: F401 (imported before their loggers are routed: importing them sets those up)
+    import ray  # noqa: F401
+
+    log_file = runtime.path(params.train.output_dir) / "train.log"
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    log_file.write_text("")  # this run's story, not the last one's
+    with chatter_to_file(log_file, verbose):
+        return _train(params, runtime, log_file, verbose)
+
+
+def _train(params: Params, runtime: Runtime, log_file: Path, verbose: bool) -> TrainingResult:
     import mlflow
     import torch
     from mlflow import MlflowClient
@@ -128,6 +156,7 @@ def run_training(params: Params, runtime: Runtime) -> TrainingResult:
     from mnist_job.data.format import MANIFEST, SPLIT_FILES, manifest_digest
     from mnist_job.tracking import runs as tracking
     from mnist_job.training.loop import CHECKPOINT_FILE, train_loop_per_worker
+    from mnist_job.training.ray_output import route_ray_output
 
     t_start = time.monotonic()
     base_name = params.train.run_name or default_run_name()
@@ -150,9 +179,18 @@ def run_training(params: Params, runtime: Runtime) -> TrainingResult:
     manifest = json.loads((data_dir / MANIFEST).read_text())  # verified by ensure_dataset
     check_every_rank_gets_data(params, manifest["files"][SPLIT_FILES["train_labels"]]["shape"][0])
 
-    # 3. the Ray cluster and what it can run
-    ray = init_ray(runtime)
+    # 3. the Ray cluster and what it can run; what Ray and its workers print goes to the log file
+    t_ray = time.monotonic()
+    with stderr_to_file(log_file, enabled=not verbose):  # Ray's C++ core writes its warnings to fd 2
+        ray = init_ray(runtime)
+    progress = sys.stdout.isatty() and not verbose
+    route_ray_output(log_file, verbose, progress)
     use_gpu, cpus_per_worker = plan_resources(params, ray)
+    resources = ray.cluster_resources()
+    logger.info(f"ray: {'connected to ' + runtime.ray_address if runtime.ray_address else 'local cluster'} "
+                f"({int(resources.get('CPU', 0))} CPUs, {int(resources.get('GPU', 0))} GPUs) in "
+                f"{time.monotonic() - t_ray:.1f} s; {params.train.num_workers} workers x "
+                f"{'1 GPU' if use_gpu else f'{cpus_per_worker} CPUs'}; details in {log_file}")
 
     # 4. the MLflow run (resumed when a restarted driver reruns the same run name)
     client = MlflowClient(tracking_uri=tracking_uri)
@@ -189,6 +227,8 @@ def run_training(params: Params, runtime: Runtime) -> TrainingResult:
             "tracking_uri": tracking_uri,
             "run_id": run_id,
             "threads_per_worker": cpus_per_worker,
+            "verbose": verbose,
+            "progress": progress,
         },
         scaling_config=ScalingConfig(num_workers=params.train.num_workers, use_gpu=use_gpu,
                                      resources_per_worker={"CPU": cpus_per_worker}),
@@ -205,17 +245,17 @@ def run_training(params: Params, runtime: Runtime) -> TrainingResult:
             result = trainer.fit()
         except KeyboardInterrupt:
             signum = received[-1] if received else signal.SIGINT
-            _mark_killed(client, run_id, signum)
+            mark_killed(client, run_id, signum)
             ray.shutdown()
             raise Stopped(f"stopped by {signal.Signals(signum).name}: Ray shut down, MLflow run {run_id} marked KILLED; "
                           f"run again with train.run_name={base_name} to resume it", signum) from None
         except Exception as exc:  # noqa: BLE001 (Ray wraps worker errors; report the root cause)
             client.set_terminated(run_id, status="FAILED")
-            raise _root_cause(exc) from None
+            raise root_cause(exc, log_file) from None
     fit_seconds = time.monotonic() - t_fit
 
     # 6. the final model next to the project, and the summary
-    out_dir = runtime.path(params.train.output_dir)
+    out_dir = log_file.parent
     model_dir = out_dir / "model"
     if result.checkpoint is None:
         client.set_terminated(run_id, status="FAILED")
@@ -235,58 +275,4 @@ def run_training(params: Params, runtime: Runtime) -> TrainingResult:
     write_atomically(out_dir / "run.json", json.dumps(summary, indent=2) + "\n")
     # FINISHED only once everything the driver writes is written: a run marked finished is complete
     client.set_terminated(run_id, status="FINISHED")
-    return TrainingResult(run_id, experiment_id, tracking_uri, test_accuracy, registered, model_dir, resumed)
-
-
-@contextlib.contextmanager
-def stop_on_signals():
-    """SIGINT and SIGTERM raise KeyboardInterrupt in the driver; yields the signals received.
-
-    Ray's driver turns SIGTERM into a bare exit, which would leave the MLflow run RUNNING forever;
-    here both signals end up in one place that marks the run KILLED and stops Ray.
-    """
-    received: list[int] = []
-
-    def interrupt(signum, frame):
-        received.append(signum)
-        raise KeyboardInterrupt
-
-    previous = {s: signal.signal(s, interrupt) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield received
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
-
-
-def _mark_killed(client, run_id: str, signum: int) -> None:
-    name = signal.Signals(signum).name
-    try:
-        client.set_tag(run_id, "run.stopped_by", f"{name} during training")
-        client.set_terminated(run_id, status="KILLED")
-    except Exception as exc:  # noqa: BLE001 (stopping anyway; the next attempt resumes an unfinished run)
-        logger.warning(f"mlflow: could not mark run {run_id} KILLED ({type(exc).__name__}); it stays as it was")
-
-
-def _root_cause(exc: BaseException) -> Exception:
-    """The JobError a worker raised, if any, so its exit code and message reach the user."""
-    seen = set()
-    stack = [exc]
-    while stack:
-        current = stack.pop()
-        if id(current) in seen or current is None:
-            continue
-        seen.add(id(current))
-        if isinstance(current, JobError):
-            return current
-        failures = getattr(current, "worker_failures", None)
-        nested = list(failures.values()) if isinstance(failures, dict) else []
-        for nxt in (current.__cause__, current.__context__, getattr(current, "cause", None), *nested):
-            if isinstance(nxt, BaseException):
-                stack.append(nxt)
-    text = str(exc).strip().splitlines()
-    for kind in (DataError, ServiceUnavailable, InvalidInput):
-        for line in text:
-            if kind.__name__ + ":" in line:
-                return kind(line.split(kind.__name__ + ":", 1)[1].strip())
-    return JobError(f"training failed: {text[-1] if text else type(exc).__name__}")
+    return TrainingResult(run_id, experiment_id, tracking_uri, test_accuracy, registered, model_dir, resumed, log_file)

@@ -77,15 +77,22 @@ def _gather(value, world: int) -> list:
     return gathered
 
 
-def run_epoch(model, optimizer, scheduler, x: torch.Tensor, y: torch.Tensor, shard: torch.Tensor, local_batch: int):
-    """One pass over this rank's shard; returns (loss sum, correct, seen)."""
+def run_epoch(model, optimizer, scheduler, x: torch.Tensor, y: torch.Tensor, shard: torch.Tensor, local_batch: int,
+              on_progress=None):
+    """One pass over this rank's shard; returns (loss sum, correct, seen).
+
+    ``on_progress(step, steps)``, if given, is called about 20 times per epoch (rank 0's progress bar).
+    """
     model.train()
     loss_fn = torch.nn.functional.cross_entropy
     loss_sum = torch.zeros((), device=x.device, dtype=torch.float64)
     correct = torch.zeros((), device=x.device, dtype=torch.int64)
     steps = len(shard) // local_batch  # equal on every rank: no rank waits on a missing all-reduce
     shard = shard.to(x.device)
+    every = max(1, steps // 20)
     for step in range(steps):
+        if on_progress and step % every == 0:
+            on_progress(step, steps)
         idx = shard[step * local_batch : (step + 1) * local_batch]
         xb, yb = x[idx], y[idx]
         logits = model(xb)
@@ -115,7 +122,7 @@ def train_loop_per_worker(config: dict) -> None:
     import ray.train.torch
 
     from mnist_job.core.config import Params, Runtime
-    from mnist_job.core.console import show_on_stdout
+    from mnist_job.core.console import report_progress, show_on_stdout
     from mnist_job.data.dvc_store import ensure_dataset
     from mnist_job.data.format import load_dataset
     from mnist_job.model.network import build_model, images_to_tensor, load_checkpoint
@@ -124,7 +131,7 @@ def train_loop_per_worker(config: dict) -> None:
     runtime: Runtime = config["runtime"].for_this_node()  # this node's own paths and endpoints
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
-    show_on_stdout(rank=rank)
+    show_on_stdout(rank=rank, verbose=config.get("verbose", False))
     device = ray.train.torch.get_device()
     if device.type == "cpu":
         torch.set_num_threads(config["threads_per_worker"])
@@ -177,7 +184,13 @@ def train_loop_per_worker(config: dict) -> None:
     for epoch in range(start_epoch, params.train.epochs + 1):
         t0 = time.monotonic()
         shard = shard_indices(len(x), epoch, params.train.seed, rank, world)
-        loss_sum, correct, seen = run_epoch(model, optimizer, scheduler, x, y, shard, local_batch)
+        progress = None
+        if rank == 0 and config.get("progress"):  # the driver's terminal draws it as a bar
+
+            def progress(step, steps, epoch=epoch):
+                report_progress(epoch, params.train.epochs, step, steps)
+
+        loss_sum, correct, seen = run_epoch(model, optimizer, scheduler, x, y, shard, local_batch, progress)
         train_time = time.monotonic() - t0
         v_loss, v_correct, v_seen = score(unwrap(model), vx, vy)  # no DDP forward: no hidden collective
         loss_sum, correct, seen, v_loss, v_correct, v_seen = _all_reduce(

@@ -99,12 +99,25 @@ def test_workers_ran_on_both_worker_nodes(trained):
     assert not head & set(nodes), "a worker ran on the head node"
 
 
-def test_every_rank_logged_each_epoch(trained):
-    out = trained["output"].stdout + trained["output"].stderr
+def test_the_terminal_shows_one_line_per_epoch_and_the_log_file_every_rank(trained):
+    """A person sees the job's lines (rank 0's, once each); Ray's own chatter and every rank go to train.log."""
+    stdout = trained["output"].stdout
+    epoch_lines = [line for line in stdout.splitlines() if re.match(r"epoch \d+/", line)]
+    assert [line.split()[1] for line in epoch_lines] == [f"{e}/{EPOCHS}" for e in range(1, EPOCHS + 1)], stdout
+    for chatter in ("TrainingReport", "Checkpoint successfully created", "PreemptionWatcher", "RayTrainWorker pid=",
+                    "TrainController", "[rank 1]", "UserWarning"):
+        assert chatter not in stdout + trained["output"].stderr, f"{chatter!r} reached the terminal"
+    assert re.search(r"^ray: connected to \S+ \(\d+ CPUs, 0 GPUs\) in [\d.]+ s; 2 workers", stdout, re.M), stdout
+    assert re.search(r"^data ready in [\d.]+ s: ", stdout, re.M), stdout
+    for line in ("run id:", "test accuracy:", "registered: mnist-cnn-test/1", "model:", "plots:", "log:"):
+        assert re.search(rf"^{line}", stdout, re.M), f"no {line!r} line in the summary:\n{stdout}"
+
+    log = (trained["root"] / "outputs" / "train.log").read_text()
     for rank in (0, 1):
         for epoch in range(1, EPOCHS + 1):
-            assert re.search(rf"\[rank {rank}\] epoch {epoch}/{EPOCHS} train_loss=\S+ .*images/s=\d+", out)
-    assert "test accuracy:" in trained["output"].stdout
+            assert re.search(rf"\(RayTrainWorker pid=\d+.*\) \[rank {rank}\] epoch {epoch}/{EPOCHS} train_loss=\S+ "
+                             r".*images/s=\d+", log), f"rank {rank} epoch {epoch} missing from train.log"
+    assert "Reporting training result" in log  # Ray Train's own lines are kept, in the file
 
 
 def test_outputs_for_dvc_and_evaluate(trained):

@@ -24,6 +24,8 @@ LIBRARIES = [
     "evaluation.scoring",
     "tracking.runs",
     "tracking.registry",
+    "training.failures",
+    "training.ray_output",
 ]
 STAGES = ["data.fetch", "data.prepare", "training.loop", "training.driver", "evaluation.evaluate"]
 TOP = ["cli", "__main__"]

@@ -55,7 +55,7 @@ def assert_complete_run(stack, name: str, epochs: int, output: str):
 
 def test_worker_killed_mid_epoch_restores_from_s3_checkpoint(stack):
     """SIGKILL rank 0 during epoch 2: Ray Train restarts the group from the epoch-1 checkpoint in S3."""
-    training = train(stack, "fault-worker-kill", 3, "--max-failures", "2")
+    training = train(stack, "fault-worker-kill", 3, "--max-failures", "2", "--verbose")  # Ray's lines name the pid
     pid = int(training.wait_for(r"RayTrainWorker pid=(\d+)\)\S* \[rank 0\] epoch 1/3", 400).group(1))
     wait_first_checkpoint(stack, "fault-worker-kill", training)
     assert "epoch 2/3" not in training.text()  # still inside epoch 2
@@ -71,7 +71,7 @@ def test_worker_killed_mid_epoch_restores_from_s3_checkpoint(stack):
 
 def test_mlflow_server_down_for_30_s_loses_no_metric(stack):
     training = train(stack, "fault-mlflow-outage", 4)
-    training.wait_for(r"\[rank 0\] epoch 1/4", 400)
+    training.wait_for(r"(?m)^epoch 1/4 ", 400)
     stack.mlflow.stop()
     stopped = time.monotonic()
     try:
@@ -88,7 +88,7 @@ def test_mlflow_server_down_for_30_s_loses_no_metric(stack):
 def test_driver_restart_resumes_and_never_trains_twice(stack):
     """The RayJob submitter retried: the same run name resumes; a finished name is refused."""
     first = train(stack, "fault-driver-restart", 3)
-    first.wait_for(r"\[rank 0\] epoch 1/3", 400)
+    first.wait_for(r"(?m)^epoch 1/3 ", 400)
     wait_first_checkpoint(stack, "fault-driver-restart", first)
     os.killpg(first.popen.pid, signal.SIGKILL)
     first.popen.wait()
@@ -109,7 +109,7 @@ def test_driver_restart_resumes_and_never_trains_twice(stack):
 def test_sigterm_marks_the_run_killed_and_the_same_name_resumes_it(stack):
     """Kubernetes stops a pod with SIGTERM: the run must not stay RUNNING, and a later attempt resumes it."""
     first = train(stack, "fault-sigterm", 2)
-    first.wait_for(r"\[rank 0\] epoch 1/2", 400)
+    first.wait_for(r"(?m)^epoch 1/2 ", 400)
     wait_first_checkpoint(stack, "fault-sigterm", first)
     os.kill(first.popen.pid, signal.SIGTERM)  # the driver alone, as the kubelet signals a container's process
     assert first.finish(120) == 128 + signal.SIGTERM, first.text()[-3000:]
