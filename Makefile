@@ -31,8 +31,8 @@ venv: $(BIN)/.installed ## create .venv and install the package (reused when up 
 
 .PHONY: data
 data: venv ## fetch + prepare the dataset (DVC pipeline) and push it to the DVC remote
-	dvc repro prepare
-	dvc push data/mnist
+	dvc repro prepare prepare-blurred
+	dvc push data/mnist data/mnist-blurred
 
 # The stages themselves are in dvc.yaml, once: make runs them through DVC, which skips what
 # has not changed since the last run (force a new run: dvc repro --force --single-item train evaluate).

@@ -91,6 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("prepare", help="build the checksummed dataset (data.dir) that DVC tracks")
     _add_common(p)
     p.add_argument("--force", action="store_true", help="rebuild even if the dataset is up to date")
+    p.add_argument("--transform", choices=["none", "blur"], default="none",
+                   help="blur: every image Gaussian-blurred (sigma 1 px), for the blurred variant "
+                        "(dvc.yaml stage prepare-blurred writes it to data/mnist-blurred)")
 
     p = sub.add_parser("train", help="train with Ray Train on N workers, track in MLflow, register the model",
                        description="Train the CNN with ray.train.torch.TorchTrainer. Checks MLflow, S3 and the "
@@ -150,7 +153,8 @@ def run(argv: list[str] | None = None) -> int:
         from mnist_job.data.prepare import prepare
 
         params = _params(args, runtime)
-        prepare(runtime.path(params.data.raw_dir), runtime.path(params.data.dir), force=args.force)
+        prepare(runtime.path(params.data.raw_dir), runtime.path(params.data.dir), force=args.force,
+                transform=args.transform)
     elif args.command == "pull-data":
         from mnist_job.data.dvc_store import ensure_dataset
 

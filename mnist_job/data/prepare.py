@@ -8,6 +8,10 @@ training loop arithmetic-bound (see bench/).
 
 The folder is built under a temporary name and swapped in whole, manifest
 included, so a crash leaves either the old dataset or none, never a mix.
+
+``transform="blur"`` builds a variant of the same split with every image
+blurred (``blur_images``): the second DVC-tracked dataset, data/mnist-blurred
+(dvc.yaml, stage prepare-blurred), which the ``blurred`` experiment trains on.
 """
 
 from __future__ import annotations
@@ -41,7 +45,24 @@ RAW_OF_SPLIT = {
 }
 
 
-def build_arrays(raw_dir: Path) -> dict[str, np.ndarray]:
+TRANSFORMS = ("none", "blur")
+BINOMIAL_5 = np.array([1, 4, 6, 4, 1], dtype=np.int64)  # sums to 16; variance 1: a Gaussian of sigma 1 px
+
+
+def blur_images(images: np.ndarray) -> np.ndarray:
+    """Gaussian blur of sigma 1 px, as the 5-tap binomial kernel, in integers, edges padded with zeros.
+
+    Integer arithmetic with one rounding at the end (half up) gives the same bytes on every CPU, so the
+    blurred dataset's DVC hash does not depend on the machine that prepared it; float convolutions may
+    round a pixel differently from one vector unit to the next.
+    """
+    padded = np.pad(images.astype(np.int64), ((0, 0), (2, 2), (2, 2)))
+    rows = sum(w * padded[:, i : i + images.shape[1], :] for i, w in enumerate(BINOMIAL_5))
+    both = sum(w * rows[:, :, i : i + images.shape[2]] for i, w in enumerate(BINOMIAL_5))
+    return ((both + 128) // 256).astype(np.uint8)  # 256 = 16 x 16; the result stays within 0..255
+
+
+def build_arrays(raw_dir: Path, transform: str = "none") -> dict[str, np.ndarray]:
     if not raw_is_complete(raw_dir):
         missing = [n for n in (*RAW_FILES, CHECKSUMS) if not (raw_dir / n).is_file()]
         why = f"missing {', '.join(missing)}" if missing else "a file fails its checksum"
@@ -53,12 +74,12 @@ def build_arrays(raw_dir: Path) -> dict[str, np.ndarray]:
         counts = np.bincount(labels, minlength=10).tolist()
         if counts != OFFICIAL_CLASS_COUNTS[split]:
             raise DataError(f"{split} split: class counts {counts} differ from official MNIST {OFFICIAL_CLASS_COUNTS[split]}")
-        arrays[f"{split}_images"] = images
+        arrays[f"{split}_images"] = blur_images(images) if transform == "blur" else images
         arrays[f"{split}_labels"] = labels
     return arrays
 
 
-def write_dataset(arrays: dict[str, np.ndarray], out_dir: Path) -> dict:
+def write_dataset(arrays: dict[str, np.ndarray], out_dir: Path, transform: str = "none") -> dict:
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = out_dir.with_name(f".{out_dir.name}.partial")
     shutil.rmtree(staging, ignore_errors=True)
@@ -73,6 +94,8 @@ def write_dataset(arrays: dict[str, np.ndarray], out_dir: Path) -> dict:
         "files": files,
         "class_counts": {s: np.bincount(arrays[f"{s}_labels"], minlength=10).tolist() for s in ("train", "test")},
     }
+    if transform != "none":  # absent for the plain dataset, whose manifest (and DVC hash) stays as it was
+        manifest["transform"] = {"blur": "gaussian sigma 1 px (5-tap binomial, integer)"}[transform]
     (staging / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     verify_dataset(staging)  # what we wrote reads back and checks out
     backup = out_dir.with_name(f".{out_dir.name}.old")
@@ -97,9 +120,11 @@ def check_replaceable(out_dir: Path) -> None:
                            f"format {DATASET_FORMAT}); refusing to replace it: move it away or pick another data.dir")
 
 
-def prepare(raw_dir: Path, out_dir: Path, force: bool = False) -> dict:
+def prepare(raw_dir: Path, out_dir: Path, force: bool = False, transform: str = "none") -> dict:
+    if transform not in TRANSFORMS:
+        raise InvalidInput(f"--transform: {transform!r} is not one of {', '.join(TRANSFORMS)}")
     check_replaceable(out_dir)
-    arrays = build_arrays(raw_dir)
+    arrays = build_arrays(raw_dir, transform)
     if not force and (out_dir / MANIFEST).is_file():
         try:
             current = verify_dataset(out_dir)
@@ -109,9 +134,10 @@ def prepare(raw_dir: Path, out_dir: Path, force: bool = False) -> dict:
         if current and all(current["files"][f]["sha256"] == s for f, s in wanted.items()):
             logger.info(f"prepare: {out_dir} is up to date and verified; nothing to do")
             return current
-    manifest = write_dataset(arrays, out_dir)
+    manifest = write_dataset(arrays, out_dir, transform)
     counts = {s: sum(c) for s, c in manifest["class_counts"].items()}
-    logger.info(f"prepare: wrote {out_dir} ({counts['train']} train / {counts['test']} test images, checksummed)")
+    what = "" if transform == "none" else f", {manifest['transform']}"
+    logger.info(f"prepare: wrote {out_dir} ({counts['train']} train / {counts['test']} test images{what}, checksummed)")
     return manifest
 
 
