@@ -4,7 +4,7 @@ Every module logs to ``logging.getLogger(__name__)`` (all below the ``mnist_job`
 calls ``show_on_stdout`` once, and each Ray Train worker calls ``show_on_stdout(rank=N)``, which
 writes ``[rank N] message`` lines (``[rank N] warning: message`` from WARNING up). The driver reads
 those lines back from Ray's log stream (mnist_job/training/ray_output.py) and shows rank 0's, and the
-other ranks' warnings and data lines (``is_shown``); the libraries' own chatter (Ray, MLflow, Python
+other ranks' warnings and every rank's data lines (``shown_text``); the libraries' own chatter (Ray, MLflow, Python
 warnings) goes to the run's log file unless ``--verbose`` asks for it on the terminal.
 """
 
@@ -72,10 +72,13 @@ def report_progress(epoch: int, epochs: int, step: int, steps: int) -> None:
     sys.stdout.flush()
 
 
-def is_shown(rank: int, message: str) -> bool:
-    """What of a worker's lines a person sees without --verbose: rank 0's; from the other ranks, warnings
-    and what they did about the data (each node pulls its own copy, so each node's line says something)."""
-    return rank == 0 or message.startswith(("warning: ", "error: ", "critical: ", "data: "))
+def shown_text(rank: int, message: str) -> str | None:
+    """How a worker's line appears without --verbose, or None: rank 0's lines as they are; from every rank,
+    its data lines (each node pulls its own copy, so each says something) and, from the others, warnings,
+    both with their rank."""
+    if message.startswith("data: ") or (rank != 0 and message.startswith(("warning: ", "error: ", "critical: "))):
+        return f"[rank {rank}] {message}"
+    return message if rank == 0 else None
 
 
 class ProgressBar:

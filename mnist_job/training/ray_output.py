@@ -16,7 +16,7 @@ import sys
 import threading
 from pathlib import Path
 
-from mnist_job.core.console import PROGRESS, PROGRESS_LINE, WORKER_LINE, ProgressBar, is_shown
+from mnist_job.core.console import PROGRESS, PROGRESS_LINE, WORKER_LINE, ProgressBar, shown_text
 
 logger = logging.getLogger(__name__)
 RAY_HANDLER = "ray_print_logs"  # the name ray._private.worker registers its printing handler under
@@ -53,10 +53,10 @@ class JobLines:
                 self.bar.draw(*map(int, position.groups()))
             return  # progress is for a person watching, not for the record
         self.file.write(f"{origin(batch)} {line}\n")
-        if self.show and match and is_shown(int(match.group(1)), message):
+        text = shown_text(int(match.group(1)), message) if self.show and match else None
+        if text is not None:
             self.bar.clear()
-            rank = int(match.group(1))
-            print(message if rank == 0 else line, file=self.stdout, flush=True)
+            print(text, file=self.stdout, flush=True)
 
     def close(self) -> None:
         with self.lock:

@@ -26,6 +26,7 @@ RAY_CHATTER = [
 JOB = [
     batch(10, "[rank 0] data ready in 0.3 s: 1000 train / 5000 validation images"),
     batch(11, "[rank 1] data ready in 0.3 s: 1000 train / 5000 validation images"),
+    batch(10, "[rank 0] data: pulled data/mnist from s3://dvc/x into /cache in 1.1 s"),
     batch(11, "[rank 1] data: pulled data/mnist from s3://dvc/x into /cache in 1.2 s"),
     batch(10, "[rank 0] progress: epoch 1/2 5/10"),
     batch(10, "[rank 0] epoch 1/2 train_loss=0.5 val_acc=0.9"),
@@ -43,10 +44,11 @@ def route(tmp_path, show: bool, progress: bool) -> tuple[str, str]:
     return terminal.getvalue(), (tmp_path / "train.log").read_text()
 
 
-def test_the_terminal_gets_rank_0_and_other_ranks_warnings_and_data_lines(tmp_path):
+def test_the_terminal_gets_rank_0_every_ranks_data_lines_and_the_others_warnings(tmp_path):
     terminal, log = route(tmp_path, show=True, progress=False)
     assert terminal.splitlines() == [
         "data ready in 0.3 s: 1000 train / 5000 validation images",
+        "[rank 0] data: pulled data/mnist from s3://dvc/x into /cache in 1.1 s",
         "[rank 1] data: pulled data/mnist from s3://dvc/x into /cache in 1.2 s",
         "epoch 1/2 train_loss=0.5 val_acc=0.9",
         "[rank 1] warning: mlflow: server unreachable (ConnectionError)",
