@@ -76,7 +76,7 @@ def test_entrypoint_is_a_declared_console_script(render, profile):
 
 
 def test_every_command_is_a_declared_console_script_or_tool(render):
-    allowed = set(console_scripts()) | {"mlflow"}
+    allowed = set(console_scripts()) | {"mlflow", "python"}  # python: the image's, for the chart's files/*.py
     for profile in ("platform-dev", "rayjob-gpu-initcontainer"):
         for where, tmpl in workload_pod_templates(render(profile)).items():
             for c in tmpl["spec"].get("initContainers", []) + tmpl["spec"]["containers"]:
@@ -291,7 +291,7 @@ def test_production_rayjob_uses_the_existing_secret_never_the_dev_one(render, pr
     which the platform does not render; never the dev profile's Secret."""
     needed = refs(render(profile))
     existing = load_yaml(PLATFORM / "values.yaml")["credentials"]["existingSecret"]
-    assert {n for k, n, _ in needed if k == "Secret"} == {existing}
+    assert {n for k, n, _ in needed if k == "Secret"} == {existing, f"{PLATFORM_RELEASE}-mlflow-training"}
     assert not needed - provided(render("platform-default")) - {("Secret", existing, k) for k in
                                                                 ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
     dev_secrets = {d["metadata"]["name"] for d in by_kind(render("platform-dev"), "Secret")}
@@ -314,9 +314,9 @@ def test_platform_references_exist(render):
 
 def test_buckets_agree(render):
     dev = render("platform-dev")
-    job = one(dev, "Job")
+    job = one(dev, "Job", f"{PLATFORM_RELEASE}-buckets")
     created = {a.split("=", 1)[1] for a in job["spec"]["template"]["spec"]["containers"][0]["command"] if a.startswith("--bucket=")}
-    cm = one(dev, "ConfigMap")["data"]
+    cm = one(dev, "ConfigMap", f"{PLATFORM_RELEASE}-endpoints")["data"]
     assert cm["MNIST_DVC_REMOTE_URL"].startswith("s3://")
     assert cm["MNIST_DVC_REMOTE_URL"][5:].split("/")[0] in created
     mlflow = one(dev, "Deployment", "mnist-platform-mlflow")["spec"]["template"]["spec"]["containers"][0]["command"]
@@ -329,7 +329,7 @@ def test_buckets_agree(render):
 
 def test_endpoints_point_at_platform_services(render):
     dev = render("platform-dev")
-    cm = one(dev, "ConfigMap")["data"]
+    cm = one(dev, "ConfigMap", f"{PLATFORM_RELEASE}-endpoints")["data"]
     services = {s["metadata"]["name"]: {p["port"] for p in s["spec"]["ports"]} for s in by_kind(dev, "Service")}
     for key in ("MLFLOW_TRACKING_URI", "AWS_ENDPOINT_URL"):
         m = re.fullmatch(r"http://([a-z0-9-]+):(\d+)", cm[key])
@@ -343,7 +343,8 @@ def test_endpoints_point_at_platform_services(render):
     e = env_map(mlflow)
     assert e["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"]["value"] == "false"
     assert e["MLFLOW_S3_ENDPOINT_URL"]["value"] == cm["AWS_ENDPOINT_URL"]
-    for flag in ("--backend-store-uri=sqlite:////mlflow/mlflow.db", "--serve-artifacts", "--host=0.0.0.0", "--workers=1"):
+    for flag in ("--backend-store-uri=sqlite:////mlflow/mlflow.db", "--serve-artifacts", "--host=0.0.0.0", "--workers=1",
+                 "--app-name=basic-auth", "--cors-allowed-origins=http://localhost:5000,http://127.0.0.1:5000"):
         assert flag in mlflow["command"]
 
 
@@ -397,7 +398,7 @@ def test_no_fixed_dev_password_is_committed(render):
     assert secret["metadata"]["annotations"]["kuberay-mnist/placeholder-keys"] == "AWS_SECRET_ACCESS_KEY"
     assert "secretAccessKey" not in load_yaml(PLATFORM / "values-dev.yaml")["credentials"]["dev"]
     committed = [d for d in yaml.safe_load_all((ROOT / "k8s" / "platform-dev.yaml").read_text()) if d]
-    (committed_secret,) = [d for d in committed if d["kind"] == "Secret"]
+    committed_secret = one(committed, "Secret", secret["metadata"]["name"])
     assert committed_secret["stringData"]["AWS_SECRET_ACCESS_KEY"] == placeholder
     assert "data" not in committed_secret
     # The password the dev profile used to carry is gone from every committed text file.
@@ -419,8 +420,15 @@ def test_configmaps_hold_no_secrets(render, profile):
             assert value not in yaml.safe_dump(d), f"{d['kind']}/{d['metadata']['name']} contains the secret"
 
 
-def test_default_platform_creates_no_secret(render):
-    assert not by_kind(render("platform-default"), "Secret")
+def test_default_platform_creates_only_the_generated_mlflow_secrets(render):
+    """No S3 Secret (that one exists beforehand); the MLflow admin and training user, whose passwords `helm install`
+    generates: under `helm template` each is a named placeholder, so no password is committed."""
+    secrets = {d["metadata"]["name"]: d for d in by_kind(render("platform-default"), "Secret")}
+    assert set(secrets) == {f"{PLATFORM_RELEASE}-mlflow-admin", f"{PLATFORM_RELEASE}-mlflow-training"}
+    for secret in secrets.values():
+        placeholders = secret["metadata"]["annotations"]["kuberay-mnist/placeholder-keys"].split(",")
+        assert placeholders and all(secret["stringData"][k].startswith("placeholder-") for k in placeholders)
+        assert {"password", "MLFLOW_TRACKING_PASSWORD"} & set(placeholders)
 
 
 # --------------------------------------------------------------------------- network policies
@@ -464,8 +472,12 @@ def test_the_submitter_gets_no_s3_credentials_or_endpoints(render, profile):
     submitter = spec["submitterPodTemplate"]["spec"]["containers"][0]
     names = {e["name"] for e in submitter.get("env", [])}
     assert not names & {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL", "MLFLOW_TRACKING_URI",
-                        "MNIST_DVC_REMOTE_URL"}, names
+                        "MNIST_DVC_REMOTE_URL", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"}, names
     assert not submitter.get("envFrom"), "no ConfigMap or Secret wholesale either"
     assert not any("secretKeyRef" in e.get("valueFrom", {}) for e in submitter.get("env", []))
     head = spec["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]["containers"][0]
     assert {"AWS_ACCESS_KEY_ID", "MLFLOW_TRACKING_URI"} <= {e["name"] for e in head["env"]}, "the Ray pods still do"
+    mlflow_user = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in head["env"] if e["name"].startswith("MLFLOW_")
+                   and "secretKeyRef" in e.get("valueFrom", {})}
+    assert {ref["name"] for ref in mlflow_user.values()} == {"mnist-platform-mlflow-training"}, mlflow_user
+    assert set(mlflow_user) == {"MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"}, "the training user, from its Secret"

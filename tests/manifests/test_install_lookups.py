@@ -22,6 +22,7 @@ PROD_SECRET = "mnist-platform-s3-credentials"
 DEV_MARK = {"kuberay-mnist/development-credentials": "true"}
 PLACEHOLDER_KEYS = "kuberay-mnist/placeholder-keys"
 CREDS = {"AWS_ACCESS_KEY_ID": "id", "AWS_SECRET_ACCESS_KEY": "a-real-secret-key"}
+MLFLOW_ADMIN, MLFLOW_TRAINING = f"{PLATFORM_RELEASE}-mlflow-admin", f"{PLATFORM_RELEASE}-mlflow-training"
 NEW_CLUSTER = dict([api.namespace("kube-system")])  # the release namespace does not exist yet (--create-namespace)
 
 
@@ -60,11 +61,37 @@ def test_upgrade_keeps_the_dev_password(tools, tmp_path):
     assert secret["stringData"]["AWS_SECRET_ACCESS_KEY"] == kept["AWS_SECRET_ACCESS_KEY"]
 
 
+def test_install_generates_the_mlflow_passwords_and_an_upgrade_keeps_them(tools, tmp_path):
+    """The MLflow admin's password, its Flask secret key and the training user's password: random at install, kept
+    on upgrade (the admin's is what the auth store was created with; a new one would lock the users Job out)."""
+    generated = {}
+    for attempt in (1, 2):
+        proc, docs, requests = install_render(tools, tmp_path, NEW_CLUSTER, PLATFORM, PLATFORM_RELEASE,
+                                              "-f", str(PLATFORM / "values-dev.yaml"))
+        assert proc.returncode == 0, proc.stderr
+        admin, training = one(docs, "Secret", MLFLOW_ADMIN), one(docs, "Secret", MLFLOW_TRAINING)
+        values = [admin["stringData"]["password"], admin["stringData"]["flask-secret-key"],
+                  training["stringData"]["MLFLOW_TRACKING_PASSWORD"]]
+        assert all(re.fullmatch(r"[A-Za-z0-9]{40}", v) for v in values) and len(set(values)) == 3, values
+        assert PLACEHOLDER_KEYS not in (admin["metadata"].get("annotations") or {})
+        generated[attempt] = values
+    assert not set(generated[1]) & set(generated[2]), "two installs got the same password"
+    kept_admin = {"username": "admin", "password": "first-install-admin-0123456789", "flask-secret-key": "first-key-012345"}
+    kept_training = {"MLFLOW_TRACKING_USERNAME": "mnist-training", "MLFLOW_TRACKING_PASSWORD": "first-install-train-0123"}
+    objects = dict([api.namespace("kube-system"), api.namespace(NAMESPACE), api.configmap(NAMESPACE, "kube-root-ca.crt"),
+                    api.secret(NAMESPACE, MLFLOW_ADMIN, kept_admin, {}, release=PLATFORM_RELEASE),
+                    api.secret(NAMESPACE, MLFLOW_TRAINING, kept_training, {}, release=PLATFORM_RELEASE)])
+    proc, docs, _ = install_render(tools, tmp_path, objects, PLATFORM, PLATFORM_RELEASE, "-f", str(PLATFORM / "values-dev.yaml"))
+    assert proc.returncode == 0, proc.stderr
+    assert one(docs, "Secret", MLFLOW_ADMIN)["stringData"] == kept_admin
+    assert one(docs, "Secret", MLFLOW_TRAINING)["stringData"]["MLFLOW_TRACKING_PASSWORD"] == kept_training["MLFLOW_TRACKING_PASSWORD"]
+
+
 def test_upgrade_replaces_a_placeholder(tools, tmp_path):
     """A release's Secret that holds the public placeholder (k8s/platform-dev.yaml's, applied and adopted): an
     upgrade replaces it with a generated password instead of keeping it."""
     committed = [d for d in yaml.safe_load_all((ROOT / "k8s" / "platform-dev.yaml").read_text()) if d]
-    placeholder = one(committed, "Secret")["stringData"]["AWS_SECRET_ACCESS_KEY"]
+    placeholder = one(committed, "Secret", DEV_SECRET)["stringData"]["AWS_SECRET_ACCESS_KEY"]
     objects = dict([api.namespace("kube-system"), api.namespace(NAMESPACE), api.configmap(NAMESPACE, "kube-root-ca.crt"),
                     api.secret(NAMESPACE, DEV_SECRET, {"AWS_SECRET_ACCESS_KEY": placeholder}, DEV_MARK,
                                release=PLATFORM_RELEASE)])
@@ -91,7 +118,8 @@ def test_production_platform_refuses_development_credentials(tools, tmp_path, va
     real = dict([*cluster, api.secret(NAMESPACE, PROD_SECRET, CREDS)])
     proc, docs, _ = install_render(tools, tmp_path, real, PLATFORM, PLATFORM_RELEASE, "-f", str(PLATFORM / values))
     assert proc.returncode == 0, proc.stderr
-    assert not [d for d in docs if d["kind"] == "Secret"]
+    assert {d["metadata"]["name"] for d in docs if d["kind"] == "Secret"} == {MLFLOW_ADMIN, MLFLOW_TRAINING}, (
+        "no S3 Secret: only the MLflow users' generated ones")
     missing = dict(cluster)
     proc, _, _ = install_render(tools, tmp_path, missing, PLATFORM, PLATFORM_RELEASE, "-f", str(PLATFORM / values))
     assert proc.returncode != 0 and f'Secret "{PROD_SECRET}" not found in namespace "{NAMESPACE}"' in proc.stderr

@@ -159,3 +159,26 @@ http://{{ include "platform.mlflowName" . }}:{{ .Values.mlflow.service.port }}
 {{- fail "mlflow.workers must be 1 with the SQLite backend store" -}}
 {{- end -}}
 {{- end -}}
+
+{{- define "platform.mlflowAdminSecret" -}}{{ include "platform.fullname" . }}-mlflow-admin{{- end -}}
+{{- define "platform.mlflowTrainingSecret" -}}{{ include "platform.fullname" . }}-mlflow-training{{- end -}}
+
+{{/* A password the chart generates: include "platform.generatedKey" (list . SECRET KEY). The value
+     already in the cluster (kept across upgrades), else a new random one at install, else (`helm
+     template`, which cannot look it up) the placeholder, which the Secret then names in its
+     kuberay-mnist/placeholder-keys annotation. */}}
+{{- define "platform.generatedKey" -}}
+{{- $root := index . 0 -}}
+{{- $existing := lookup "v1" "Secret" $root.Release.Namespace (index . 1) -}}
+{{- $kept := "" -}}
+{{- if $existing -}}
+{{- $kept = index ($existing.data | default dict) (index . 2) | default "" | b64dec -}}
+{{- end -}}
+{{- if and $kept (ne $kept (include "platform.devSecretPlaceholder" $root)) -}}
+{{ $kept }}
+{{- else if include "platform.clusterReachable" $root -}}
+{{ randAlphaNum 40 }}
+{{- else -}}
+{{ include "platform.devSecretPlaceholder" $root }}
+{{- end -}}
+{{- end -}}
