@@ -61,8 +61,7 @@ done
 
 case "$PROFILE" in
   gpu) values=() ;;
-  # The kind platform's dev Secret (charts/kuberay-mnist-platform/values-dev.yaml).
-  cpu-kind) values=(-f "$CHART/values-cpu-kind.yaml" --set-string "platform.credentialsSecret=$PLATFORM_RELEASE-dev-s3-credentials") ;;
+  cpu-kind) values=(-f "$CHART/values-cpu-kind.yaml") ;;
   *) bad "PROFILE must be cpu-kind or gpu (got '$PROFILE')" ;;
 esac
 [[ "$TIMEOUT_S" =~ ^[1-9][0-9]*$ ]] || bad "TIMEOUT_S must be a positive number of seconds (got '$TIMEOUT_S')"
@@ -81,7 +80,8 @@ if [[ -n "$IMAGE" && ! "$IMAGE" =~ ^[a-z0-9][a-z0-9._/:-]*[a-z0-9]$ ]] || [[ "$I
 fi
 
 args=("${values[@]}" --set-string "nameOverride=$name" --set-string "platform.endpointsConfigMap=$PLATFORM_RELEASE-endpoints"
-  --set-string "platform.mlflowCredentialsSecret=$PLATFORM_RELEASE-mlflow-training")
+  --set-string "platform.mlflowCredentialsSecret=$PLATFORM_RELEASE-mlflow-training"
+  --set-string "platform.credentialsSecret=$PLATFORM_RELEASE-s3-training")
 if [[ -n "$IMAGE" ]]; then
   args+=(--set-string "image.repository=$IMAGE" --set-string "ray.workers.image.repository=$IMAGE")
 fi

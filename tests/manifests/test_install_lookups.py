@@ -18,7 +18,8 @@ sys.path.insert(0, str(ROOT))
 from tests.support import fake_kube_api as api  # noqa: E402
 
 DEV_SECRET = f"{PLATFORM_RELEASE}-dev-s3-credentials"
-PROD_SECRET = "mnist-platform-s3-credentials"
+PROD_SECRET = "mnist-platform-s3-credentials"  # the root keys: the bucket job and MinIO only
+S3_MLFLOW, S3_TRAINING = f"{PLATFORM_RELEASE}-s3-mlflow", f"{PLATFORM_RELEASE}-s3-training"  # per-workload users
 DEV_MARK = {"kuberay-mnist/development-credentials": "true"}
 PLACEHOLDER_KEYS = "kuberay-mnist/placeholder-keys"
 CREDS = {"AWS_ACCESS_KEY_ID": "id", "AWS_SECRET_ACCESS_KEY": "a-real-secret-key"}
@@ -111,6 +112,8 @@ def test_a_user_who_may_not_read_kube_system_can_upgrade(tools, tmp_path):
 @pytest.mark.parametrize("values", ["values.yaml", "values-production.yaml"])
 def test_production_platform_refuses_development_credentials(tools, tmp_path, values):
     cluster = [api.namespace("kube-system"), api.namespace(NAMESPACE), api.configmap(NAMESPACE, "kube-root-ca.crt")]
+    if values == "values-production.yaml":  # no MinIO: the per-workload Secrets exist beforehand
+        cluster += [api.secret(NAMESPACE, S3_MLFLOW, CREDS), api.secret(NAMESPACE, S3_TRAINING, CREDS)]
     marked = dict([*cluster, api.secret(NAMESPACE, PROD_SECRET, CREDS, DEV_MARK)])
     proc, _, _ = install_render(tools, tmp_path, marked, PLATFORM, PLATFORM_RELEASE, "-f", str(PLATFORM / values))
     assert proc.returncode != 0
@@ -118,23 +121,33 @@ def test_production_platform_refuses_development_credentials(tools, tmp_path, va
     real = dict([*cluster, api.secret(NAMESPACE, PROD_SECRET, CREDS)])
     proc, docs, _ = install_render(tools, tmp_path, real, PLATFORM, PLATFORM_RELEASE, "-f", str(PLATFORM / values))
     assert proc.returncode == 0, proc.stderr
-    assert {d["metadata"]["name"] for d in docs if d["kind"] == "Secret"} == {MLFLOW_ADMIN, MLFLOW_TRAINING}, (
-        "no S3 Secret: only the MLflow users' generated ones")
-    missing = dict(cluster)
+    generated = {MLFLOW_ADMIN, MLFLOW_TRAINING} | ({S3_MLFLOW, S3_TRAINING} if values == "values.yaml" else set())
+    assert {d["metadata"]["name"] for d in docs if d["kind"] == "Secret"} == generated, (
+        "never the root S3 Secret; the per-workload S3 users only where the chart makes them in MinIO")
+    missing = dict([c for c in cluster if c[0].endswith(("kube-system", NAMESPACE, "kube-root-ca.crt"))])
     proc, _, _ = install_render(tools, tmp_path, missing, PLATFORM, PLATFORM_RELEASE, "-f", str(PLATFORM / values))
     assert proc.returncode != 0 and f'Secret "{PROD_SECRET}" not found in namespace "{NAMESPACE}"' in proc.stderr
 
 
+def test_production_platform_needs_the_per_workload_secrets(tools, tmp_path):
+    cluster = [api.namespace("kube-system"), api.namespace(NAMESPACE), api.configmap(NAMESPACE, "kube-root-ca.crt"),
+               api.secret(NAMESPACE, PROD_SECRET, CREDS), api.secret(NAMESPACE, S3_MLFLOW, CREDS)]
+    proc, _, _ = install_render(tools, tmp_path, dict(cluster), PLATFORM, PLATFORM_RELEASE,
+                                "-f", str(PLATFORM / "values-production.yaml"))
+    assert proc.returncode != 0
+    assert f'credentials.workloads.trainingSecret: Secret "{S3_TRAINING}" not found' in proc.stderr
+
+
 def test_rayjob_chart_refuses_development_credentials_outside_the_kind_profile(tools, tmp_path):
     cluster = [api.namespace("kube-system"), api.namespace(NAMESPACE)]
-    gpu = dict([*cluster, api.secret(NAMESPACE, PROD_SECRET, CREDS, DEV_MARK)])
+    gpu = dict([*cluster, api.secret(NAMESPACE, S3_TRAINING, CREDS, DEV_MARK)])
     proc, _, _ = install_render(tools, tmp_path, gpu, RAYJOB, RAYJOB_RELEASE)
     assert proc.returncode != 0
-    assert f'platform.credentialsSecret: Secret "{PROD_SECRET}" holds development credentials' in proc.stderr
-    proc, docs, _ = install_render(tools, tmp_path, dict([*cluster, api.secret(NAMESPACE, PROD_SECRET, CREDS)]),
+    assert f'platform.credentialsSecret: Secret "{S3_TRAINING}" holds development credentials' in proc.stderr
+    proc, docs, _ = install_render(tools, tmp_path, dict([*cluster, api.secret(NAMESPACE, S3_TRAINING, CREDS)]),
                                    RAYJOB, RAYJOB_RELEASE)
     assert proc.returncode == 0, proc.stderr
-    kind = dict([*cluster, api.secret(NAMESPACE, DEV_SECRET, CREDS, DEV_MARK)])
+    kind = dict([*cluster, api.secret(NAMESPACE, S3_TRAINING, CREDS, DEV_MARK)])
     proc, docs, _ = install_render(tools, tmp_path, kind, RAYJOB, RAYJOB_RELEASE, "-f", str(RAYJOB / "values-cpu-kind.yaml"))
     assert proc.returncode == 0, proc.stderr
     assert one(docs, "RayJob")["metadata"]["annotations"]["kuberay-mnist/development-credentials-allowed"] == "true"
