@@ -32,21 +32,63 @@ CHECKOV_OUT ?= .tools/checkov-rendered
 tools: ## helm, kubectl, hadolint, shellcheck, actionlint, uv, checkov into .tools/
 	bash scripts/install-tools.sh
 
+# Every lock line carries the sha256 of each file PyPI serves for it: the image installs with
+# `pip install --require-hashes` (image/Dockerfile), so a file that changes on the index fails the build.
 .PHONY: lock
-lock: ## requirements/lock-linux-<arch>.txt from pyproject.toml (uv pip compile, x86_64 + aarch64)
+lock: ## requirements/lock-linux-<arch>.txt from pyproject.toml (uv pip compile --generate-hashes, x86_64 + aarch64)
 	bash scripts/install-tools.sh uv
 	@for arch in $(LOCK_ARCHES); do \
 		echo "lock: requirements/lock-linux-$$arch.txt"; \
-		$(TOOLS)/uv pip compile pyproject.toml --quiet --python-version 3.11 \
+		$(TOOLS)/uv pip compile pyproject.toml --quiet --python-version 3.11 --generate-hashes \
 			--python-platform $$arch-manylinux_2_28 --custom-compile-command "make lock" \
 			--output-file requirements/lock-linux-$$arch.txt \
 			|| exit 1; \
 	done
 
+# The CPU image's torch and torchvision come from PyTorch's CPU index alone (wheels without CUDA);
+# their hashes need that index, which the machines this project is built on cannot reach: run this
+# where https://download.pytorch.org answers, and commit the two files.
+TORCH_CPU_INDEX_URL ?= https://download.pytorch.org/whl/cpu
+.PHONY: lock-torch-cpu
+lock-torch-cpu: ## requirements/torch-cpu-linux-<arch>.txt: torch/torchvision +cpu with hashes (needs download.pytorch.org)
+	bash scripts/install-tools.sh uv
+	@torch=$$(sed -n 's/^ *"torch==\([^"]*\)".*/\1/p' pyproject.toml); \
+	vision=$$(sed -n 's/^ *"torchvision==\([^"]*\)".*/\1/p' pyproject.toml); \
+	printf 'torch==%s+cpu\ntorchvision==%s+cpu\n' "$$torch" "$$vision" > requirements/torch-cpu.in; \
+	for arch in $(LOCK_ARCHES); do \
+		echo "lock: requirements/torch-cpu-linux-$$arch.txt"; \
+		$(TOOLS)/uv pip compile requirements/torch-cpu.in --quiet --python-version 3.11 --no-deps --generate-hashes \
+			--index-url $(TORCH_CPU_INDEX_URL) --python-platform $$arch-manylinux_2_28 \
+			--custom-compile-command "make lock-torch-cpu" --output-file requirements/torch-cpu-linux-$$arch.txt \
+			|| exit 1; \
+	done
+
+# The base images by digest: image/base-digests.txt (`<variant> <amd64|arm64> sha256:...`), which
+# `make image` and the release workflow pass as BASE_DIGEST_AMD64/ARM64. Needs Docker Hub (docker
+# buildx imagetools); run where it answers and commit the file.
+RAY_BASE ?= rayproject/ray
+RAY_BASE_TAG ?= 2.60.0-py311
+.PHONY: pin-base
+pin-base: ## image/base-digests.txt: the digest of each Ray base image (needs Docker Hub)
+	@{ echo "# make pin-base: the digest of $(RAY_BASE):$(RAY_BASE_TAG)-<variant>[-aarch64]"; \
+	for variant in cpu gpu; do \
+		for arch in amd64 arm64; do \
+			suffix=$$([ $$arch = arm64 ] && echo -aarch64); \
+			digest=$$(docker buildx imagetools inspect "$(RAY_BASE):$(RAY_BASE_TAG)-$$variant$$suffix" \
+				--format '{{.Manifest.Digest}}') || exit 1; \
+			echo "$$variant $$arch $$digest"; \
+		done; \
+	done; } > image/base-digests.txt.new && mv image/base-digests.txt.new image/base-digests.txt
+	cat image/base-digests.txt
+
 .PHONY: image
 image: ## docker build the project image (VARIANT=cpu|gpu) as $(IMAGE_REPO):$(IMAGE_TAG)
 	@case "$(VARIANT)" in cpu|gpu) ;; *) echo "VARIANT must be cpu or gpu" >&2; exit 2;; esac
+	@for arch in amd64 arm64; do grep -q "^$(VARIANT) $$arch sha256:" image/base-digests.txt \
+		|| { echo "image/base-digests.txt has no $(VARIANT) $$arch digest: run make pin-base where Docker Hub answers" >&2; exit 1; }; done
 	docker build -f image/Dockerfile --build-arg VARIANT=$(VARIANT) \
+		--build-arg BASE_DIGEST_AMD64=$$(awk '$$1 == "$(VARIANT)" && $$2 == "amd64" {print $$3}' image/base-digests.txt) \
+		--build-arg BASE_DIGEST_ARM64=$$(awk '$$1 == "$(VARIANT)" && $$2 == "arm64" {print $$3}' image/base-digests.txt) \
 		--build-arg GIT_COMMIT=$$(git rev-parse HEAD 2>/dev/null || echo unknown) -t $(LOCAL_IMAGE) .
 
 .PHONY: kind-load

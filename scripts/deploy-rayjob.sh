@@ -61,8 +61,7 @@ done
 
 case "$PROFILE" in
   gpu) values=() ;;
-  # The kind platform's dev Secret (charts/kuberay-mnist-platform/values-dev.yaml).
-  cpu-kind) values=(-f "$CHART/values-cpu-kind.yaml" --set-string "platform.credentialsSecret=$PLATFORM_RELEASE-dev-s3-credentials") ;;
+  cpu-kind) values=(-f "$CHART/values-cpu-kind.yaml") ;;
   *) bad "PROFILE must be cpu-kind or gpu (got '$PROFILE')" ;;
 esac
 [[ "$TIMEOUT_S" =~ ^[1-9][0-9]*$ ]] || bad "TIMEOUT_S must be a positive number of seconds (got '$TIMEOUT_S')"
@@ -80,7 +79,9 @@ if [[ -n "$IMAGE" && ! "$IMAGE" =~ ^[a-z0-9][a-z0-9._/:-]*[a-z0-9]$ ]] || [[ "$I
   bad "IMAGE must be an image repository without a tag, e.g. ghcr.io/you/kuberay-mnist (got '$IMAGE')"
 fi
 
-args=("${values[@]}" --set-string "nameOverride=$name" --set-string "platform.endpointsConfigMap=$PLATFORM_RELEASE-endpoints")
+args=("${values[@]}" --set-string "nameOverride=$name" --set-string "platform.endpointsConfigMap=$PLATFORM_RELEASE-endpoints"
+  --set-string "platform.mlflowCredentialsSecret=$PLATFORM_RELEASE-mlflow-training"
+  --set-string "platform.credentialsSecret=$PLATFORM_RELEASE-s3-training")
 if [[ -n "$IMAGE" ]]; then
   args+=(--set-string "image.repository=$IMAGE" --set-string "ray.workers.image.repository=$IMAGE")
 fi
@@ -112,7 +113,7 @@ if grep -q '^ *kuberay-mnist/development-credentials-allowed: "true"' "$manifest
 for secret in "${secrets[@]}"; do
   if ! kubectl -n "$NAMESPACE" get secret "$secret" >/dev/null 2>&1; then
     echo "deploy-rayjob: Secret $secret not found in namespace $NAMESPACE: install the platform first" \
-      "(or create the Secret, keys AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY)" >&2
+      "(or create the Secret the chart names)" >&2
     exit 3
   fi
   dev=$(kubectl -n "$NAMESPACE" get secret "$secret" -o 'jsonpath={.metadata.annotations.kuberay-mnist/development-credentials}')

@@ -80,7 +80,8 @@ fi
 
 step "image $LOCAL_IMAGE"
 if ! docker image inspect "$LOCAL_IMAGE" >/dev/null 2>&1; then
-  docker build -f image/Dockerfile --build-arg VARIANT=cpu -t "$LOCAL_IMAGE" .
+  # make image passes the base image digests (image/base-digests.txt, `make pin-base`).
+  make -C "$ROOT" image VARIANT=cpu IMAGE_REPO="${LOCAL_IMAGE%%:*}" IMAGE_TAG="${LOCAL_IMAGE##*:}"
 fi
 kind load docker-image "$LOCAL_IMAGE" --name "$KIND_CLUSTER"
 

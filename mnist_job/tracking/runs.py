@@ -10,7 +10,9 @@ worker restarts and server outages (metrics wait in a buffer and are retried).
 
 from __future__ import annotations
 
+import base64
 import logging
+import os
 import subprocess
 import time
 import urllib.error
@@ -82,6 +84,28 @@ def check_tracking_server(uri: str, timeout: float = 5.0, attempts: int = 3) -> 
                  reraise=True)(probe)
     except _NotReady as exc:
         raise ServiceUnavailable(f"MLflow tracking server {redact(uri)} is unreachable: {exc}") from None
+    _check_credentials(uri, timeout)
+
+
+def _check_credentials(uri: str, timeout: float) -> None:
+    """A server that requires a user (MLflow's basic-auth app) and refuses ours: exit 2 here, naming MLflow and
+    the variables MLflow sends the user from, instead of a traceback from the first tracking call."""
+    user = os.environ.get("MLFLOW_TRACKING_USERNAME", "")
+    request = urllib.request.Request(uri.rstrip("/") + "/api/2.0/mlflow/experiments/search?max_results=1")
+    if user or os.environ.get("MLFLOW_TRACKING_PASSWORD"):
+        pair = f"{user}:{os.environ.get('MLFLOW_TRACKING_PASSWORD', '')}".encode()
+        request.add_header("Authorization", "Basic " + base64.b64encode(pair).decode())
+    try:
+        with urllib.request.urlopen(request, timeout=timeout):  # noqa: S310
+            return
+    except urllib.error.HTTPError as exc:
+        if exc.code == 401:
+            who = f"user {user!r}" if user else "an anonymous request (MLFLOW_TRACKING_USERNAME is not set)"
+            raise InvalidInput(f"MLflow tracking server {redact(uri)} refused {who} (HTTP 401): set "
+                               "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD to a user of its basic-auth "
+                               "app") from None
+    except (urllib.error.URLError, OSError):
+        pass  # /health just answered: a blip here is an outage, which the tracking calls retry
 
 
 class _NotReady(Exception):

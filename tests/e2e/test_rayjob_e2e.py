@@ -69,7 +69,7 @@ def test_cpu_rayjob_runs_to_succeeded(e2e, local_platform, ray_cluster):
         run_ids = re.findall(r"^run id: (\w+)$", outcome.logs, flags=re.M)
         assert len(run_ids) == 1, f"expected one `run id:` line in the logs, got {run_ids}"
         run_id = run_ids[0]
-        client = MlflowClient(tracking_uri=local_platform.mlflow.uri)
+        client = MlflowClient(tracking_uri=local_platform.mlflow_admin_uri())
         run = client.get_run(run_id)
         assert run.info.status == "FINISHED"
         assert_one_value_per_epoch(client, run_id, params.train.epochs)

@@ -76,11 +76,15 @@ def test_entrypoint_is_a_declared_console_script(render, profile):
 
 
 def test_every_command_is_a_declared_console_script_or_tool(render):
-    allowed = set(console_scripts()) | {"mlflow"}
+    """Containers of the project image run its console scripts or tools; MinIO's client image runs its shell."""
+    allowed = set(console_scripts()) | {"mlflow", "python"}  # python: the image's, for the chart's files/*.py
+    mc_image = load_yaml(PLATFORM / "values.yaml")["minio"]["mcImage"]["repository"]
     for profile in ("platform-dev", "rayjob-gpu-initcontainer"):
         for where, tmpl in workload_pod_templates(render(profile)).items():
             for c in tmpl["spec"].get("initContainers", []) + tmpl["spec"]["containers"]:
-                if "command" in c:
+                if c["image"].startswith(f"{mc_image}:"):
+                    assert c["command"][:2] == ["/bin/sh", "-ec"] and "mc admin" in c["args"][0], c
+                elif "command" in c:
                     assert c["command"][0] in allowed, f"{where}/{c['name']} runs {c['command'][0]!r}"
 
 
@@ -129,11 +133,62 @@ def test_dockerfile_base_image_per_architecture():
     text = (ROOT / "image" / "Dockerfile").read_text()
     froms = re.findall(r"^FROM (\S+)(?: AS (\S+))?$", text, re.M)
     assert froms == [
-        ("${BASE_IMAGE}:${BASE_TAG}", "base-amd64"),
-        ("${BASE_IMAGE}:${BASE_TAG}-aarch64", "base-arm64"),
+        ("${BASE_IMAGE}:${BASE_TAG}@${BASE_DIGEST_AMD64}", "base-amd64"),
+        ("${BASE_IMAGE}:${BASE_TAG}-aarch64@${BASE_DIGEST_ARM64}", "base-arm64"),
         ("base-${TARGETARCH}", ""),
     ], froms
     assert re.search(r"^ARG TARGETARCH$", text, re.M)
+
+
+def test_dockerfile_takes_pinned_hashed_inputs_only():
+    """Base images by digest (an ARG without default: no digest, no build), every pip install of requirements
+    with --require-hashes and --no-deps, one index per pip call and never --extra-index-url."""
+    text = (ROOT / "image" / "Dockerfile").read_text()
+    logical = re.sub(r"\\\n\s*", " ", text)
+    stages = set(re.findall(r"^FROM \S+ AS (\S+)$", text, re.M))
+    for image in re.findall(r"^FROM (\S+)", text, re.M):
+        if image.split("-$", 1)[0] in {s.split("-", 1)[0] for s in stages} and "@" not in image and ":" not in image:
+            continue  # a stage (base-${TARGETARCH})
+        digest = image.partition("@")[2]
+        assert re.fullmatch(r"sha256:[0-9a-f]{64}|\$\{BASE_DIGEST_[A-Z0-9]+\}", digest), f"FROM {image}: not by digest"
+        if digest.startswith("${"):
+            assert re.search(rf"^ARG {digest[2:-1]}$", text, re.M), f"{digest} must be an ARG without a default"
+    code = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("#"))
+    assert "--extra-index-url" not in code and "--find-links" not in code and "--trusted-host" not in code
+    installs = re.findall(r"pip install ([^;]*)", logical)
+    assert installs, "no pip install found"
+    for args in installs:
+        assert args.count("--index-url") <= 1, args
+        if " -r " in f" {args} ":
+            assert "--require-hashes" in args and "--no-deps" in args, f"pip install {args}"
+    assert re.search(r"--index-url \"\$\{TORCH_CPU_INDEX_URL\}\" -r \"\$\{torch_lock\}\"", logical)
+    assert "requirements/torch-cpu-linux-" in text and "make lock-torch-cpu" in text
+
+
+@pytest.mark.parametrize("arch", ["x86_64", "aarch64"])
+def test_locks_carry_hashes(arch):
+    """`make lock` writes a sha256 for every pin; the CPU torch pins come from `make lock-torch-cpu` on a machine
+    that reaches download.pytorch.org (until then the file says so and the CPU image build stops on it)."""
+    text = (ROOT / "requirements" / f"lock-linux-{arch}.txt").read_text()
+    entries = re.split(r"\n(?=[A-Za-z0-9])", text.split("\n", 2)[2])
+    assert len(entries) > 100
+    for entry in entries:
+        assert re.search(r"--hash=sha256:[0-9a-f]{64}", entry), f"no hash: {entry.splitlines()[0]}"
+    torch_cpu = (ROOT / "requirements" / f"torch-cpu-linux-{arch}.txt").read_text()
+    pins = lock_pins(ROOT / "requirements" / f"torch-cpu-linux-{arch}.txt")
+    if pins:
+        locked = lock_pins(ROOT / "requirements" / f"lock-linux-{arch}.txt")
+        assert pins == {name: f"{locked[name]}+cpu" for name in ("torch", "torchvision")}, pins
+        assert torch_cpu.count("--hash=sha256:") >= 2
+    else:
+        assert "NOT FILLED YET" in torch_cpu and "make lock-torch-cpu" in torch_cpu
+
+
+def test_base_image_digests_file():
+    """image/base-digests.txt (`make pin-base`): comments, or `<variant> <arch> sha256:<64 hex>` lines."""
+    lines = [line for line in (ROOT / "image" / "base-digests.txt").read_text().splitlines() if line.strip()]
+    assert lines and all(line.startswith("#") or re.fullmatch(r"(cpu|gpu) (amd64|arm64) sha256:[0-9a-f]{64}", line)
+                         for line in lines), lines
 
 
 def lock_pins(path) -> dict[str, str]:
@@ -286,16 +341,19 @@ def test_rayjob_references_exist_in_platform_dev(render):
 
 
 @pytest.mark.parametrize("profile", ["rayjob-gpu", "rayjob-gpu-initcontainer"])
-def test_production_rayjob_uses_the_existing_secret_never_the_dev_one(render, profile):
-    """The GPU (production) profile reads the platform's ConfigMap and its credentials.existingSecret,
-    which the platform does not render; never the dev profile's Secret."""
+def test_production_rayjob_uses_the_training_user_never_root_or_dev_keys(render, profile):
+    """The GPU (production) profile reads the platform's ConfigMap, the training workload's own S3 user and MLflow
+    user, all of which the platform renders (default profile) or names (production profile); never the root keys
+    (credentials.existingSecret) and never the dev profile's Secret."""
     needed = refs(render(profile))
-    existing = load_yaml(PLATFORM / "values.yaml")["credentials"]["existingSecret"]
-    assert {n for k, n, _ in needed if k == "Secret"} == {existing}
-    assert not needed - provided(render("platform-default")) - {("Secret", existing, k) for k in
-                                                                ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
+    values = load_yaml(PLATFORM / "values.yaml")["credentials"]
+    training = f"{PLATFORM_RELEASE}-s3-training"
+    assert {n for k, n, _ in needed if k == "Secret"} == {training, f"{PLATFORM_RELEASE}-mlflow-training"}
+    assert not needed - provided(render("platform-default"))
+    production = load_yaml(PLATFORM / "values-production.yaml")["credentials"]["workloads"]
+    assert production["trainingSecret"] == training and not production["create"]
     dev_secrets = {d["metadata"]["name"] for d in by_kind(render("platform-dev"), "Secret")}
-    assert existing not in dev_secrets, "the dev Secret must not take the production Secret's name"
+    assert values["existingSecret"] not in dev_secrets, "the dev Secret must not take the production Secret's name"
 
 
 def test_platform_references_exist(render):
@@ -306,17 +364,17 @@ def test_platform_references_exist(render):
     existing = load_yaml(PLATFORM / "values.yaml")["credentials"]["existingSecret"]
     leftovers = refs(default) - provided(default)
     assert leftovers and {(k, n) for k, n, _ in leftovers} == {("Secret", existing)}
-    # ...and the RayJob default points at that same Secret and ConfigMap.
+    # ...and the RayJob default points at the training workload's Secret the platform makes, not the root one.
     rj_values = load_yaml(RAYJOB / "values.yaml")["platform"]
-    assert rj_values["credentialsSecret"] == existing
+    assert rj_values["credentialsSecret"] == f"{PLATFORM_RELEASE}-s3-training" != existing
     assert ("ConfigMap", rj_values["endpointsConfigMap"], "AWS_ENDPOINT_URL") in provided(default)
 
 
 def test_buckets_agree(render):
     dev = render("platform-dev")
-    job = one(dev, "Job")
+    job = one(dev, "Job", f"{PLATFORM_RELEASE}-buckets")
     created = {a.split("=", 1)[1] for a in job["spec"]["template"]["spec"]["containers"][0]["command"] if a.startswith("--bucket=")}
-    cm = one(dev, "ConfigMap")["data"]
+    cm = one(dev, "ConfigMap", f"{PLATFORM_RELEASE}-endpoints")["data"]
     assert cm["MNIST_DVC_REMOTE_URL"].startswith("s3://")
     assert cm["MNIST_DVC_REMOTE_URL"][5:].split("/")[0] in created
     mlflow = one(dev, "Deployment", "mnist-platform-mlflow")["spec"]["template"]["spec"]["containers"][0]["command"]
@@ -329,7 +387,7 @@ def test_buckets_agree(render):
 
 def test_endpoints_point_at_platform_services(render):
     dev = render("platform-dev")
-    cm = one(dev, "ConfigMap")["data"]
+    cm = one(dev, "ConfigMap", f"{PLATFORM_RELEASE}-endpoints")["data"]
     services = {s["metadata"]["name"]: {p["port"] for p in s["spec"]["ports"]} for s in by_kind(dev, "Service")}
     for key in ("MLFLOW_TRACKING_URI", "AWS_ENDPOINT_URL"):
         m = re.fullmatch(r"http://([a-z0-9-]+):(\d+)", cm[key])
@@ -343,7 +401,8 @@ def test_endpoints_point_at_platform_services(render):
     e = env_map(mlflow)
     assert e["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"]["value"] == "false"
     assert e["MLFLOW_S3_ENDPOINT_URL"]["value"] == cm["AWS_ENDPOINT_URL"]
-    for flag in ("--backend-store-uri=sqlite:////mlflow/mlflow.db", "--serve-artifacts", "--host=0.0.0.0", "--workers=1"):
+    for flag in ("--backend-store-uri=sqlite:////mlflow/mlflow.db", "--serve-artifacts", "--host=0.0.0.0", "--workers=1",
+                 "--app-name=basic-auth", "--cors-allowed-origins=http://localhost:5000,http://127.0.0.1:5000"):
         assert flag in mlflow["command"]
 
 
@@ -397,7 +456,7 @@ def test_no_fixed_dev_password_is_committed(render):
     assert secret["metadata"]["annotations"]["kuberay-mnist/placeholder-keys"] == "AWS_SECRET_ACCESS_KEY"
     assert "secretAccessKey" not in load_yaml(PLATFORM / "values-dev.yaml")["credentials"]["dev"]
     committed = [d for d in yaml.safe_load_all((ROOT / "k8s" / "platform-dev.yaml").read_text()) if d]
-    (committed_secret,) = [d for d in committed if d["kind"] == "Secret"]
+    committed_secret = one(committed, "Secret", secret["metadata"]["name"])
     assert committed_secret["stringData"]["AWS_SECRET_ACCESS_KEY"] == placeholder
     assert "data" not in committed_secret
     # The password the dev profile used to carry is gone from every committed text file.
@@ -419,8 +478,17 @@ def test_configmaps_hold_no_secrets(render, profile):
             assert value not in yaml.safe_dump(d), f"{d['kind']}/{d['metadata']['name']} contains the secret"
 
 
-def test_default_platform_creates_no_secret(render):
-    assert not by_kind(render("platform-default"), "Secret")
+def test_default_platform_creates_only_generated_secrets(render):
+    """Not the root S3 Secret (it exists beforehand); the MLflow admin and training user and the two per-workload
+    MinIO users, whose passwords `helm install` generates: under `helm template` each is a named placeholder, so
+    no password is committed."""
+    secrets = {d["metadata"]["name"]: d for d in by_kind(render("platform-default"), "Secret")}
+    assert set(secrets) == {f"{PLATFORM_RELEASE}-{n}" for n in ("mlflow-admin", "mlflow-training", "s3-mlflow",
+                                                                 "s3-training")}
+    for secret in secrets.values():
+        placeholders = secret["metadata"]["annotations"]["kuberay-mnist/placeholder-keys"].split(",")
+        assert placeholders and all(secret["stringData"][k].startswith("placeholder-") for k in placeholders)
+        assert {"password", "MLFLOW_TRACKING_PASSWORD", "AWS_SECRET_ACCESS_KEY"} & set(placeholders)
 
 
 # --------------------------------------------------------------------------- network policies
@@ -464,8 +532,33 @@ def test_the_submitter_gets_no_s3_credentials_or_endpoints(render, profile):
     submitter = spec["submitterPodTemplate"]["spec"]["containers"][0]
     names = {e["name"] for e in submitter.get("env", [])}
     assert not names & {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL", "MLFLOW_TRACKING_URI",
-                        "MNIST_DVC_REMOTE_URL"}, names
+                        "MNIST_DVC_REMOTE_URL", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"}, names
     assert not submitter.get("envFrom"), "no ConfigMap or Secret wholesale either"
     assert not any("secretKeyRef" in e.get("valueFrom", {}) for e in submitter.get("env", []))
     head = spec["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]["containers"][0]
     assert {"AWS_ACCESS_KEY_ID", "MLFLOW_TRACKING_URI"} <= {e["name"] for e in head["env"]}, "the Ray pods still do"
+    mlflow_user = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in head["env"] if e["name"].startswith("MLFLOW_")
+                   and "secretKeyRef" in e.get("valueFrom", {})}
+    assert {ref["name"] for ref in mlflow_user.values()} == {"mnist-platform-mlflow-training"}, mlflow_user
+    assert set(mlflow_user) == {"MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"}, "the training user, from its Secret"
+
+
+@pytest.mark.parametrize("profile", ["platform-dev", "platform-default", "platform-production"])
+def test_only_minio_and_the_bucket_job_hold_the_root_keys(render, profile):
+    """Each workload reads its own S3 user: MLflow <release>-s3-mlflow; the root keys stay in MinIO and the bucket
+    job (whose minio-users container makes the per-workload users, where MinIO runs in the cluster)."""
+    docs = render(profile)
+    root = (f"{PLATFORM_RELEASE}-dev-s3-credentials" if profile == "platform-dev"
+            else load_yaml(PLATFORM / "values.yaml")["credentials"]["existingSecret"])
+    holders = set()
+    for where, tmpl in workload_pod_templates(docs).items():
+        for c in tmpl["spec"]["containers"]:
+            names = {e["valueFrom"]["secretKeyRef"]["name"] for e in c.get("env", []) if "secretKeyRef" in e.get("valueFrom", {})}
+            if root in names:
+                holders.add(f"{where}/{c['name']}")
+            if c["name"] == "mlflow":
+                assert f"{PLATFORM_RELEASE}-s3-mlflow" in names and root not in names, names
+    expected = {f"Job/{PLATFORM_RELEASE}-buckets/ensure-buckets"}
+    if profile != "platform-production":
+        expected |= {f"Deployment/{PLATFORM_RELEASE}-minio/minio", f"Job/{PLATFORM_RELEASE}-buckets/minio-users"}
+    assert holders == expected

@@ -94,8 +94,9 @@ def test_bad_arguments_exit_2(tools, args, env, message):
     assert "Traceback" not in proc.stderr
 
 
-DEV_SECRET = "mnist-platform-dev-s3-credentials"  # the kind platform's (values-dev.yaml)
-PROD_SECRET = "mnist-platform-s3-credentials"  # the platform's credentials.existingSecret default
+DEV_SECRET = "mnist-platform-dev-s3-credentials"  # the kind platform's root keys (values-dev.yaml): no RayJob reads it
+S3_SECRET = "mnist-platform-s3-training"  # the training workload's own S3 user (the platform's workloads.trainingSecret)
+MLFLOW_SECRET = "mnist-platform-mlflow-training"  # the platform's MLflow training user (templates/mlflow-auth.yaml)
 DEV_MARK = {"kuberay-mnist/development-credentials": "true"}
 NAME = "mnist-train-20261126-140000"
 
@@ -109,7 +110,7 @@ def head_pod(auth_mode: str | None = "token", phase: str = "Running") -> dict:
 
 def wait_with(tmp_path, statuses, *args, **state):
     bin_dir = tmp_path / "bin"
-    state = {"secrets": {DEV_SECRET: DEV_MARK, PROD_SECRET: {}}, "pods": [head_pod()], **state}
+    state = {"secrets": {DEV_SECRET: DEV_MARK, S3_SECRET: {}, MLFLOW_SECRET: {}}, "pods": [head_pod()], **state}
     state_path = fake_kubectl.install(bin_dir, {"statuses": statuses, **state})
     env = {
         "KUBECTL": str(bin_dir / "kubectl"),
@@ -207,20 +208,21 @@ def test_auth_is_checked_only_once_the_head_runs(tools, tmp_path):
 
 
 def test_production_profile_refuses_development_credentials(tools, tmp_path):
-    proc, state = wait_with(tmp_path, RUNNING, "--profile", "gpu", secrets={PROD_SECRET: DEV_MARK})
+    proc, state = wait_with(tmp_path, RUNNING, "--profile", "gpu", secrets={S3_SECRET: DEV_MARK, MLFLOW_SECRET: {}})
     assert proc.returncode == 4, proc.stdout + proc.stderr
-    assert f"refusing Secret {PROD_SECRET}: it holds development credentials" in proc.stderr
+    assert f"refusing Secret {S3_SECRET}: it holds development credentials" in proc.stderr
     assert "profile gpu" in proc.stderr
     assert state["applied"] == [], "nothing may be applied with development credentials"
 
 
 def test_kind_profile_may_use_development_credentials(tools, tmp_path):
-    proc, state = wait_with(tmp_path, RUNNING, "--profile", "cpu-kind")
+    proc, state = wait_with(tmp_path, RUNNING, "--profile", "cpu-kind", secrets={S3_SECRET: DEV_MARK, MLFLOW_SECRET: {}})
     assert proc.returncode == 0, proc.stdout + proc.stderr
     (applied,) = state["applied"]
     rayjob = one([d for d in yaml.safe_load_all(applied) if d], "RayJob")
     env = rayjob["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]["containers"][0]["env"]
-    assert {e["valueFrom"]["secretKeyRef"]["name"] for e in env if "secretKeyRef" in e.get("valueFrom", {})} == {DEV_SECRET}
+    assert {e["valueFrom"]["secretKeyRef"]["name"] for e in env if "secretKeyRef" in e.get("valueFrom", {})} == {
+        S3_SECRET, MLFLOW_SECRET}, "the training user's S3 keys and MLflow user; never the root keys"
 
 
 def test_production_profile_with_real_credentials(tools, tmp_path):
@@ -230,7 +232,14 @@ def test_production_profile_with_real_credentials(tools, tmp_path):
 
 
 def test_missing_credentials_secret_exits_3(tools, tmp_path):
-    proc, state = wait_with(tmp_path, RUNNING, secrets={})
+    proc, state = wait_with(tmp_path, RUNNING, secrets={MLFLOW_SECRET: {}})
     assert proc.returncode == 3, proc.stdout + proc.stderr
-    assert f"Secret {DEV_SECRET} not found in namespace mnist" in proc.stderr
+    assert f"Secret {S3_SECRET} not found in namespace mnist" in proc.stderr
+    assert state["applied"] == []
+
+
+def test_missing_mlflow_user_secret_exits_3(tools, tmp_path):
+    proc, state = wait_with(tmp_path, RUNNING, secrets={S3_SECRET: {}})
+    assert proc.returncode == 3, proc.stdout + proc.stderr
+    assert f"Secret {MLFLOW_SECRET} not found in namespace mnist" in proc.stderr
     assert state["applied"] == []

@@ -18,10 +18,12 @@ sys.path.insert(0, str(ROOT))
 from tests.support import fake_kube_api as api  # noqa: E402
 
 DEV_SECRET = f"{PLATFORM_RELEASE}-dev-s3-credentials"
-PROD_SECRET = "mnist-platform-s3-credentials"
+PROD_SECRET = "mnist-platform-s3-credentials"  # the root keys: the bucket job and MinIO only
+S3_MLFLOW, S3_TRAINING = f"{PLATFORM_RELEASE}-s3-mlflow", f"{PLATFORM_RELEASE}-s3-training"  # per-workload users
 DEV_MARK = {"kuberay-mnist/development-credentials": "true"}
 PLACEHOLDER_KEYS = "kuberay-mnist/placeholder-keys"
 CREDS = {"AWS_ACCESS_KEY_ID": "id", "AWS_SECRET_ACCESS_KEY": "a-real-secret-key"}
+MLFLOW_ADMIN, MLFLOW_TRAINING = f"{PLATFORM_RELEASE}-mlflow-admin", f"{PLATFORM_RELEASE}-mlflow-training"
 NEW_CLUSTER = dict([api.namespace("kube-system")])  # the release namespace does not exist yet (--create-namespace)
 
 
@@ -60,11 +62,37 @@ def test_upgrade_keeps_the_dev_password(tools, tmp_path):
     assert secret["stringData"]["AWS_SECRET_ACCESS_KEY"] == kept["AWS_SECRET_ACCESS_KEY"]
 
 
+def test_install_generates_the_mlflow_passwords_and_an_upgrade_keeps_them(tools, tmp_path):
+    """The MLflow admin's password, its Flask secret key and the training user's password: random at install, kept
+    on upgrade (the admin's is what the auth store was created with; a new one would lock the users Job out)."""
+    generated = {}
+    for attempt in (1, 2):
+        proc, docs, requests = install_render(tools, tmp_path, NEW_CLUSTER, PLATFORM, PLATFORM_RELEASE,
+                                              "-f", str(PLATFORM / "values-dev.yaml"))
+        assert proc.returncode == 0, proc.stderr
+        admin, training = one(docs, "Secret", MLFLOW_ADMIN), one(docs, "Secret", MLFLOW_TRAINING)
+        values = [admin["stringData"]["password"], admin["stringData"]["flask-secret-key"],
+                  training["stringData"]["MLFLOW_TRACKING_PASSWORD"]]
+        assert all(re.fullmatch(r"[A-Za-z0-9]{40}", v) for v in values) and len(set(values)) == 3, values
+        assert PLACEHOLDER_KEYS not in (admin["metadata"].get("annotations") or {})
+        generated[attempt] = values
+    assert not set(generated[1]) & set(generated[2]), "two installs got the same password"
+    kept_admin = {"username": "admin", "password": "first-install-admin-0123456789", "flask-secret-key": "first-key-012345"}
+    kept_training = {"MLFLOW_TRACKING_USERNAME": "mnist-training", "MLFLOW_TRACKING_PASSWORD": "first-install-train-0123"}
+    objects = dict([api.namespace("kube-system"), api.namespace(NAMESPACE), api.configmap(NAMESPACE, "kube-root-ca.crt"),
+                    api.secret(NAMESPACE, MLFLOW_ADMIN, kept_admin, {}, release=PLATFORM_RELEASE),
+                    api.secret(NAMESPACE, MLFLOW_TRAINING, kept_training, {}, release=PLATFORM_RELEASE)])
+    proc, docs, _ = install_render(tools, tmp_path, objects, PLATFORM, PLATFORM_RELEASE, "-f", str(PLATFORM / "values-dev.yaml"))
+    assert proc.returncode == 0, proc.stderr
+    assert one(docs, "Secret", MLFLOW_ADMIN)["stringData"] == kept_admin
+    assert one(docs, "Secret", MLFLOW_TRAINING)["stringData"]["MLFLOW_TRACKING_PASSWORD"] == kept_training["MLFLOW_TRACKING_PASSWORD"]
+
+
 def test_upgrade_replaces_a_placeholder(tools, tmp_path):
     """A release's Secret that holds the public placeholder (k8s/platform-dev.yaml's, applied and adopted): an
     upgrade replaces it with a generated password instead of keeping it."""
     committed = [d for d in yaml.safe_load_all((ROOT / "k8s" / "platform-dev.yaml").read_text()) if d]
-    placeholder = one(committed, "Secret")["stringData"]["AWS_SECRET_ACCESS_KEY"]
+    placeholder = one(committed, "Secret", DEV_SECRET)["stringData"]["AWS_SECRET_ACCESS_KEY"]
     objects = dict([api.namespace("kube-system"), api.namespace(NAMESPACE), api.configmap(NAMESPACE, "kube-root-ca.crt"),
                     api.secret(NAMESPACE, DEV_SECRET, {"AWS_SECRET_ACCESS_KEY": placeholder}, DEV_MARK,
                                release=PLATFORM_RELEASE)])
@@ -84,6 +112,8 @@ def test_a_user_who_may_not_read_kube_system_can_upgrade(tools, tmp_path):
 @pytest.mark.parametrize("values", ["values.yaml", "values-production.yaml"])
 def test_production_platform_refuses_development_credentials(tools, tmp_path, values):
     cluster = [api.namespace("kube-system"), api.namespace(NAMESPACE), api.configmap(NAMESPACE, "kube-root-ca.crt")]
+    if values == "values-production.yaml":  # no MinIO: the per-workload Secrets exist beforehand
+        cluster += [api.secret(NAMESPACE, S3_MLFLOW, CREDS), api.secret(NAMESPACE, S3_TRAINING, CREDS)]
     marked = dict([*cluster, api.secret(NAMESPACE, PROD_SECRET, CREDS, DEV_MARK)])
     proc, _, _ = install_render(tools, tmp_path, marked, PLATFORM, PLATFORM_RELEASE, "-f", str(PLATFORM / values))
     assert proc.returncode != 0
@@ -91,22 +121,33 @@ def test_production_platform_refuses_development_credentials(tools, tmp_path, va
     real = dict([*cluster, api.secret(NAMESPACE, PROD_SECRET, CREDS)])
     proc, docs, _ = install_render(tools, tmp_path, real, PLATFORM, PLATFORM_RELEASE, "-f", str(PLATFORM / values))
     assert proc.returncode == 0, proc.stderr
-    assert not [d for d in docs if d["kind"] == "Secret"]
-    missing = dict(cluster)
+    generated = {MLFLOW_ADMIN, MLFLOW_TRAINING} | ({S3_MLFLOW, S3_TRAINING} if values == "values.yaml" else set())
+    assert {d["metadata"]["name"] for d in docs if d["kind"] == "Secret"} == generated, (
+        "never the root S3 Secret; the per-workload S3 users only where the chart makes them in MinIO")
+    missing = dict([c for c in cluster if c[0].endswith(("kube-system", NAMESPACE, "kube-root-ca.crt"))])
     proc, _, _ = install_render(tools, tmp_path, missing, PLATFORM, PLATFORM_RELEASE, "-f", str(PLATFORM / values))
     assert proc.returncode != 0 and f'Secret "{PROD_SECRET}" not found in namespace "{NAMESPACE}"' in proc.stderr
 
 
+def test_production_platform_needs_the_per_workload_secrets(tools, tmp_path):
+    cluster = [api.namespace("kube-system"), api.namespace(NAMESPACE), api.configmap(NAMESPACE, "kube-root-ca.crt"),
+               api.secret(NAMESPACE, PROD_SECRET, CREDS), api.secret(NAMESPACE, S3_MLFLOW, CREDS)]
+    proc, _, _ = install_render(tools, tmp_path, dict(cluster), PLATFORM, PLATFORM_RELEASE,
+                                "-f", str(PLATFORM / "values-production.yaml"))
+    assert proc.returncode != 0
+    assert f'credentials.workloads.trainingSecret: Secret "{S3_TRAINING}" not found' in proc.stderr
+
+
 def test_rayjob_chart_refuses_development_credentials_outside_the_kind_profile(tools, tmp_path):
     cluster = [api.namespace("kube-system"), api.namespace(NAMESPACE)]
-    gpu = dict([*cluster, api.secret(NAMESPACE, PROD_SECRET, CREDS, DEV_MARK)])
+    gpu = dict([*cluster, api.secret(NAMESPACE, S3_TRAINING, CREDS, DEV_MARK)])
     proc, _, _ = install_render(tools, tmp_path, gpu, RAYJOB, RAYJOB_RELEASE)
     assert proc.returncode != 0
-    assert f'platform.credentialsSecret: Secret "{PROD_SECRET}" holds development credentials' in proc.stderr
-    proc, docs, _ = install_render(tools, tmp_path, dict([*cluster, api.secret(NAMESPACE, PROD_SECRET, CREDS)]),
+    assert f'platform.credentialsSecret: Secret "{S3_TRAINING}" holds development credentials' in proc.stderr
+    proc, docs, _ = install_render(tools, tmp_path, dict([*cluster, api.secret(NAMESPACE, S3_TRAINING, CREDS)]),
                                    RAYJOB, RAYJOB_RELEASE)
     assert proc.returncode == 0, proc.stderr
-    kind = dict([*cluster, api.secret(NAMESPACE, DEV_SECRET, CREDS, DEV_MARK)])
+    kind = dict([*cluster, api.secret(NAMESPACE, S3_TRAINING, CREDS, DEV_MARK)])
     proc, docs, _ = install_render(tools, tmp_path, kind, RAYJOB, RAYJOB_RELEASE, "-f", str(RAYJOB / "values-cpu-kind.yaml"))
     assert proc.returncode == 0, proc.stderr
     assert one(docs, "RayJob")["metadata"]["annotations"]["kuberay-mnist/development-credentials-allowed"] == "true"

@@ -152,12 +152,14 @@ def test_pvcs_survive_helm_uninstall(render, profile):
 def test_production_uses_the_external_s3(render):
     docs = render("platform-production")
     assert not [d for d in docs if "minio" in d["metadata"]["name"]], "no in-cluster MinIO in production"
-    assert not by_kind(docs, "Secret"), "credentials come from the existing Secret"
-    endpoint = one(docs, "ConfigMap")["data"]["AWS_ENDPOINT_URL"]
+    assert {d["metadata"]["name"] for d in by_kind(docs, "Secret")} == {"mnist-platform-mlflow-admin",
+                                                                        "mnist-platform-mlflow-training"}, (
+        "S3 credentials come from the existing Secret; only MLflow's users are generated")
+    endpoint = one(docs, "ConfigMap", "mnist-platform-endpoints")["data"]["AWS_ENDPOINT_URL"]
     assert endpoint.startswith("https://")
     mlflow = one(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]
     assert {e["name"]: e.get("value") for e in mlflow["env"]}["MLFLOW_S3_ENDPOINT_URL"] == endpoint
-    job = one(docs, "Job")["spec"]["template"]["spec"]["containers"][0]
+    job = one(docs, "Job", "mnist-platform-buckets")["spec"]["template"]["spec"]["containers"][0]
     assert {e["name"]: e.get("value") for e in job["env"]}["AWS_ENDPOINT_URL"] == endpoint
     assert [p["metadata"]["name"] for p in by_kind(docs, "PersistentVolumeClaim")] == ["mnist-platform-mlflow"]
 
@@ -165,5 +167,6 @@ def test_production_uses_the_external_s3(render):
 def test_bucket_job_is_optional_with_external_s3(helm_template):
     res = helm_template(PLATFORM, "mnist-platform", "-f", str(PLATFORM / "values-production.yaml"), "--set", "bucketJob.enabled=false")
     assert res.returncode == 0, res.stderr
-    assert not by_kind(res.docs, "Job")
-    assert {p["metadata"]["name"] for p in by_kind(res.docs, "NetworkPolicy")} == {"mnist-platform-mlflow", "mnist-platform-buckets"}
+    assert [j["metadata"]["name"] for j in by_kind(res.docs, "Job")] == ["mnist-platform-mlflow-users"]
+    assert {p["metadata"]["name"] for p in by_kind(res.docs, "NetworkPolicy")} == {
+        "mnist-platform-mlflow", "mnist-platform-buckets", "mnist-platform-mlflow-users"}

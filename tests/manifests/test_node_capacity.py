@@ -70,8 +70,9 @@ def kind_inputs(tmp_path, render):
 def test_kind_profile_fits_a_laptop_node(kind_inputs):
     proc = kind_inputs(node("kind-control-plane", "4", "8Gi"))
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    # everything is counted: 7 kind pods, MinIO, MLflow, bucket job, operator, head, 2 workers, submitter
-    assert "15 pods request" in proc.stdout
+    # everything is counted: 7 kind pods, MinIO, MLflow, bucket job, MLflow users job, operator, head, 2 workers,
+    # submitter
+    assert "16 pods request" in proc.stdout
 
 
 def test_kind_profile_leaves_memory_headroom(kind_inputs):

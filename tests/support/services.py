@@ -177,13 +177,13 @@ def mlflow_server_args(store: Path, artifacts_destination: str, port: int, allow
 
 
 def start_mlflow(log_dir: Path, store_dir: Path, s3: S3Server | None = None, bucket: str = "mlflow-artifacts",
-                 args: list[str] | None = None, port: int | None = None) -> MlflowServer:
-    """A real `mlflow server` with proxied artifacts (to S3 when ``s3`` is given)."""
+                 args: list[str] | None = None, port: int | None = None, env: dict | None = None) -> MlflowServer:
+    """A real `mlflow server` with proxied artifacts (to S3 when ``s3`` is given); ``env``: added to its env."""
     port = port or free_port()
     store_dir.mkdir(parents=True, exist_ok=True)
     destination = f"s3://{bucket}" if s3 else (store_dir / "artifacts").as_uri()
     args = args or mlflow_server_args(store_dir / "mlflow.db", destination, port)
-    env = base_env(MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")
+    env = base_env(MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false", **(env or {}))
     if s3:
         env.update(s3.env(), MLFLOW_S3_ENDPOINT_URL=s3.endpoint)
     server = MlflowServer(None, f"http://127.0.0.1:{port}", port, args, env, log_dir)

@@ -155,7 +155,65 @@ http://{{ include "platform.mlflowName" . }}:{{ .Values.mlflow.service.port }}
 {{- fail (printf "buckets.%s: %q is not a valid S3 bucket name (3-63 lowercase letters, digits, '.', '-')" $role $bucket) -}}
 {{- end -}}
 {{- end -}}
+{{- if and .Values.credentials.workloads.create (not .Values.minio.enabled) -}}
+{{- fail "credentials.workloads.create needs the in-cluster MinIO (its users are made with mc admin): with an external S3 set credentials.workloads.create=false and create the Secrets credentials.workloads.mlflowSecret and trainingSecret name (values-production.yaml)" -}}
+{{- end -}}
+{{- if and (not .Values.credentials.workloads.create) (include "platform.clusterReachable" .) -}}
+{{- range $workload := list "mlflow" "training" -}}
+{{- $name := include "platform.workloadSecret" (list $ $workload) -}}
+{{- if not (lookup "v1" "Secret" $.Release.Namespace $name) -}}
+{{- fail (printf "credentials.workloads.%sSecret: Secret %q not found in namespace %q; create it with the keys (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY) of a user that holds the %s policy (ConfigMap %s-s3-policies)" $workload $name $.Release.Namespace $workload (include "platform.fullname" $)) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
 {{- if ne (int .Values.mlflow.workers) 1 -}}
 {{- fail "mlflow.workers must be 1 with the SQLite backend store" -}}
 {{- end -}}
+{{- end -}}
+
+{{- define "platform.mlflowAdminSecret" -}}{{ include "platform.fullname" . }}-mlflow-admin{{- end -}}
+{{- define "platform.mlflowTrainingSecret" -}}{{ include "platform.fullname" . }}-mlflow-training{{- end -}}
+
+{{/* A password the chart generates: include "platform.generatedKey" (list . SECRET KEY). The value
+     already in the cluster (kept across upgrades), else a new random one at install, else (`helm
+     template`, which cannot look it up) the placeholder, which the Secret then names in its
+     kuberay-mnist/placeholder-keys annotation. */}}
+{{- define "platform.generatedKey" -}}
+{{- $root := index . 0 -}}
+{{- $existing := lookup "v1" "Secret" $root.Release.Namespace (index . 1) -}}
+{{- $kept := "" -}}
+{{- if $existing -}}
+{{- $kept = index ($existing.data | default dict) (index . 2) | default "" | b64dec -}}
+{{- end -}}
+{{- if and $kept (ne $kept (include "platform.devSecretPlaceholder" $root)) -}}
+{{ $kept }}
+{{- else if include "platform.clusterReachable" $root -}}
+{{ randAlphaNum 40 }}
+{{- else -}}
+{{ include "platform.devSecretPlaceholder" $root }}
+{{- end -}}
+{{- end -}}
+
+{{/* A workload's own S3 credentials Secret: include "platform.workloadSecret" (list . "mlflow"|"training"). */}}
+{{- define "platform.workloadSecret" -}}
+{{- $root := index . 0 -}}
+{{- $workload := index . 1 -}}
+{{- default (printf "%s-s3-%s" (include "platform.fullname" $root) $workload) (index $root.Values.credentials.workloads (printf "%sSecret" $workload)) -}}
+{{- end -}}
+
+{{/* env: a workload's own S3 credentials (include "platform.workloadCredentialsEnv" (list . WORKLOAD)). */}}
+{{- define "platform.workloadCredentialsEnv" -}}
+{{- $secret := include "platform.workloadSecret" . -}}
+{{- range list "AWS_ACCESS_KEY_ID" "AWS_SECRET_ACCESS_KEY" }}
+- name: {{ . }}
+  valueFrom:
+    secretKeyRef:
+      name: {{ $secret }}
+      key: {{ . }}
+{{- end }}
+{{- end -}}
+
+{{- define "platform.mcImage" -}}
+{{- if or (not .Values.minio.mcImage.tag) (eq (toString .Values.minio.mcImage.tag) "latest") -}}{{ fail "minio.mcImage.tag must be a pinned RELEASE.* tag" }}{{- end -}}
+{{ .Values.minio.mcImage.repository }}:{{ .Values.minio.mcImage.tag }}
 {{- end -}}

@@ -76,12 +76,16 @@ token
 {{- end -}}
 {{- end -}}
 
+{{- define "rayjob.mlflowCredentialsSecret" -}}
+{{- required "platform.mlflowCredentialsSecret is required: the platform's MLflow training user Secret (keys MLFLOW_TRACKING_USERNAME, MLFLOW_TRACKING_PASSWORD), e.g. mnist-platform-mlflow-training" .Values.platform.mlflowCredentialsSecret -}}
+{{- end -}}
+
 {{- define "rayjob.endpointsConfigMap" -}}
 {{- required "platform.endpointsConfigMap is required: the platform's endpoints ConfigMap, e.g. mnist-platform-endpoints" .Values.platform.endpointsConfigMap -}}
 {{- end -}}
 
 {{/* The env of the Ray containers (head, workers, the pull init container): the platform's
-     endpoints and S3 credentials, then what every container of the job gets. */}}
+     endpoints, S3 credentials and MLflow user, then what every container of the job gets. */}}
 {{- define "rayjob.env" -}}
 {{- $cm := include "rayjob.endpointsConfigMap" . -}}
 {{- $secret := include "rayjob.credentialsSecret" . -}}
@@ -97,6 +101,14 @@ token
   valueFrom:
     secretKeyRef:
       name: {{ $secret }}
+      key: {{ . }}
+{{- end }}
+{{- /* MLflow's basic-auth: the training user (the platform's templates/mlflow-auth.yaml) */}}
+{{- range list "MLFLOW_TRACKING_USERNAME" "MLFLOW_TRACKING_PASSWORD" }}
+- name: {{ . }}
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "rayjob.mlflowCredentialsSecret" $ }}
       key: {{ . }}
 {{- end }}
 {{ include "rayjob.processEnv" . }}
@@ -240,6 +252,7 @@ initContainers:
 {{- $_ := include "rayjob.image" . -}}
 {{- $_ := include "rayjob.credentialsSecret" . -}}
 {{- $_ := include "rayjob.endpointsConfigMap" . -}}
+{{- $_ := include "rayjob.mlflowCredentialsSecret" . -}}
 {{- $_ := include "rayjob.name" . -}}
 {{- $_ := include "rayjob.authMode" . -}}
 {{- include "rayjob.checkCredentialsSecret" . -}}

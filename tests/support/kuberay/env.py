@@ -106,7 +106,7 @@ def resolve_env(container: dict, platform: PlatformView, where: str, extra: list
 
 def package_env_names() -> set[str]:
     """The env var names mnist_job's config module reads (``get("NAME")`` in Runtime.from_env)."""
-    tree = ast.parse((ROOT / "mnist_job" / "config.py").read_text())
+    tree = ast.parse((ROOT / "mnist_job" / "core" / "config.py").read_text())
     names = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "get":
@@ -153,9 +153,16 @@ def container_base_env(image_env: dict[str, str], pod_name: str, platform: Platf
 
 
 def missing_prefixes(paths) -> list[str]:
-    """The top-level folders among ``paths`` that this host does not have (they get rewritten)."""
-    tops = {"/" + p.strip("/").split("/", 1)[0] for p in paths}
-    return sorted(t for t in tops if t != "/" and not Path(t).exists())
+    """The folders among ``paths`` that this host does not have (they get rewritten): the top-level folder
+    when the host lacks it (/app), else the path itself when the host lacks that (/etc/mlflow-auth)."""
+    out = set()
+    for path in paths:
+        top = "/" + path.strip("/").split("/", 1)[0]
+        if top != "/" and not Path(top).exists():
+            out.add(top)
+        elif path.rstrip("/") and not Path(path).exists():
+            out.add(path.rstrip("/"))
+    return sorted(out)
 
 
 def rewrite_pod_path(value: str, prefixes: list[str], root: str) -> str:

@@ -11,11 +11,12 @@ import shlex
 import shutil
 import subprocess
 import sys
+import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from tests.support import services
-from tests.support.kuberay.env import CREDENTIAL_VARS, ServiceMap, container_base_env, resolve_env
+from tests.support.kuberay.env import CREDENTIAL_VARS, ServiceMap, container_base_env, resolve_env, rewrite_token
 from tests.support.kuberay.rendering import (
     PLATFORM_RELEASE,
     ROOT,
@@ -38,6 +39,8 @@ class LocalPlatform:
     credentials: dict[str, str]
     bucket_job_output: str
     dvc_push_output: str
+    mlflow_users_output: str
+    mlflow_admin: tuple[str, str]  # (user, password) from the rendered admin Secret
     pods: list[PodSandbox] = field(default_factory=list)  # long-running pods (their volumes end with them)
 
     def s3_client(self):
@@ -46,6 +49,11 @@ class LocalPlatform:
         return boto3.client("s3", endpoint_url=self.s3.endpoint, region_name=self.endpoints.get("AWS_DEFAULT_REGION"),
                             aws_access_key_id=self.credentials["AWS_ACCESS_KEY_ID"],
                             aws_secret_access_key=self.credentials["AWS_SECRET_ACCESS_KEY"])
+
+    def mlflow_admin_uri(self) -> str:
+        """The MLflow server's URI with the admin's credentials in it (the requests library sends them)."""
+        user, password = (urllib.parse.quote(part, safe="") for part in self.mlflow_admin)
+        return self.mlflow.uri.replace("://", f"://{user}:{password}@", 1)
 
     def keys(self, bucket: str, prefix: str = "") -> list[str]:
         paginator = self.s3_client().get_paginator("list_objects_v2")
@@ -67,8 +75,9 @@ def workload_sandbox(kind_name: str, obj: dict, platform: PlatformView, svc: Ser
     name = obj["metadata"]["name"]
     image = image_spec()
     env = {**container_base_env(image.env, name, platform, svc), **resolve_env(container, platform, kind_name)}
-    sandbox = pod_sandbox(name, pod_spec, container, env, image, root, subs, svc)
-    command = [*(container.get("command") or []), *(container.get("args") or [])]
+    sandbox = pod_sandbox(name, pod_spec, container, env, image, root, subs, svc, sources=platform)
+    command = [rewrite_token(word, sandbox.prefixes, str(sandbox.mount))
+               for word in [*(container.get("command") or []), *(container.get("args") or [])]]
     return sandbox, command
 
 
@@ -84,26 +93,21 @@ def start_platform(platform: PlatformView, root: Path, subs: Substitutions, phas
             subs.add("MinIO", "quay.io/minio/minio (Deployment mnist-platform-minio)", f"moto_server {s3.endpoint}",
                      "no containers here; moto accepts any credentials and keeps buckets in memory")
         endpoints_cm = platform.configmap(f"{PLATFORM_RELEASE}-endpoints") or {}
-        job = platform.bucket_job()
         with phases.run("platform: bucket job pod (mnist-job ensure-buckets)"):
-            sandbox, command = workload_sandbox("bucket job", job, platform, svc, root, subs)
-            deadline = min(float(job["spec"].get("activeDeadlineSeconds", 600)), 120.0)
-            done = sandbox.run(command, timeout=deadline)
-            bucket_output = done.stdout + done.stderr
-            (log_dir / "bucket-job.log").write_text(bucket_output)
-            say(bucket_output.strip())
-            if done.returncode != 0:
-                raise RuntimeError(f"bucket job {shlex.join(command)} failed (exit {done.returncode}): "
-                                   f"{bucket_output[-1500:]}")
-        credentials = {k: v for k, v in sandbox.env.items() if k in CREDENTIAL_VARS}
+            bucket_output, bucket_env = run_job("bucket job", platform.bucket_job(), platform, svc, root, subs)
+        credentials = {k: v for k, v in bucket_env.items() if k in CREDENTIAL_VARS}
         with phases.run("platform: mlflow server pod (the Deployment's command)"):
             mlflow, mlflow_pod = _start_mlflow(platform, root, svc, subs)
             mlflow_name, mlflow_port = platform.service_port("mlflow", "http")
             svc.add(mlflow_name, mlflow_port, f"127.0.0.1:{mlflow.port}")
+        with phases.run("platform: mlflow users job pod (training user, EDIT on its experiment and model)"):
+            users_output, _ = run_job("mlflow users job", platform.job("mlflow-users"), platform, svc, root, subs)
+        admin = platform.secret(f"{PLATFORM_RELEASE}-mlflow-admin") or {}
         endpoints = {k: svc.url(v) for k, v in endpoints_cm.items()}
         with phases.run("platform: dvc push data/mnist (kind-up's dataset step)"):
             push_output = dvc_push(root / "dvc-push", endpoints, credentials, ROOT)
-        return LocalPlatform(s3, mlflow, svc, endpoints, credentials, bucket_output, push_output, [mlflow_pod])
+        return LocalPlatform(s3, mlflow, svc, endpoints, credentials, bucket_output, push_output, users_output,
+                             (admin.get("username", ""), admin.get("password", "")), [mlflow_pod])
     except BaseException:
         if mlflow is not None:
             mlflow_pod.volumes.stop()
@@ -111,6 +115,28 @@ def start_platform(platform: PlatformView, root: Path, subs: Substitutions, phas
             if process is not None:
                 process.stop()
         raise
+
+
+# Containers of the platform's Jobs the harness cannot run, and why.
+_NOT_RUN = {"minio-users": "mc admin needs MinIO's admin API, which moto_server lacks; moto takes any key, so the "
+                           "per-workload keys are used but not enforced here (tests/manifests/test_s3_policies.py "
+                           "enforces the rendered policies in moto's IAM)"}
+
+
+def run_job(kind_name: str, job: dict, platform: PlatformView, svc: ServiceMap, root: Path,
+            subs: Substitutions) -> tuple[str, dict[str, str]]:
+    """A Job's pod run once to its end (capped at 120 s): (its output, its env); RuntimeError when it fails."""
+    sandbox, command = workload_sandbox(kind_name, job, platform, svc, root, subs)
+    for other in job["spec"]["template"]["spec"]["containers"][1:]:
+        subs.add(f"{kind_name} container {other['name']}", other["image"], "not run",
+                 _NOT_RUN.get(other["name"], "the harness runs a Job's first container only"))
+    done = sandbox.run(command, timeout=min(float(job["spec"].get("activeDeadlineSeconds", 600)), 120.0))
+    output = done.stdout + done.stderr
+    (root / "logs" / f"{job['metadata']['name']}.log").write_text(output)
+    say(output.strip())
+    if done.returncode != 0:
+        raise RuntimeError(f"{kind_name} {shlex.join(command)} failed (exit {done.returncode}): {output[-1500:]}")
+    return output, sandbox.env
 
 
 def _start_mlflow(platform: PlatformView, root: Path, svc: ServiceMap,

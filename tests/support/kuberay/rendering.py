@@ -178,6 +178,9 @@ class PlatformView:
     def bucket_job(self) -> dict:
         return self._find("Job", component="buckets")
 
+    def job(self, component: str) -> dict:
+        return self._find("Job", component=component)
+
     def service_port(self, component: str, port_name: str) -> tuple[str, int]:
         svc = self._find("Service", component=component)
         for p in svc["spec"]["ports"]:

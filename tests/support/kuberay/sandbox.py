@@ -8,9 +8,8 @@ root in a copy of that namespace (``nsenter`` + ``unshare --mount``), ending by 
 * every volumeMount is bound at its path: the literal one (/tmp, /dev/shm) or, for paths this host does
   not have (/data-cache, /app/.dvc/tmp), the same path under the common mount point ``<root>/pod``, a
   bind mount of the pod's own folder ``<root>/pods/<pod>`` (the image's /app: read-only, root-owned);
-  a PVC is a host folder;
-* everything else is remounted read-only (/proc, /sys and /dev excepted), as
-  ``readOnlyRootFilesystem: true`` makes it;
+  a PVC, ConfigMap or Secret volume is a host folder (config_volumes.py writes the latter two's files);
+* everything else is remounted read-only (/proc, /sys and /dev excepted), as ``readOnlyRootFilesystem`` does;
 * the interpreter lives under a folder the pod's user cannot enter (/root, mode 700): a tmpfs covers
   that folder and the interpreter's own folder is bind-mounted back read-only;
 * ``setpriv`` switches to runAsUser/runAsGroup (fsGroup as supplementary group, no capabilities, no new
@@ -33,8 +32,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tests.support import services
+from tests.support.kuberay.config_volumes import project_files
 from tests.support.kuberay.env import ServiceMap, local_env, missing_prefixes, rewrite_pod_path
-from tests.support.kuberay.rendering import ROOT, VENV_BIN, ContractError, ImageSpec, Substitutions
+from tests.support.kuberay.rendering import ROOT, VENV_BIN, ContractError, ImageSpec, PlatformView, Substitutions
 
 EXEMPT = ("/proc", "/sys", "/dev")  # a container gets its own; not made read-only here
 HOST_PATH = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}  # for the root-side steps (mount, nsenter, setpriv)
@@ -54,7 +54,7 @@ def q(path) -> str:
 class Volume:
     name: str
     size: int = 0  # an emptyDir: tmpfs bytes
-    host: Path | None = None  # a PVC: the host folder that persists it
+    host: Path | None = None  # a PVC (the host folder that persists it), a ConfigMap or Secret (its files)
     unsupported: str = ""  # a volume type not reproduced (a container that mounts it is refused)
 
 
@@ -210,7 +210,7 @@ def _check_reachable(path: Path, uid: int) -> None:
 
 
 def pod_volumes(name: str, pod_spec: dict, container: dict, root: Path, subs: Substitutions,
-                extra: list[tuple[str, int]] = ()) -> PodVolumes:
+                extra: list[tuple[str, int]] = (), sources: PlatformView | None = None) -> PodVolumes:
     """The pod's volumes. ``extra``: (name, bytes) of emptyDirs something other than the manifest adds.
 
     An emptyDir without sizeLimit gets what ``container``'s limits allow (memory for medium Memory).
@@ -231,6 +231,8 @@ def pod_volumes(name: str, pod_spec: dict, container: dict, root: Path, subs: Su
             volumes[v["name"]] = Volume(v["name"], host=host)
             subs.add(f"{name} volume {v['name']}", f"PVC {v['persistentVolumeClaim']['claimName']}", str(host),
                      "no storage class here: a host folder that outlives the pod")
+        elif sources is not None and ("configMap" in v or "secret" in v):
+            volumes[v["name"]] = Volume(v["name"], host=project_files(v, sources, root / "files" / name / v["name"]))
         else:
             volumes[v["name"]] = Volume(v["name"], unsupported=", ".join(sorted(set(v) - {"name"})))
     volumes.update({n: Volume(n, size) for n, size in extra if n not in volumes})
@@ -239,7 +241,7 @@ def pod_volumes(name: str, pod_spec: dict, container: dict, root: Path, subs: Su
 
 def pod_sandbox(name: str, pod_spec: dict, container: dict, env: dict[str, str], image: ImageSpec, root: Path,
                 subs: Substitutions, svc: ServiceMap, volumes: PodVolumes | None = None,
-                extra_mounts: list[tuple[str, str]] = ()) -> PodSandbox:
+                extra_mounts: list[tuple[str, str]] = (), sources: PlatformView | None = None) -> PodSandbox:
     """The sandbox of ``container`` of ``pod_spec``, ``env`` its whole env as the manifest names things.
 
     The env's Service names and paths are made local (env.local_env). ``volumes``: the pod's, shared by
@@ -259,7 +261,7 @@ def pod_sandbox(name: str, pod_spec: dict, container: dict, env: dict[str, str],
     groups += [int(g) for g in pod_sc.get("supplementalGroups", [])]
     root.chmod(0o755)  # mkdtemp makes it 0700: the pod's user must reach its mount point below it
     _check_reachable(VENV_BIN, uid)
-    volumes = volumes or pod_volumes(name, pod_spec, container, root, subs)
+    volumes = volumes or pod_volumes(name, pod_spec, container, root, subs, sources=sources)
 
     declared = [(m["name"], m["mountPath"], bool(m.get("readOnly"))) for m in container.get("volumeMounts", []) or []]
     declared += [(v, path, False) for v, path in extra_mounts if path not in {p for _, p, _ in declared}]
@@ -275,8 +277,7 @@ def pod_sandbox(name: str, pod_spec: dict, container: dict, env: dict[str, str],
         if volume not in volumes.volumes:
             raise ContractError(f"[chart] {name}: volumeMount {volume!r} names no volume of the pod")
         if volumes.volumes[volume].unsupported:
-            raise ContractError(f"[harness] {name}: volume {volume!r} ({volumes.volumes[volume].unsupported}) "
-                                f"is not reproduced")
+            raise ContractError(f"[harness] {name}: volume {volume!r} ({volumes.volumes[volume].unsupported}) is not reproduced")
         local = rewrite_pod_path(path, prefixes, str(mount_point))
         if local != path:
             (pod_root / path.lstrip("/")).mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,84 @@
+"""The platform's MLflow users: run by the chart's mlflow-users Job as MLflow's admin.
+
+Creates (or, when it exists, resets the password of) the training user, creates the experiment and the
+registered model the training job writes to when they are missing, and grants that user EDIT on both
+and nothing else (the server's default permission covers the rest: NO_PERMISSIONS by default). Safe to
+run again: every step is a get-or-create or an upsert.
+
+Env: MLFLOW_TRACKING_URI, MLFLOW_TRACKING_USERNAME/PASSWORD (the admin), TRAINING_USERNAME,
+TRAINING_PASSWORD, MLFLOW_EXPERIMENT, MLFLOW_REGISTERED_MODEL, WAIT_S (how long to wait for the server).
+Exit: 0 done, 2 refused (e.g. a wrong admin password), 3 the server did not answer.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+import urllib.error
+import urllib.request
+
+
+def wait_for(uri: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    last = ""
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=5) as response:  # noqa: S310
+                if response.status == 200:
+                    return
+                last = f"HTTP {response.status}"
+        except (urllib.error.URLError, OSError) as exc:
+            last = str(getattr(exc, "reason", exc))
+        time.sleep(2)
+    print(f"mlflow-users: MLflow server {uri} did not answer /health within {timeout:.0f} s ({last})", file=sys.stderr)
+    sys.exit(3)
+
+
+def main() -> int:
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+    from mlflow.server.auth.client import AuthServiceClient
+
+    env = os.environ
+    uri = env["MLFLOW_TRACKING_URI"]
+    user, password = env["TRAINING_USERNAME"], env["TRAINING_PASSWORD"]
+    experiment, model = env["MLFLOW_EXPERIMENT"], env["MLFLOW_REGISTERED_MODEL"]
+    wait_for(uri, float(env.get("WAIT_S", "300")))
+    auth, client = AuthServiceClient(uri), MlflowClient(tracking_uri=uri)
+    try:
+        try:
+            auth.create_user(user, password)
+            print(f"mlflow-users: created user {user}")
+        except MlflowException as exc:
+            if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
+            auth.update_user_password(user, password)  # the Secret is the truth (kept across upgrades)
+            print(f"mlflow-users: user {user} exists; password set from its Secret")
+        found = client.get_experiment_by_name(experiment)
+        experiment_id = found.experiment_id if found else client.create_experiment(experiment)
+        try:
+            client.get_registered_model(model)
+        except MlflowException as exc:
+            if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
+                raise
+            client.create_registered_model(model)
+        for resource_type, resource_id in (("experiment", experiment_id), ("registered_model", model)):
+            try:
+                auth.grant_user_permission(user, resource_type, resource_id, "EDIT")
+            except MlflowException as exc:  # granted before, maybe changed since: EDIT again
+                if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+                    raise
+                auth.revoke_user_permission(user, resource_type, resource_id)
+                auth.grant_user_permission(user, resource_type, resource_id, "EDIT")
+    except MlflowException as exc:
+        first = (str(exc).strip().splitlines() or [exc.error_code])[0][:300]
+        print(f"mlflow-users: MLflow server {uri} refused the admin's request ({exc.error_code}: {first}); "
+              "check the admin Secret and the server's auth config", file=sys.stderr)
+        return 2
+    print(f"mlflow-users: {user} may EDIT experiment {experiment!r} (id {experiment_id}) and model {model!r}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
