@@ -108,3 +108,31 @@ def test_the_champion_moves_only_on_improvement_and_promote_moves_it_by_hand(tmp
         assert client.get_model_version_by_alias(first.name, "champion").version == "2"
     finally:
         server.stop()
+
+
+def test_mlflows_own_scoring_server_answers_with_the_right_digits(champion_server, prepared_dataset, tmp_path):
+    """`mlflow models serve --env-manager local` on the champion: the model works with MLflow's standard tools."""
+    import urllib.request
+
+    import numpy as np
+
+    port = services.free_port()
+    env = services.base_env(MLFLOW_TRACKING_URI=champion_server.tracking_uri)
+    env.pop("PYTHONPATH", None)
+    server = services.start("mlflow-models-serve", [str(services.VENV_BIN / "mlflow"), "models", "serve", "-m",
+                                                    f"models:/{champion_server.name}@champion", "--env-manager",
+                                                    "local", "-h", "127.0.0.1", "-p", str(port)],
+                            tmp_path / "logs", env=env, cwd=tmp_path)
+    try:
+        services.wait_http(f"http://127.0.0.1:{port}/ping", 300, server)
+        images = np.load(prepared_dataset / "test_images.npy")[:100]
+        labels = np.load(prepared_dataset / "test_labels.npy")[:100]
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/invocations",
+                                         data=json.dumps({"inputs": images.tolist()}).encode(),
+                                         headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=120) as response:
+            predictions = json.load(response)["predictions"]
+        digits = np.array([p["digit"] for p in predictions])
+        assert len(digits) == 100 and (digits == labels).mean() >= 0.9, digits
+    finally:
+        server.stop()
