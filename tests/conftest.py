@@ -31,3 +31,24 @@ def s3(tmp_path_factory) -> services.S3Server:
     yield server
     server.process.stop()
 
+
+
+@pytest.fixture(scope="session")
+def trained_network(prepared_dataset, request):
+    """A small CNN trained for real (tests/support/models.py), shared by the tests of the model's users."""
+    from tests.support.models import train_small_network
+
+    return train_small_network(prepared_dataset, request.config.cache.mkdir("trained-network"))
+
+
+@pytest.fixture(scope="session")
+def champion_server(tmp_path_factory, prepared_dataset, trained_network):
+    """A real `mlflow server` holding one registered version of ``trained_network``: the champion."""
+    from tests.support.models import register
+
+    root = tmp_path_factory.mktemp("champion")
+    server = services.start_mlflow(root / "logs", root / "mlflow")
+    try:
+        yield register(server.uri, trained_network, prepared_dataset, root / "final")
+    finally:
+        server.stop()

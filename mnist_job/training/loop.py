@@ -245,7 +245,6 @@ def finish_run(params, config: dict, model: torch.nn.Module, data, history: list
                device) -> None:
     """Rank 0, after the last epoch: test metrics, plots, model, registry. Idempotent across restarts."""
     from mnist_job.evaluation.scoring import evaluate, plot_confusion, plot_curves
-    from mnist_job.model.network import images_to_tensor
     from mnist_job.tracking.registry import FINAL_TAG, log_final_results
     from mnist_job.tracking.runs import retry
 
@@ -274,7 +273,7 @@ def finish_run(params, config: dict, model: torch.nn.Module, data, history: list
 
         def log_everything():
             return log_final_results(client, config["tracking_uri"], run_id, model, evaluation, folder,
-                                     images_to_tensor(test_images[:2]).numpy(),
+                                     np.asarray(test_images[:2]),
                                      params.mlflow.registered_model if register else None,
                                      int(history[-1]["epoch"]) if history else 0)
 

@@ -71,6 +71,11 @@ def test_model_is_registered(trained):
     assert len(versions) == 1
     assert versions[0].run_id == trained["run_id"]
     assert client.get_run(trained["run_id"]).data.tags["model.registered"] == "mnist-cnn-test/1"
+    # the first version is the champion, tagged with where it came from (mnist_job/tracking/registry.py)
+    assert client.get_model_version_by_alias("mnist-cnn-test", "champion").version == "1"
+    tags = versions[0].tags
+    assert tags["run_id"] == trained["run_id"] and float(tags["test_accuracy"]) > 0.5
+    assert tags["git_commit"] == client.get_run(trained["run_id"]).data.tags["git.commit"]
 
 
 def test_run_tags_identify_code_data_and_workers(trained, project_dir):

@@ -2,8 +2,9 @@
 
 Modules are named by their place in the package (``data.fetch``, ``training.loop``). Layers, bottom up:
 foundation (``core``: settings, errors, files, paths, what is printed); libraries (the dataset format,
-DVC, S3, the network, scoring, MLflow tracking and registration); then the stages in pipeline order
-(fetch, prepare, train: its per-worker half first, evaluate); the CLI on top. A module may import its
+DVC, S3, the network and its exported form, scoring, MLflow tracking and registration); then the stages
+in pipeline order (fetch, prepare, train: its per-worker half first, evaluate); serving, which uses
+what the stages produced (images in, predict, the Ray Serve app); the CLI on top. A module may import its
 own layer and the ones below, and a stage only the stages before it. Every import counts, also those
 inside functions (the package imports heavy libraries lazily).
 """
@@ -21,6 +22,8 @@ LIBRARIES = [
     "data.s3",
     "data.dvc_store",
     "model.network",
+    "model.pixel_pyfunc",
+    "model.export",
     "evaluation.scoring",
     "tracking.runs",
     "tracking.registry",
@@ -28,6 +31,8 @@ LIBRARIES = [
     "training.ray_output",
 ]
 STAGES = ["data.fetch", "data.prepare", "training.loop", "training.driver", "evaluation.evaluate"]
+# Using the model: above every stage (it serves what they produced), below the CLI.
+SERVING = ["serving.images", "serving.predict", "serving.app"]
 TOP = ["cli", "__main__"]
 
 
@@ -59,7 +64,7 @@ def import_graph() -> dict[str, set[str]]:
 
 
 def rank(module: str) -> tuple[int, int]:
-    for layer, members in enumerate((FOUNDATION, LIBRARIES, STAGES, TOP)):
+    for layer, members in enumerate((FOUNDATION, LIBRARIES, STAGES, SERVING, TOP)):
         if module in members:
             return layer, (members.index(module) if members is STAGES else 0)
     raise AssertionError(f"mnist_job: {module} belongs to no layer: add it to tests/code/test_import_graph.py")

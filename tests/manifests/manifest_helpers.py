@@ -56,6 +56,8 @@ PROFILES = {
         Profile("rayjob-cpu-kind", RAYJOB, RAYJOB_RELEASE, ("values-cpu-kind.yaml",)),
         Profile("rayjob-gpu-initcontainer", RAYJOB, RAYJOB_RELEASE, (), ("job.pullDataInitContainer=true",)),
         Profile("rayjob-gpu-kueue", RAYJOB, RAYJOB_RELEASE, (), (f"rayJob.labels.kueue\\.x-k8s\\.io/queue-name={KUEUE_QUEUE}",)),
+        Profile("rayservice-gpu", RAYJOB, RAYJOB_RELEASE, (), ("rayService.enabled=true",)),
+        Profile("rayservice-cpu-kind", RAYJOB, RAYJOB_RELEASE, ("values-cpu-kind.yaml",), ("rayService.enabled=true",)),
         Profile("platform-default", PLATFORM, PLATFORM_RELEASE),
         Profile("platform-dev", PLATFORM, PLATFORM_RELEASE, ("values-dev.yaml",)),
         Profile("platform-production", PLATFORM, PLATFORM_RELEASE, ("values-production.yaml",)),
@@ -87,10 +89,11 @@ def one(docs: list[dict], kind: str, name: str | None = None) -> dict:
 
 
 def rayjob_pod_templates(rayjob: dict) -> dict[str, dict]:
-    """role -> pod template (head, each worker group, submitter)."""
+    """role -> pod template (head, each worker group, submitter) of a RayJob or a RayService."""
     spec = rayjob["spec"]
-    out = {"head": spec["rayClusterSpec"]["headGroupSpec"]["template"]}
-    for g in spec["rayClusterSpec"].get("workerGroupSpecs", []):
+    cluster = spec.get("rayClusterSpec") or spec["rayClusterConfig"]  # a RayJob's, or a RayService's
+    out = {"head": cluster["headGroupSpec"]["template"]}
+    for g in cluster.get("workerGroupSpecs", []):
         out[f"worker:{g['groupName']}"] = g["template"]
     if "submitterPodTemplate" in spec:
         out["submitter"] = spec["submitterPodTemplate"]
@@ -104,7 +107,7 @@ def workload_pod_templates(docs: list[dict]) -> dict[str, dict]:
         kind, name = d["kind"], d["metadata"]["name"]
         if kind in ("Deployment", "StatefulSet", "DaemonSet", "Job"):
             out[f"{kind}/{name}"] = d["spec"]["template"]
-        elif kind == "RayJob":
+        elif kind in ("RayJob", "RayService"):
             for role, t in rayjob_pod_templates(d).items():
                 out[f"{kind}/{name}/{role}"] = t
     return out

@@ -24,7 +24,8 @@ from manifest_helpers import (
     run,
 )
 
-CUSTOM_KINDS = {"RayJob": "ray.io_rayjobs.yaml", "RayCluster": "ray.io_rayclusters.yaml"}
+CUSTOM_KINDS = {"RayJob": "ray.io_rayjobs.yaml", "RayCluster": "ray.io_rayclusters.yaml",
+                "RayService": "ray.io_rayservices.yaml"}
 
 
 @pytest.mark.parametrize(
@@ -139,6 +140,29 @@ def test_rayjob_matches_kuberay_crd(render, profile):
             pytest.fail(f"{d['kind']}/{d['metadata']['name']}: {exc.message} at {list(exc.absolute_path)}")
 
 
+@pytest.mark.parametrize("profile", ["rayservice-gpu", "rayservice-cpu-kind"])
+def test_rayservice_matches_kuberay_crd_and_serves_the_champion(render, profile):
+    docs = render(profile)
+    assert not by_kind(docs, "RayJob"), "a serving render holds no RayJob"
+    [service] = by_kind(docs, "RayService")
+    try:
+        validate_custom(service)
+    except jsonschema.ValidationError as exc:
+        pytest.fail(f"RayService: {exc.message} at {list(exc.absolute_path)}")
+    serve = yaml.safe_load(service["spec"]["serveConfigV2"])
+    [app] = serve["applications"]
+    assert app["import_path"] == "mnist_job.serving.app:app_builder" and app["args"]["model"] == "mnist-cnn"
+    head = service["spec"]["rayClusterConfig"]["headGroupSpec"]["template"]["spec"]["containers"][0]
+    assert {"name": "serve", "containerPort": 8000} in head["ports"]
+    assert "MLFLOW_TRACKING_URI" in {e["name"] for e in head["env"]}
+    [serve_policy] = [p for p in by_kind(docs, "NetworkPolicy") if p["metadata"]["name"].endswith("-ray-serve")]
+    assert serve_policy["spec"]["ingress"][0]["ports"] == [{"port": 8000, "protocol": "TCP"}]
+    bad = copy.deepcopy(service)
+    bad["spec"]["serviceUnhealthySecondThreshold"] = "900"
+    with pytest.raises(jsonschema.ValidationError):
+        validate_custom(bad)
+
+
 def test_crd_validation_can_fail(render):
     """The CRD check catches an unknown field, a wrong type and a missing required field."""
     rayjob = by_kind(render("rayjob-gpu"), "RayJob")[0]
@@ -159,7 +183,8 @@ def test_generated_manifests_have_no_drift(tools, tmp_path):
     proc = run(["bash", str(ROOT / "scripts" / "render-manifests.sh"), str(tmp_path)])
     assert proc.returncode == 0, proc.stderr
     expected = sorted(p.name for p in tmp_path.glob("*.yaml"))
-    assert expected == ["platform-dev.yaml", "rayjob-cpu-kind.yaml", "rayjob.yaml"]
+    assert expected == ["platform-dev.yaml", "rayjob-cpu-kind.yaml", "rayjob.yaml", "rayservice-cpu-kind.yaml",
+                        "rayservice.yaml"]
     for name in expected:
         committed = ROOT / "k8s" / name
         assert committed.exists(), f"k8s/{name} missing: run `make manifests`"

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from mnist_job.evaluation.scoring import evaluate
-from mnist_job.model.network import build_model, images_to_tensor
+from mnist_job.model.network import build_model
 from mnist_job.tracking import registry
 
 
@@ -47,7 +47,7 @@ def test_a_retry_after_a_partial_failure_logs_the_model_and_the_version_once(tmp
     for sub in ("plots", "metrics"):
         (folder / sub).mkdir(parents=True)
         (folder / sub / f"{sub}.txt").write_text(sub)
-    example = images_to_tensor(images[:2]).numpy()
+    example = images[:2]  # raw pixels: the model's input example
 
     def log(with_client):
         return registry.log_final_results(with_client, uri, run_id, model, evaluation, folder, example, "mnist-once", 1)

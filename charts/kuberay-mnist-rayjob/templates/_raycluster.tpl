@@ -1,0 +1,129 @@
+{{/* The Ray cluster of the RayJob (spec.rayClusterSpec) and of the RayService (spec.rayClusterConfig):
+     one definition, so serving runs with the same image, env, securityContext and volumes as training.
+     Arguments: (list $ headImage workerImage servePort); servePort 0 opens no Serve port. */}}
+{{- define "rayjob.rayClusterSpec" -}}
+{{- $root := index . 0 }}
+{{- $image := index . 1 }}
+{{- $workerImage := index . 2 }}
+{{- $servePort := int (index . 3) }}
+{{- $gpus := int $root.Values.ray.workers.gpusPerWorker }}
+rayVersion: {{ $root.Values.ray.version | quote }}
+enableInTreeAutoscaling: false
+authOptions:
+  mode: {{ include "rayjob.authMode" $root }}
+headGroupSpec:
+  rayStartParams:
+    # The head schedules no training: all Ray Train workers land on worker pods.
+    num-cpus: "0"
+    dashboard-host: "0.0.0.0"
+    # Below the /dev/shm size (ray.shmSizeLimit), checked at render time.
+    object-store-memory: {{ include "rayjob.objectStoreBytes" $root | quote }}
+  template:
+    metadata:
+      labels:
+        {{- include "rayjob.rayPodLabels" $root | nindent 8 }}
+        app.kubernetes.io/component: ray-head
+    spec:
+      automountServiceAccountToken: false
+      {{- with $root.Values.imagePullSecrets }}
+      imagePullSecrets:
+        {{- toYaml . | nindent 8 }}
+      {{- end }}
+      securityContext:
+        {{- toYaml $root.Values.podSecurityContext | nindent 8 }}
+      {{- with $root.Values.ray.head.nodeSelector }}
+      nodeSelector:
+        {{- toYaml . | nindent 8 }}
+      {{- end }}
+      {{- with $root.Values.ray.head.tolerations }}
+      tolerations:
+        {{- toYaml . | nindent 8 }}
+      {{- end }}
+      {{- with include "rayjob.pullDataInit" (list $root $image) | trim }}
+      {{- . | nindent 6 }}
+      {{- end }}
+      containers:
+        - name: ray-head
+          image: {{ $image }}
+          imagePullPolicy: {{ $root.Values.image.pullPolicy }}
+          ports:
+            - name: gcs-server
+              containerPort: 6379
+            - name: dashboard
+              containerPort: 8265
+            - name: client
+              containerPort: 10001
+            {{- if $servePort }}
+            - name: serve
+              containerPort: {{ $servePort }}
+            {{- end }}
+          env:
+            {{- include "rayjob.env" $root | trim | nindent 12 }}
+          resources:
+            {{- toYaml $root.Values.ray.head.resources | nindent 12 }}
+          securityContext:
+            {{- toYaml $root.Values.containerSecurityContext | nindent 12 }}
+          volumeMounts:
+            {{- include "rayjob.rayMounts" $root | nindent 12 }}
+      volumes:
+        {{- include "rayjob.rayVolumes" $root | nindent 8 }}
+workerGroupSpecs:
+  - groupName: {{ $root.Values.ray.workers.groupName }}
+    replicas: {{ int $root.Values.ray.workers.replicas }}
+    minReplicas: {{ int $root.Values.ray.workers.replicas }}
+    maxReplicas: {{ int $root.Values.ray.workers.replicas }}
+    rayStartParams:
+      object-store-memory: {{ include "rayjob.objectStoreBytes" $root | quote }}
+    template:
+      metadata:
+        labels:
+          {{- include "rayjob.rayPodLabels" $root | nindent 10 }}
+          app.kubernetes.io/component: ray-worker
+      spec:
+        automountServiceAccountToken: false
+        {{- with $root.Values.imagePullSecrets }}
+        imagePullSecrets:
+          {{- toYaml . | nindent 10 }}
+        {{- end }}
+        securityContext:
+          {{- toYaml $root.Values.podSecurityContext | nindent 10 }}
+        {{- with $root.Values.ray.workers.nodeSelector }}
+        nodeSelector:
+          {{- toYaml . | nindent 10 }}
+        {{- end }}
+        {{- $tolerations := $root.Values.ray.workers.tolerations }}
+        {{- if gt $gpus 0 }}
+        {{- $tolerations = prepend $tolerations $root.Values.ray.workers.gpuToleration }}
+        {{- end }}
+        {{- with $tolerations }}
+        tolerations:
+          {{- toYaml . | nindent 10 }}
+        {{- end }}
+        {{- with include "rayjob.pullDataInit" (list $root $workerImage) | trim }}
+        {{- . | nindent 8 }}
+        {{- end }}
+        containers:
+          - name: ray-worker
+            image: {{ $workerImage }}
+            imagePullPolicy: {{ $root.Values.image.pullPolicy }}
+            {{- if $servePort }}
+            ports:
+              - name: serve
+                containerPort: {{ $servePort }}
+            {{- end }}
+            env:
+              {{- include "rayjob.env" $root | trim | nindent 14 }}
+            {{- $res := deepCopy $root.Values.ray.workers.resources }}
+            {{- if gt $gpus 0 }}
+            {{- $_ := set $res.limits "nvidia.com/gpu" $gpus }}
+            {{- $_ := set $res.requests "nvidia.com/gpu" $gpus }}
+            {{- end }}
+            resources:
+              {{- toYaml $res | nindent 14 }}
+            securityContext:
+              {{- toYaml $root.Values.containerSecurityContext | nindent 14 }}
+            volumeMounts:
+              {{- include "rayjob.rayMounts" $root | nindent 14 }}
+        volumes:
+          {{- include "rayjob.rayVolumes" $root | nindent 10 }}
+{{- end -}}

@@ -1,0 +1,164 @@
+"""`mnist-job serve`: the champion behind HTTP with Ray Serve; ``POST /predict``, ``GET /healthz``, ``GET /``.
+
+One deployment: each replica loads the model from MLflow when it starts (the champion unless told
+otherwise) and answers with FastAPI routes. Requests are checked one by one (a bad one gets a 4xx
+naming the problem and cannot harm the others), then classified together: ``@serve.batch`` gathers
+the pixels of concurrent requests into one forward pass.
+
+``POST /predict`` takes JSON, ``{"pixels": ...}`` or a bare nested list, holding one image (28x28) or a
+batch (Nx28x28, Nx1x28x28) of 0..255 pixels; or an image file (``Content-Type: image/png`` or
+``image/jpeg``), converted the MNIST way (mnist_job/serving/images.py). It answers
+``{"model": URI, "predictions": [{"digit", "probability", "probabilities"}]}``.
+"""
+
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from mnist_job.core.errors import DataError
+from mnist_job.model.pixel_pyfunc import DIGIT_COLUMNS, pixel_batch
+from mnist_job.serving.images import decode_image
+
+MAX_IMAGES = 256  # per request; larger batches belong in `mnist-job predict`
+MAX_BODY_BYTES = 4 << 20  # 256 images of 28x28 as JSON fit well below this
+PAGE = Path(__file__).with_name("page.html")
+
+logger = logging.getLogger(__name__)
+
+
+class BadRequest(Exception):
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+
+
+def parse_request(body: bytes, content_type: str) -> np.ndarray:
+    """The request's pixels as float32 (N, 1, 28, 28); BadRequest (status, message) when they are not usable."""
+    if len(body) > MAX_BODY_BYTES:
+        raise BadRequest(413, f"body too large: {len(body)} bytes, at most {MAX_BODY_BYTES}")
+    if not body:
+        raise BadRequest(400, "empty body: send JSON pixels or an image")
+    kind = content_type.split(";")[0].strip().lower()
+    if kind.startswith("image/"):
+        try:
+            return pixel_batch(decode_image(body, "uploaded image"))
+        except DataError as exc:
+            raise BadRequest(400, str(exc)) from None
+    try:
+        document = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BadRequest(400, f"not JSON ({exc}); send {{\"pixels\": [[...28 rows of 28 numbers...]]}} "
+                              "or an image with Content-Type image/png") from None
+    pixels = document.get("pixels") if isinstance(document, dict) else document
+    if pixels is None:
+        raise BadRequest(400, "JSON: expected a field \"pixels\" (or a bare nested list)")
+    count = len(pixels) if isinstance(pixels, list) and pixels and isinstance(pixels[0], list) and \
+        pixels[0] and isinstance(pixels[0][0], list) else 1
+    if count > MAX_IMAGES:
+        raise BadRequest(413, f"batch too large: {count} images, at most {MAX_IMAGES} per request")
+    try:
+        return pixel_batch(pixels)
+    except ValueError as exc:
+        raise BadRequest(400, str(exc)) from None
+
+
+def build_app(tracking_uri: str, model_uri: str, num_cpus: float = 1.0, max_batch_size: int = 64):
+    """The Serve application, ready for ``serve.run``."""
+    from fastapi import FastAPI, Request
+    from fastapi.responses import HTMLResponse, JSONResponse
+    from ray import serve
+
+    api = FastAPI(title="MNIST digits")
+
+    @serve.deployment(ray_actor_options={"num_cpus": num_cpus}, max_ongoing_requests=256)
+    @serve.ingress(api)
+    class DigitClassifier:
+        def __init__(self):
+            import mlflow.pyfunc
+            import torch
+
+            torch.set_num_threads(max(1, int(num_cpus)))
+            mlflow.set_tracking_uri(tracking_uri)
+            self.model = mlflow.pyfunc.load_model(model_uri)
+            self.model_uri = model_uri
+
+        @serve.batch(max_batch_size=max_batch_size, batch_wait_timeout_s=0.005)
+        async def classify(self, batches: list[np.ndarray]) -> list[list[dict]]:
+            sizes = [len(b) for b in batches]
+            frame = self.model.predict(np.concatenate(batches))
+            probabilities = frame[DIGIT_COLUMNS].to_numpy()
+            rows = [{"digit": int(d), "probability": round(float(p.max()), 6),
+                     "probabilities": [round(float(x), 6) for x in p]}
+                    for d, p in zip(frame["digit"].to_numpy(), probabilities, strict=True)]
+            out, start = [], 0
+            for size in sizes:
+                out.append(rows[start : start + size])
+                start += size
+            return out
+
+        @api.get("/healthz")
+        def healthz(self):
+            return {"status": "ok", "model": self.model_uri}
+
+        @api.get("/", response_class=HTMLResponse)
+        def page(self):
+            return PAGE.read_text()
+
+        @api.post("/predict")
+        async def predict(self, request: Request):
+            # Read on past the limit without keeping it: a client still sending when the answer
+            # comes would see a broken pipe instead of the 413 that says why.
+            body, size = bytearray(), 0
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size <= MAX_BODY_BYTES:
+                    body += chunk
+            if size > MAX_BODY_BYTES:
+                return JSONResponse({"error": f"body too large: {size} bytes, at most {MAX_BODY_BYTES}"}, 413)
+            try:
+                pixels = parse_request(bytes(body), request.headers.get("content-type", ""))
+            except BadRequest as exc:
+                return JSONResponse({"error": str(exc)}, exc.status)
+            return {"model": self.model_uri, "predictions": await self.classify(pixels)}
+
+    return DigitClassifier.bind()
+
+
+def serve_forever(runtime, tracking_uri: str, model_uri: str, host: str, port: int, num_cpus: float,
+                  ready_file: Path | None = None) -> None:
+    """Start Serve on the Ray cluster (RAY_ADDRESS, or a local one) and block until interrupted."""
+    import time
+
+    from ray import serve
+
+    from mnist_job.training.driver import init_ray
+
+    init_ray(runtime)
+    serve.start(http_options={"host": host, "port": port})
+    serve.run(build_app(tracking_uri, model_uri, num_cpus), name="mnist", route_prefix="/")
+    logger.info(f"serving {model_uri} on http://{host}:{port}/ (POST /predict, GET /healthz, GET /)")
+    print(f"serving {model_uri} at http://{host}:{port}/", flush=True)
+    if ready_file:
+        ready_file.write_text(f"http://{host}:{port}/\n")
+    while True:
+        time.sleep(3600)
+
+
+def app_builder(args: dict):
+    """The application for a Serve config file (a RayService's serveConfigV2, ``import_path`` this function).
+
+    ``args``: ``model_uri`` (default: the champion of ``model``, itself default mnist-cnn), ``num_cpus``.
+    MLFLOW_TRACKING_URI comes from the pods' environment (the platform's ConfigMap).
+    """
+    import os
+
+    from mnist_job.tracking.registry import CHAMPION
+
+    tracking_uri = os.environ.get("MLFLOW_TRACKING_URI", "").strip()
+    if not tracking_uri:
+        raise ValueError("MLFLOW_TRACKING_URI: not set in the Ray pods' environment; the model cannot be loaded")
+    model_uri = args.get("model_uri") or f"models:/{args.get('model', 'mnist-cnn')}@{CHAMPION}"
+    return build_app(tracking_uri, model_uri, float(args.get("num_cpus", 1)))
