@@ -104,6 +104,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metrics", type=Path, default=Path("outputs/metrics.json"), help="metrics file for DVC")
     p.add_argument("--plots", type=Path, default=Path("outputs/plots"), help="folder for plots")
 
+    p = sub.add_parser("compare", help="compare runs: params that differ, metrics with deltas, curves overlaid",
+                       description="Reads runs back from MLflow (MLFLOW_TRACKING_URI); the first run is the "
+                                   "reference of every delta. Prints a Markdown table; logs it and one PNG of the "
+                                   "training curves to a new run tagged mnist.kind=comparison.")
+    _add_common(p)
+    p.add_argument("run_ids", nargs="*", metavar="RUN_ID", help="runs to compare, reference first")
+    p.add_argument("--champion", action="store_true",
+                   help="put the run of the registered model's 'champion' version first (mlflow.registered_model)")
+    p.add_argument("--last", type=int, default=None, metavar="N", help="the last N finished runs of the experiment")
+    p.add_argument("--tag", default=None, metavar="KEY=VALUE", help="the finished runs with this tag")
+    p.add_argument("--experiment", default=None, help="experiment for --last/--tag (default: mlflow.experiment)")
+    p.add_argument("--out", type=Path, default=None, metavar="DIR",
+                   help="also write comparison.md and comparison_curves.png here")
+    p.add_argument("--no-log", action="store_true", help="do not log the comparison to MLflow")
+
     p = sub.add_parser("pull-data", help="dvc pull the dataset into MNIST_DATA_CACHE (once per node) and verify it")
     _add_common(p)
 
@@ -167,6 +182,13 @@ def run(argv: list[str] | None = None) -> int:
         _say(f"test accuracy: {accuracy}")
         _say(f"registered: {result.registered}")
         _say(f"model: {result.model_dir}")
+    elif args.command == "compare":
+        from mnist_job.experiments.compare import compare_command
+
+        params = _params(args, runtime)
+        _say(compare_command(params, runtime, args.run_ids, champion=args.champion, last=args.last, tag=args.tag,
+                             experiment=args.experiment, out_dir=args.out and runtime.path(str(args.out)),
+                             log=not args.no_log))
     elif args.command == "evaluate":
         from mnist_job.evaluation.evaluate import evaluate_saved_model
 

@@ -3,7 +3,8 @@
 Modules are named by their place in the package (``data.fetch``, ``training.loop``). Layers, bottom up:
 foundation (``core``: settings, errors, files, paths, what is printed); libraries (the dataset format,
 DVC, S3, the network, scoring, MLflow tracking and registration); then the stages in pipeline order
-(fetch, prepare, train: its per-worker half first, evaluate); the CLI on top. A module may import its
+(fetch, prepare, train: its per-worker half first, evaluate); work across runs (``experiments``: comparing
+runs, the CI baseline, tuning, which reads or drives whole runs); the CLI on top. A module may import its
 own layer and the ones below, and a stage only the stages before it. Every import counts, also those
 inside functions (the package imports heavy libraries lazily).
 """
@@ -26,6 +27,7 @@ LIBRARIES = [
     "tracking.registry",
 ]
 STAGES = ["data.fetch", "data.prepare", "training.loop", "training.driver", "evaluation.evaluate"]
+EXPERIMENTS = ["experiments.compare"]
 TOP = ["cli", "__main__"]
 
 
@@ -57,7 +59,7 @@ def import_graph() -> dict[str, set[str]]:
 
 
 def rank(module: str) -> tuple[int, int]:
-    for layer, members in enumerate((FOUNDATION, LIBRARIES, STAGES, TOP)):
+    for layer, members in enumerate((FOUNDATION, LIBRARIES, STAGES, EXPERIMENTS, TOP)):
         if module in members:
             return layer, (members.index(module) if members is STAGES else 0)
     raise AssertionError(f"mnist_job: {module} belongs to no layer: add it to tests/code/test_import_graph.py")
