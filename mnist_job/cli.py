@@ -119,6 +119,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also write comparison.md and comparison_curves.png here")
     p.add_argument("--no-log", action="store_true", help="do not log the comparison to MLflow")
 
+    p = sub.add_parser("ci-report", help="train CI's small fixed configuration and compare it with the committed baseline",
+                       description="Trains the configuration in the baseline file (local Ray unless RAY_ADDRESS), "
+                                   "prints the baseline against this run and a verdict per metric. Exit 1 only when "
+                                   "test accuracy falls below the baseline by more than its tolerance.")
+    p.add_argument("--baseline", type=Path, default=Path("bench/ci-baseline.json"), metavar="FILE",
+                   help="baseline file (default: bench/ci-baseline.json)")
+    p.add_argument("--run", default=None, metavar="RUN_ID", help="compare this finished run instead of training")
+    p.add_argument("--refresh", action="store_true", help="rewrite the baseline from this run (make ci-baseline)")
+    p.add_argument("--verbose", action="store_true", help="also print the job's debug lines")
+
     p = sub.add_parser("pull-data", help="dvc pull the dataset into MNIST_DATA_CACHE (once per node) and verify it")
     _add_common(p)
 
@@ -189,6 +199,12 @@ def run(argv: list[str] | None = None) -> int:
         _say(compare_command(params, runtime, args.run_ids, champion=args.champion, last=args.last, tag=args.tag,
                              experiment=args.experiment, out_dir=args.out and runtime.path(str(args.out)),
                              log=not args.no_log))
+    elif args.command == "ci-report":
+        from mnist_job.experiments.baseline import ci_report
+
+        report, code = ci_report(runtime, runtime.path(str(args.baseline)), args.run, args.refresh)
+        _say(report)
+        return code
     elif args.command == "evaluate":
         from mnist_job.evaluation.evaluate import evaluate_saved_model
 

@@ -27,7 +27,7 @@ LIBRARIES = [
     "tracking.registry",
 ]
 STAGES = ["data.fetch", "data.prepare", "training.loop", "training.driver", "evaluation.evaluate"]
-EXPERIMENTS = ["experiments.compare"]
+EXPERIMENTS = ["experiments.compare", "experiments.baseline"]
 TOP = ["cli", "__main__"]
 
 

@@ -16,21 +16,6 @@ from tests.support.cli import run_cli
 EXPERIMENT = "compare-test"
 
 
-@pytest.fixture(scope="module")
-def mlflow_server(tmp_path_factory):
-    root = tmp_path_factory.mktemp("mlflow")
-    server = services.start_mlflow(root / "logs", root / "store")
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def client(mlflow_server):
-    from mlflow import MlflowClient
-
-    return MlflowClient(tracking_uri=mlflow_server.uri)
-
-
 def _trained_run(client, experiment_id: str, name: str, lr: str, accuracies: list[float], tags=None) -> str:
     from mlflow.entities import Metric, Param
 
