@@ -16,6 +16,7 @@ from mnist_job.core import config as cfg
 from mnist_job.core.console import show_on_stdout
 from mnist_job.core.errors import InvalidInput, JobError
 from mnist_job.core.paths import check_stage_paths
+from mnist_job.core.tuning_params import TuneParams
 
 # CLI flag -> dotted params key. Each flag is a shortcut for --set KEY=VALUE.
 TRAIN_FLAGS = {
@@ -31,6 +32,14 @@ TRAIN_FLAGS = {
     "output_dir": (cfg.TrainParams, "train.output_dir", str),
     "train_subset": (cfg.DataParams, "data.train_subset", int),
     "test_subset": (cfg.DataParams, "data.test_subset", int),
+    "experiment": (cfg.MlflowParams, "mlflow.experiment", str),
+}
+TUNE_FLAGS = {
+    "trials": (TuneParams, "tune.trials", int),
+    "max_concurrent": (TuneParams, "tune.max_concurrent", int),
+    "budget_s": (TuneParams, "tune.budget_s", float),
+    "max_epochs": (TuneParams, "tune.max_epochs", int),
+    "study_name": (TuneParams, "tune.study_name", str),
     "experiment": (cfg.MlflowParams, "mlflow.experiment", str),
 }
 DATA_FLAGS = {
@@ -119,6 +128,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also write comparison.md and comparison_curves.png here")
     p.add_argument("--no-log", action="store_true", help="do not log the comparison to MLflow")
 
+    p = sub.add_parser("tune", help="hyperparameter study: Ray Tune + Optuna + ASHA, trials as nested MLflow runs",
+                       description="Searches the space in params.yaml's tune.search; each trial trains as `mnist-job "
+                                   "train` does, for at most tune.max_epochs. Running the same tune.study_name again "
+                                   "resumes the study (only unfinished trials run).")
+    _add_common(p)
+    _add_flags(p, TUNE_FLAGS)
+
     p = sub.add_parser("ci-report", help="train CI's small fixed configuration and compare it with the committed baseline",
                        description="Trains the configuration in the baseline file (local Ray unless RAY_ADDRESS), "
                                    "prints the baseline against this run and a verdict per metric. Exit 1 only when "
@@ -199,6 +215,11 @@ def run(argv: list[str] | None = None) -> int:
         _say(compare_command(params, runtime, args.run_ids, champion=args.champion, last=args.last, tag=args.tag,
                              experiment=args.experiment, out_dir=args.out and runtime.path(str(args.out)),
                              log=not args.no_log))
+    elif args.command == "tune":
+        from mnist_job.experiments.tune import describe, run_study
+
+        params = _params(args, runtime, TUNE_FLAGS)
+        _say(describe(run_study(params, runtime)))
     elif args.command == "ci-report":
         from mnist_job.experiments.baseline import ci_report
 

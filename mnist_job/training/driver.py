@@ -13,6 +13,7 @@ import logging
 import os
 import secrets
 import signal
+import threading
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -113,7 +114,8 @@ def check_every_rank_gets_data(params: Params, train_images: int) -> None:
         raise InvalidInput(problems)
 
 
-def run_training(params: Params, runtime: Runtime) -> TrainingResult:
+def run_training(params: Params, runtime: Runtime, extra_tags: dict | None = None, callbacks=()) -> TrainingResult:
+    """``extra_tags`` go on the MLflow run (a tuning trial: its study run as parent); ``callbacks`` to Ray Train."""
     # Ray folds log lines that differ only in numbers ("[rank 0] epoch 2" / "[rank 1] epoch 2"),
     # which hides per-rank progress and resume messages; keep every line unless told otherwise.
     # Ray reads this when it is imported, so before any import of ray.
@@ -171,6 +173,7 @@ def run_training(params: Params, runtime: Runtime) -> TrainingResult:
         "workers.kind": "gpu" if use_gpu else "cpu",
         "workers.cpus_each": str(cpus_per_worker),
         "ray.storage_path": storage_path,
+        **(extra_tags or {}),
     }
     run_id, run_name, resumed = tracking.start_or_resume_run(client, experiment_id, base_name, params.flat(), tags,
                                                              params.train.if_finished, params.run_defining())
@@ -197,6 +200,7 @@ def run_training(params: Params, runtime: Runtime) -> TrainingResult:
             storage_path=storage_path,
             failure_config=FailureConfig(max_failures=params.train.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=2),
+            callbacks=list(callbacks),
         ),
     )
     t_fit = time.monotonic()
@@ -246,6 +250,9 @@ def stop_on_signals():
     here both signals end up in one place that marks the run KILLED and stops Ray.
     """
     received: list[int] = []
+    if threading.current_thread() is not threading.main_thread():  # a Tune trial: its function runs in a thread
+        yield received
+        return
 
     def interrupt(signum, frame):
         received.append(signum)

@@ -16,7 +16,7 @@ import ast
 from tests.support.services import PROJECT_DIR
 
 PACKAGE = PROJECT_DIR / "mnist_job"
-FOUNDATION = ["core.errors", "core.config", "core.files", "core.paths", "core.console"]
+FOUNDATION = ["core.errors", "core.tuning_params", "core.config", "core.files", "core.paths", "core.console"]
 LIBRARIES = [
     "data.format",
     "data.s3",
@@ -27,7 +27,7 @@ LIBRARIES = [
     "tracking.registry",
 ]
 STAGES = ["data.fetch", "data.prepare", "training.loop", "training.driver", "evaluation.evaluate"]
-EXPERIMENTS = ["experiments.compare", "experiments.baseline"]
+EXPERIMENTS = ["experiments.compare", "experiments.baseline", "experiments.tune", "experiments.study_report"]
 TOP = ["cli", "__main__"]
 
 
