@@ -14,3 +14,11 @@ ci-report: data ## train CI's fixed small configuration, compare with bench/ci-b
 ci-baseline: data ## retrain CI's configuration and rewrite bench/ci-baseline.json (review and commit the diff)
 	scripts/in-netns.sh $(abspath $(PY)) -m mnist_job ci-report --baseline $(CI_BASELINE) --refresh
 	git --no-pager diff --stat -- $(CI_BASELINE) || true
+
+# `make experiments`: every preset trained and compared (scripts/run-experiments.sh); EXPERIMENTS_ARGS
+# go to each `mnist-job train`, e.g. EXPERIMENTS_ARGS="--set train.epochs=1".
+EXPERIMENTS_ARGS ?=
+
+.PHONY: experiments
+experiments: data ## train every preset (mnist-job presets) and print their comparison from MLflow
+	PY=$(abspath $(PY)) scripts/in-netns.sh scripts/run-experiments.sh $(EXPERIMENTS_ARGS)
