@@ -129,9 +129,9 @@ class Params(_Section):
     tune: TuneParams = TuneParams()  # mnist_job/core/tuning_params.py
 
     def flat(self) -> dict[str, Any]:
-        """Dotted-key view, as logged to MLflow and accepted by --set."""
+        """Dotted-key view, as logged to MLflow and accepted by --set; ``tune`` only on a study's run (tuning_params.py)."""
         out: dict[str, Any] = {}
-        for section, values in self.model_dump().items():
+        for section, values in self.model_dump(exclude={"tune"}).items():
             for key, value in values.items():
                 out[f"{section}.{key}"] = list(value) if isinstance(value, tuple) else value
         return out

@@ -124,7 +124,7 @@ def _delta(value: float | None, reference: float | None, key: str) -> str:
     if value is None or reference is None:
         return ""
     change = value - reference
-    if abs(change) < 1e-12:
+    if abs(change) < 5e-5:  # nothing the 4 decimals shown would tell apart
         return " (=)"
     better = (change > 0) == (key in HIGHER_IS_BETTER)
     shown = f"{change:+.4f}" if abs(change) < 100 else f"{change:+,.0f}"

@@ -132,7 +132,7 @@ def study_parent_run(client, experiment_id: str, study: str, params: Params) -> 
     run = client.create_run(experiment_id, run_name=study, tags={KIND_TAG: "study", STUDY_TAG: study})
     logged = {f"tune.{k}": v for k, v in params.tune.model_dump(exclude={"search"}).items()}
     logged.update({f"tune.search.{k}": str(d.model_dump(exclude_none=True)) for k, d in params.tune.search.items()})
-    logged.update({k: v for k, v in params.flat().items() if not k.startswith("tune.")})
+    logged.update(params.flat())
     client.log_batch(run.info.run_id, params=[Param(k, str(v)[:6000]) for k, v in sorted(logged.items())])
     return run.info.run_id, False
 
