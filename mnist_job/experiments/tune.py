@@ -100,6 +100,7 @@ def _run_trial(config: dict, base: Params, runtime: Runtime, study: str, parent_
 
     from mlflow import MlflowClient
 
+    runtime = runtime.for_this_node()  # the trial's node: its own data cache and project folder (a pod's)
     trial_id = tune.get_context().get_trial_id()
     params = trial_params(base, config, study, trial_id, cpus_per_worker)
     client = MlflowClient(tracking_uri=resolve_tracking_uri(runtime))

@@ -106,7 +106,7 @@ def resolve_env(container: dict, platform: PlatformView, where: str, extra: list
 
 def package_env_names() -> set[str]:
     """The env var names mnist_job's config module reads (``get("NAME")`` in Runtime.from_env)."""
-    tree = ast.parse((ROOT / "mnist_job" / "config.py").read_text())
+    tree = ast.parse((ROOT / "mnist_job" / "core" / "config.py").read_text())
     names = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "get":
