@@ -216,10 +216,10 @@ def run(argv: list[str] | None = None) -> int:
                              experiment=args.experiment, out_dir=args.out and runtime.path(str(args.out)),
                              log=not args.no_log))
     elif args.command == "tune":
-        from mnist_job.experiments.tune import describe, run_study
+        from mnist_job.experiments.tune import run_study, summary
 
         params = _params(args, runtime, TUNE_FLAGS)
-        _say(describe(run_study(params, runtime)))
+        _say(summary(run_study(params, runtime)))
     elif args.command == "ci-report":
         from mnist_job.experiments.baseline import ci_report
 

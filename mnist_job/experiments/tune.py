@@ -234,7 +234,7 @@ def finish_study(client, experiment_id: str, parent: str, study: str, params: Pa
     return StudyResult(study, parent, best["config"], best["value"], best["run_id"], len(rows), stopped, resumed)
 
 
-def describe(result: StudyResult) -> str:
+def summary(result: StudyResult) -> str:
     best = ", ".join(f"{SEARCHABLE[k][0]}={v:.6g}" for k, v in sorted(result.best_params.items()))
     return "\n".join([
         f"study: {result.study}{' (resumed)' if result.resumed else ''}: {result.trials} trials, "
