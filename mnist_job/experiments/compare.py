@@ -24,6 +24,8 @@ HEADLINE = ("test_accuracy", "test_loss", "val_accuracy", "val_loss", "train_los
             "fit_wall_s")
 CURVES = ("val_accuracy", "train_loss", "val_loss")  # per-epoch histories overlaid in the PNG
 HIGHER_IS_BETTER = {"test_accuracy", "val_accuracy", "train_accuracy", "images_per_s"}
+# Where a run's files went and what it was called differ between any two runs: not worth a row.
+BOOKKEEPING = {"train.run_name", "train.output_dir", "train.storage_path", "train.if_finished", "train.max_failures"}
 
 
 @dataclass(frozen=True)
@@ -127,7 +129,7 @@ def _delta(value: float | None, reference: float | None, key: str) -> str:
     if abs(change) < 5e-5:  # nothing the 4 decimals shown would tell apart
         return " (=)"
     better = (change > 0) == (key in HIGHER_IS_BETTER)
-    shown = f"{change:+.4f}" if abs(change) < 100 else f"{change:+,.0f}"
+    shown = f"{change:+.4f}" if max(abs(value), abs(reference)) < 100 else f"{change:+,.0f}"  # as the cells
     return f" ({shown}{' better' if better else ' worse'})" if key in HIGHER_IS_BETTER or "loss" in key else f" ({shown})"
 
 
@@ -139,7 +141,7 @@ def metric_keys(runs: list[RunSummary]) -> list[str]:
 
 def differing_params(runs: list[RunSummary]) -> list[str]:
     keys = sorted(set().union(*(r.params for r in runs)))
-    return [k for k in keys if len({r.params.get(k) for r in runs}) > 1]
+    return [k for k in keys if k not in BOOKKEEPING and len({r.params.get(k) for r in runs}) > 1]
 
 
 def markdown_table(runs: list[RunSummary], labels: list[str] | None = None) -> str:

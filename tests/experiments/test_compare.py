@@ -123,3 +123,12 @@ def test_an_unreachable_server_exits_3(tmp_path):
         MLFLOW_TRACKING_URI=f"http://127.0.0.1:{services.free_port()}"))
     assert done.returncode == 3, done.stdout + done.stderr
     assert "unreachable" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_where_runs_went_is_not_a_difference_worth_a_row():
+    runs = [compare.RunSummary(f"run{i}", f"name{i}", {"train.output_dir": f"out/{i}", "train.run_name": f"n{i}",
+                                                        "model.width": str(8 * (i + 1))}, {"images_per_s": 900.0 + i * 50})
+            for i in range(2)]
+    table = compare.markdown_table(runs)
+    assert "train.output_dir" not in table and "train.run_name" not in table
+    assert "| model.width | 8 | 16 |" in table and "| images_per_s | 900 | 950 (+50 better) |" in table
