@@ -16,6 +16,7 @@ from mnist_job.core import config as cfg
 from mnist_job.core.console import show_on_stdout
 from mnist_job.core.errors import InvalidInput, JobError
 from mnist_job.core.paths import check_stage_paths
+from mnist_job.core.tuning_params import TuneParams
 
 # CLI flag -> dotted params key. Each flag is a shortcut for --set KEY=VALUE.
 TRAIN_FLAGS = {
@@ -31,6 +32,14 @@ TRAIN_FLAGS = {
     "output_dir": (cfg.TrainParams, "train.output_dir", str),
     "train_subset": (cfg.DataParams, "data.train_subset", int),
     "test_subset": (cfg.DataParams, "data.test_subset", int),
+    "experiment": (cfg.MlflowParams, "mlflow.experiment", str),
+}
+TUNE_FLAGS = {
+    "trials": (TuneParams, "tune.trials", int),
+    "max_concurrent": (TuneParams, "tune.max_concurrent", int),
+    "budget_s": (TuneParams, "tune.budget_s", float),
+    "max_epochs": (TuneParams, "tune.max_epochs", int),
+    "study_name": (TuneParams, "tune.study_name", str),
     "experiment": (cfg.MlflowParams, "mlflow.experiment", str),
 }
 DATA_FLAGS = {
@@ -108,6 +117,38 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", type=Path, default=Path("outputs/model/checkpoint.pt"), help="checkpoint file")
     p.add_argument("--metrics", type=Path, default=Path("outputs/metrics.json"), help="metrics file for DVC")
     p.add_argument("--plots", type=Path, default=Path("outputs/plots"), help="folder for plots")
+
+    p = sub.add_parser("compare", help="compare runs: params that differ, metrics with deltas, curves overlaid",
+                       description="Reads runs back from MLflow (MLFLOW_TRACKING_URI); the first run is the "
+                                   "reference of every delta. Prints a Markdown table; logs it and one PNG of the "
+                                   "training curves to a new run tagged mnist.kind=comparison.")
+    _add_common(p)
+    p.add_argument("run_ids", nargs="*", metavar="RUN_ID", help="runs to compare, reference first")
+    p.add_argument("--champion", action="store_true",
+                   help="put the run of the registered model's 'champion' version first (mlflow.registered_model)")
+    p.add_argument("--last", type=int, default=None, metavar="N", help="the last N finished runs of the experiment")
+    p.add_argument("--tag", default=None, metavar="KEY=VALUE", help="the finished runs with this tag")
+    p.add_argument("--experiment", default=None, help="experiment for --last/--tag (default: mlflow.experiment)")
+    p.add_argument("--out", type=Path, default=None, metavar="DIR",
+                   help="also write comparison.md and comparison_curves.png here")
+    p.add_argument("--no-log", action="store_true", help="do not log the comparison to MLflow")
+
+    p = sub.add_parser("tune", help="hyperparameter study: Ray Tune + Optuna + ASHA, trials as nested MLflow runs",
+                       description="Searches the space in params.yaml's tune.search; each trial trains as `mnist-job "
+                                   "train` does, for at most tune.max_epochs. Running the same tune.study_name again "
+                                   "resumes the study (only unfinished trials run).")
+    _add_common(p)
+    _add_flags(p, TUNE_FLAGS)
+
+    p = sub.add_parser("ci-report", help="train CI's small fixed configuration and compare it with the committed baseline",
+                       description="Trains the configuration in the baseline file (local Ray unless RAY_ADDRESS), "
+                                   "prints the baseline against this run and a verdict per metric. Exit 1 only when "
+                                   "test accuracy falls below the baseline by more than its tolerance.")
+    p.add_argument("--baseline", type=Path, default=Path("bench/ci-baseline.json"), metavar="FILE",
+                   help="baseline file (default: bench/ci-baseline.json)")
+    p.add_argument("--run", default=None, metavar="RUN_ID", help="compare this finished run instead of training")
+    p.add_argument("--refresh", action="store_true", help="rewrite the baseline from this run (make ci-baseline)")
+    p.add_argument("--verbose", action="store_true", help="also print the job's debug lines")
 
     p = sub.add_parser("pull-data", help="dvc pull the dataset into MNIST_DATA_CACHE (once per node) and verify it")
     _add_common(p)
@@ -200,6 +241,24 @@ def run(argv: list[str] | None = None) -> int:
         result = run_training(params, runtime, verbose=args.verbose)
         for line in result.summary_lines():
             _say(line)
+    elif args.command == "compare":
+        from mnist_job.experiments.compare import compare_command
+
+        params = _params(args, runtime)
+        _say(compare_command(params, runtime, args.run_ids, champion=args.champion, last=args.last, tag=args.tag,
+                             experiment=args.experiment, out_dir=args.out and runtime.path(str(args.out)),
+                             log=not args.no_log))
+    elif args.command == "tune":
+        from mnist_job.experiments.tune import run_study, summary
+
+        params = _params(args, runtime, TUNE_FLAGS)
+        _say(summary(run_study(params, runtime)))
+    elif args.command == "ci-report":
+        from mnist_job.experiments.baseline import ci_report
+
+        report, code = ci_report(runtime, runtime.path(str(args.baseline)), args.run, args.refresh)
+        _say(report)
+        return code
     elif args.command == "evaluate":
         from mnist_job.evaluation.evaluate import evaluate_saved_model
 

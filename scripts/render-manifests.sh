@@ -35,14 +35,15 @@ HDR
   if [[ -n "$IMAGE" ]]; then echo "# Image repository: $IMAGE (make manifests IMAGE=...)."; fi
 }
 
-render() { # out-file chart release values-file [extra args]
+render() { # out-file chart release values-file[,values-file...] [extra args]
   local out=$1 chart=$2 release=$3 values=$4
   shift 4
-  local tmp
+  local tmp file files=()
+  for file in ${values//,/ }; do files+=(-f "$ROOT/charts/$chart/$file"); done
   tmp=$(mktemp)
   {
-    header "$chart" "$values" "$release"
-    "$T" "$ROOT/charts/$chart" "$release" "$NAMESPACE" -f "$ROOT/charts/$chart/$values" "$@"
+    header "$chart" "${values//,/ + }" "$release"
+    "$T" "$ROOT/charts/$chart" "$release" "$NAMESPACE" "${files[@]}" "$@"
   } >"$tmp"
   mv "$tmp" "$OUT/$out"
   echo "wrote $OUT/$out" >&2
@@ -58,5 +59,8 @@ render rayservice.yaml kuberay-mnist-rayjob "$RAYJOB_RELEASE" values.yaml "${ray
   --set rayService.enabled=true
 render rayservice-cpu-kind.yaml kuberay-mnist-rayjob "$RAYJOB_RELEASE" values-cpu-kind.yaml "${rayjob_image[@]}" \
   --set rayService.enabled=true
+# The same chart running a hyperparameter study (`mnist-job tune`): GPU and kind CPU profiles.
+render rayjob-tune.yaml kuberay-mnist-rayjob "$TUNE_RELEASE" values.yaml,values-tune.yaml "${rayjob_image[@]}"
+render rayjob-tune-cpu-kind.yaml kuberay-mnist-rayjob "$TUNE_RELEASE" values-cpu-kind.yaml,values-tune.yaml "${rayjob_image[@]}"
 # The KubeRay operator is not in these charts: it comes from its own chart (kind-up.sh).
 render platform-dev.yaml kuberay-mnist-platform "$PLATFORM_RELEASE" values-dev.yaml "${platform_image[@]}"

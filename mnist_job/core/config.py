@@ -26,11 +26,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from mnist_job.core.errors import InvalidInput
+from mnist_job.core.tuning_params import TuneParams
 
-OFFICIAL_MIRRORS = (
-    "https://ossci-datasets.s3.amazonaws.com/mnist/",
-    "https://storage.googleapis.com/cvdf-datasets/mnist/",
-)
+OFFICIAL_MIRRORS = ("https://ossci-datasets.s3.amazonaws.com/mnist/", "https://storage.googleapis.com/cvdf-datasets/mnist/")
 
 
 class _Section(BaseModel):
@@ -128,11 +126,12 @@ class Params(_Section):
     model: ModelParams = ModelParams()
     train: TrainParams = TrainParams()
     mlflow: MlflowParams = MlflowParams()
+    tune: TuneParams = TuneParams()  # mnist_job/core/tuning_params.py
 
     def flat(self) -> dict[str, Any]:
-        """Dotted-key view, as logged to MLflow and accepted by --set."""
+        """Dotted-key view, as logged to MLflow and accepted by --set; ``tune`` only on a study's run (tuning_params.py)."""
         out: dict[str, Any] = {}
-        for section, values in self.model_dump().items():
+        for section, values in self.model_dump(exclude={"tune"}).items():
             for key, value in values.items():
                 out[f"{section}.{key}"] = list(value) if isinstance(value, tuple) else value
         return out

@@ -129,8 +129,12 @@ def check_every_rank_gets_data(params: Params, train_images: int) -> None:
         raise InvalidInput(problems)
 
 
-def run_training(params: Params, runtime: Runtime, verbose: bool = False) -> TrainingResult:
-    """Train, track and register; the terminal gets the job's lines, ``<train.output_dir>/train.log`` all of them."""
+def run_training(params: Params, runtime: Runtime, verbose: bool = False, extra_tags: dict | None = None,
+                 callbacks=()) -> TrainingResult:
+    """Train, track and register; the terminal gets the job's lines, ``<train.output_dir>/train.log`` all of them.
+
+    ``extra_tags`` go on the MLflow run (a tuning trial: its study run as parent); ``callbacks`` to Ray Train.
+    """
     # Ray folds log lines that differ only in numbers ("[rank 0] epoch 2" / "[rank 1] epoch 2"),
     # which hides per-rank progress and resume messages in the log file; keep every line.
     # Ray reads this when it is imported, so before any import of ray.
@@ -142,10 +146,11 @@ def run_training(params: Params, runtime: Runtime, verbose: bool = False) -> Tra
     log_file.parent.mkdir(parents=True, exist_ok=True)
     log_file.write_text("")  # this run's story, not the last one's
     with chatter_to_file(log_file, verbose):
-        return _train(params, runtime, log_file, verbose)
+        return _train(params, runtime, log_file, verbose, extra_tags, callbacks)
 
 
-def _train(params: Params, runtime: Runtime, log_file: Path, verbose: bool) -> TrainingResult:
+def _train(params: Params, runtime: Runtime, log_file: Path, verbose: bool, extra_tags: dict | None,
+           callbacks) -> TrainingResult:
     import mlflow
     import torch
     from mlflow import MlflowClient
@@ -209,6 +214,7 @@ def _train(params: Params, runtime: Runtime, log_file: Path, verbose: bool) -> T
         "workers.kind": "gpu" if use_gpu else "cpu",
         "workers.cpus_each": str(cpus_per_worker),
         "ray.storage_path": storage_path,
+        **(extra_tags or {}),
     }
     run_id, run_name, resumed = tracking.start_or_resume_run(client, experiment_id, base_name, params.flat(), tags,
                                                              params.train.if_finished, params.run_defining())
@@ -237,6 +243,7 @@ def _train(params: Params, runtime: Runtime, log_file: Path, verbose: bool) -> T
             storage_path=storage_path,
             failure_config=FailureConfig(max_failures=params.train.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=2),
+            callbacks=list(callbacks),
         ),
     )
     t_fit = time.monotonic()

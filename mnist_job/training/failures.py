@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import signal
+import threading
 
 from mnist_job.core.errors import DataError, InvalidInput, JobError, ServiceUnavailable
 
@@ -22,6 +23,9 @@ def stop_on_signals():
     here both signals end up in one place that marks the run KILLED and stops Ray.
     """
     received: list[int] = []
+    if threading.current_thread() is not threading.main_thread():  # a Tune trial: its function runs in a thread
+        yield received
+        return
 
     def interrupt(signum, frame):
         received.append(signum)

@@ -4,7 +4,8 @@ Modules are named by their place in the package (``data.fetch``, ``training.loop
 foundation (``core``: settings, errors, files, paths, what is printed); libraries (the dataset format,
 DVC, S3, the network and its exported form, scoring, MLflow tracking and registration); then the stages
 in pipeline order (fetch, prepare, train: its per-worker half first, evaluate); serving, which uses
-what the stages produced (images in, predict, the Ray Serve app); the CLI on top. A module may import its
+what the stages produced (images in, predict, the Ray Serve app); work across runs (``experiments``:
+comparing runs, the CI baseline, tuning, which reads or drives whole runs); the CLI on top. A module may import its
 own layer and the ones below, and a stage only the stages before it. Every import counts, also those
 inside functions (the package imports heavy libraries lazily).
 """
@@ -16,7 +17,7 @@ import ast
 from tests.support.services import PROJECT_DIR
 
 PACKAGE = PROJECT_DIR / "mnist_job"
-FOUNDATION = ["core.errors", "core.config", "core.files", "core.paths", "core.console"]
+FOUNDATION = ["core.errors", "core.tuning_params", "core.config", "core.files", "core.paths", "core.console"]
 LIBRARIES = [
     "data.format",
     "data.s3",
@@ -33,6 +34,7 @@ LIBRARIES = [
 STAGES = ["data.fetch", "data.prepare", "training.loop", "training.driver", "evaluation.evaluate"]
 # Using the model: above every stage (it serves what they produced), below the CLI.
 SERVING = ["serving.images", "serving.predict", "serving.app"]
+EXPERIMENTS = ["experiments.compare", "experiments.baseline", "experiments.tune", "experiments.study_report"]
 TOP = ["cli", "__main__"]
 
 
@@ -64,7 +66,7 @@ def import_graph() -> dict[str, set[str]]:
 
 
 def rank(module: str) -> tuple[int, int]:
-    for layer, members in enumerate((FOUNDATION, LIBRARIES, STAGES, SERVING, TOP)):
+    for layer, members in enumerate((FOUNDATION, LIBRARIES, STAGES, SERVING, EXPERIMENTS, TOP)):
         if module in members:
             return layer, (members.index(module) if members is STAGES else 0)
     raise AssertionError(f"mnist_job: {module} belongs to no layer: add it to tests/code/test_import_graph.py")

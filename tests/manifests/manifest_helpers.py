@@ -20,6 +20,7 @@ RAYJOB = CHARTS / "kuberay-mnist-rayjob"
 NAMESPACE = PROJECT_ENV["NAMESPACE"]  # project.env: the names make, the scripts and the tests share
 PLATFORM_RELEASE = PROJECT_ENV["PLATFORM_RELEASE"]
 RAYJOB_RELEASE = PROJECT_ENV["RAYJOB_RELEASE"]
+TUNE_RELEASE = PROJECT_ENV["TUNE_RELEASE"]
 # Kubernetes versions the rendered objects must validate against (strict).
 K8S_VERSIONS = ("1.29", "1.33", "1.35")
 
@@ -54,6 +55,8 @@ PROFILES = {
     for p in (
         Profile("rayjob-gpu", RAYJOB, RAYJOB_RELEASE),
         Profile("rayjob-cpu-kind", RAYJOB, RAYJOB_RELEASE, ("values-cpu-kind.yaml",)),
+        Profile("rayjob-tune", RAYJOB, TUNE_RELEASE, ("values-tune.yaml",)),
+        Profile("rayjob-tune-cpu-kind", RAYJOB, TUNE_RELEASE, ("values-cpu-kind.yaml", "values-tune.yaml")),
         Profile("rayjob-gpu-initcontainer", RAYJOB, RAYJOB_RELEASE, (), ("job.pullDataInitContainer=true",)),
         Profile("rayjob-gpu-kueue", RAYJOB, RAYJOB_RELEASE, (), (f"rayJob.labels.kueue\\.x-k8s\\.io/queue-name={KUEUE_QUEUE}",)),
         Profile("rayservice-gpu", RAYJOB, RAYJOB_RELEASE, (), ("rayService.enabled=true",)),

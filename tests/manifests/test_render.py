@@ -183,8 +183,8 @@ def test_generated_manifests_have_no_drift(tools, tmp_path):
     proc = run(["bash", str(ROOT / "scripts" / "render-manifests.sh"), str(tmp_path)])
     assert proc.returncode == 0, proc.stderr
     expected = sorted(p.name for p in tmp_path.glob("*.yaml"))
-    assert expected == ["platform-dev.yaml", "rayjob-cpu-kind.yaml", "rayjob.yaml", "rayservice-cpu-kind.yaml",
-                        "rayservice.yaml"]
+    assert expected == ["platform-dev.yaml", "rayjob-cpu-kind.yaml", "rayjob-tune-cpu-kind.yaml", "rayjob-tune.yaml",
+                        "rayjob.yaml", "rayservice-cpu-kind.yaml", "rayservice.yaml"]
     for name in expected:
         committed = ROOT / "k8s" / name
         assert committed.exists(), f"k8s/{name} missing: run `make manifests`"

@@ -144,9 +144,9 @@ def rendered_dirs(tools, tmp_path_factory):
     dirs = {"all": out / "all", "dev": out / "dev"}
     for d in dirs.values():
         d.mkdir()
-    for name in ("rayjob.yaml", "rayservice.yaml"):
+    for name in ("rayjob.yaml", "rayjob-tune.yaml", "rayservice.yaml"):
         (out / "rendered" / name).rename(dirs["all"] / name)
-    for name in ("platform-dev.yaml", "rayjob-cpu-kind.yaml", "rayservice-cpu-kind.yaml"):
+    for name in ("platform-dev.yaml", "rayjob-cpu-kind.yaml", "rayjob-tune-cpu-kind.yaml", "rayservice-cpu-kind.yaml"):
         (out / "rendered" / name).rename(dirs["dev"] / name)
     assert not list((out / "rendered").iterdir()), "render-manifests.sh wrote a file the scan does not place"
     for name, extra in (("platform.yaml", []), ("platform-production.yaml", ["-f", str(PLATFORM / "values-production.yaml")])):

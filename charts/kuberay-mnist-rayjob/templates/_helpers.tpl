@@ -214,22 +214,36 @@ initContainers:
 
 {{/* `mnist-job train ...`: the job's entrypoint (run by `ray job submit` on the head). */}}
 {{- define "rayjob.entrypoint" -}}
-{{- $args := list "mnist-job" "train" "--params" .Values.job.paramsFile -}}
+{{- $command := .Values.job.command | default "train" -}}
+{{- if not (has $command (list "train" "tune")) -}}
+{{- fail (printf "job.command: %q is neither train nor tune" $command) -}}
+{{- end -}}
+{{- $args := list "mnist-job" $command "--params" .Values.job.paramsFile -}}
 {{- $sets := dict -}}
 {{- $_ := set $sets "train.num_workers" (toString (int .Values.job.numWorkers)) -}}
 {{- $_ := set $sets "train.use_gpu" (ternary "true" "false" (eq (toString .Values.job.useGpu) "true")) -}}
-{{- $_ := set $sets "train.storage_path" (printf "s3://%s/%s" .Values.platform.checkpointsBucket (trimAll "/" .Values.job.storagePrefix)) -}}
-{{- $_ := set $sets "train.run_name" (include "rayjob.name" .) -}}
+{{- $storage := printf "s3://%s/%s" .Values.platform.checkpointsBucket (trimAll "/" .Values.job.storagePrefix) -}}
 {{- $_ := set $sets "train.output_dir" .Values.job.outputDir -}}
+{{- $order := list "train.num_workers" "train.use_gpu" -}}
+{{- if eq $command "tune" -}}
+{{- /* the study is named after the RayJob: a retry (or the manifest applied again) resumes it */ -}}
+{{- $_ := set $sets "tune.storage_path" $storage -}}
+{{- $_ := set $sets "tune.study_name" (include "rayjob.name" .) -}}
+{{- $order = concat $order (list "tune.storage_path" "tune.study_name" "train.output_dir") -}}
+{{- else -}}
+{{- $_ := set $sets "train.storage_path" $storage -}}
+{{- $_ := set $sets "train.run_name" (include "rayjob.name" .) -}}
 {{- /* the same manifest applied again after a finished run trains anew (<name>-<UTC time>); a retry resumes */ -}}
 {{- $_ := set $sets "train.if_finished" "new-run" -}}
-{{- range $k := list "train.num_workers" "train.use_gpu" "train.storage_path" "train.run_name" "train.output_dir" "train.if_finished" -}}
+{{- $order = concat $order (list "train.storage_path" "train.run_name" "train.output_dir" "train.if_finished") -}}
+{{- end -}}
+{{- range $k := $order -}}
 {{- $args = append $args "--set" -}}
 {{- $args = append $args (printf "%s=%s" $k (index $sets $k)) -}}
 {{- end -}}
 {{- range $k := keys .Values.job.set | sortAlpha -}}
 {{- if hasKey $sets $k -}}
-{{- fail (printf "job.set.%s: set it through its own value (job.numWorkers, job.useGpu, job.storagePrefix, nameOverride, job.outputDir; train.if_finished is always new-run)" $k) -}}
+{{- fail (printf "job.set.%s: set it through its own value (job.numWorkers, job.useGpu, job.storagePrefix, nameOverride, job.outputDir; train.if_finished is always new-run; a study is named after the RayJob)" $k) -}}
 {{- end -}}
 {{- $args = append $args "--set" -}}
 {{- $args = append $args (printf "%s=%v" $k (index $.Values.job.set $k)) -}}

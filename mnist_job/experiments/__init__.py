@@ -1,0 +1,1 @@
+"""Work across runs: comparing them, checking a run against a committed baseline, searching hyperparameters."""

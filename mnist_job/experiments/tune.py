@@ -1,0 +1,247 @@
+"""`mnist-job tune`: a hyperparameter study with Ray Tune, an Optuna searcher and ASHA early stopping.
+
+Each trial is a Tune function trainable that calls ``run_training`` (mnist_job/training/driver.py),
+the code path of `mnist-job train`: with Ray Train V2 the trial launches its own TorchTrainer, and
+Ray Train's ``TuneReportCallback`` passes every epoch's report on to Tune, so ASHA sees the validation
+accuracy per epoch and can stop a weak trial after ``tune.grace_epochs``. MLflow: one parent run for
+the study (tag ``mnist.kind=study``), each trial a child run (``mlflow.parentRunId``) with its params
+and per-epoch metrics; the parent gets the best config, the best trial's model URI and the plots.
+The study's state (Tune's experiment checkpoint, the Optuna searcher's study inside it) lives in
+``tune.storage_path/<study>``: running the same ``tune.study_name`` again restores it with
+``Tuner.restore`` and runs only the trials that had not finished.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+from mnist_job.core.config import Params, Runtime
+from mnist_job.core.errors import InvalidInput, JobError
+from mnist_job.core.tuning_params import SEARCHABLE
+from mnist_job.experiments.compare import KIND_TAG
+
+logger = logging.getLogger(__name__)
+
+STUDY_TAG = "tune.study"
+TRIAL_TAG = "tune.trial_id"
+OBJECTIVE = "val_accuracy"  # maximized; reported by the training loop every epoch
+
+
+@dataclass(frozen=True)
+class StudyResult:
+    study: str
+    parent_run_id: str
+    best_params: dict[str, float]
+    best_value: float
+    best_run_id: str | None
+    trials: int
+    stopped_early: int
+    resumed: bool
+
+
+def with_values(params: Params, values: dict) -> Params:
+    """``params`` with dotted keys replaced, validated again (a trial's config is checked like any other)."""
+    tree = params.model_dump()
+    for key, value in values.items():
+        section, field = key.split(".", 1)
+        tree[section][field] = value
+    try:
+        return Params.model_validate(tree)
+    except Exception as exc:  # noqa: BLE001 (pydantic's ValidationError: name the fields)
+        raise InvalidInput(f"a trial's params are invalid: {exc}") from None
+
+
+def optuna_space(params: Params) -> dict:
+    import optuna.distributions as dist
+
+    space = {}
+    for key, dim in params.tune.search.items():
+        whole = SEARCHABLE[key][1]
+        if dim.choices is not None:
+            space[key] = dist.CategoricalDistribution([int(v) if whole else float(v) for v in dim.choices])
+        elif whole:
+            space[key] = dist.IntDistribution(int(dim.low), int(dim.high), log=dim.log)
+        else:
+            space[key] = dist.FloatDistribution(dim.low, dim.high, log=dim.log)
+    return space
+
+
+def trial_params(base: Params, config: dict, study: str, trial_id: str, cpus_per_worker: int) -> Params:
+    values = {SEARCHABLE[key][0]: (int(v) if SEARCHABLE[key][1] else float(v)) for key, v in config.items()}
+    values.update({
+        "train.epochs": base.tune.max_epochs,
+        "train.run_name": f"{study}-{trial_id}",  # a resumed trial resumes its own MLflow run and checkpoints
+        "train.output_dir": f"{base.train.output_dir}/tune/{study}/{trial_id}",  # local, even when the study is on S3
+        "train.storage_path": f"{base.tune.storage_path}/{study}/train",
+        "train.cpus_per_worker": cpus_per_worker,
+    })
+    return with_values(base, values)
+
+
+def _run_trial(config: dict, base: Params, runtime: Runtime, study: str, parent_run_id: str,
+               cpus_per_worker: int) -> None:
+    """One trial, inside a Tune actor: the training of `mnist-job train`, its epochs reported to Tune."""
+    from ray import tune
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    from mnist_job.tracking.runs import get_or_create_experiment, resolve_tracking_uri
+    from mnist_job.training.driver import run_training
+
+    class EpochsBeforeTheLast(TuneReportCallback):
+        """Every epoch but the last to Tune. Tune stops a trial once it reports its last epoch (ASHA's
+        max_t), which would kill the trainer while it still logs the test metrics and the model; the
+        last epoch is reported below, after the training returned."""
+
+        def after_report(self, run_context, metrics, checkpoint):
+            if metrics and metrics[0].get("epoch", 0) < base.tune.max_epochs:
+                super().after_report(run_context, metrics, checkpoint)
+
+    from mlflow import MlflowClient
+
+    runtime = runtime.for_this_node()  # the trial's node: its own data cache and project folder (a pod's)
+    trial_id = tune.get_context().get_trial_id()
+    params = trial_params(base, config, study, trial_id, cpus_per_worker)
+    client = MlflowClient(tracking_uri=resolve_tracking_uri(runtime))
+    done = client.search_runs([get_or_create_experiment(client, params.mlflow.experiment, runtime.project_dir,
+                                                        client.tracking_uri)],
+                              filter_string=f"tags.`{TRIAL_TAG}` = '{trial_id}' and attributes.status = 'FINISHED'")
+    if done:  # finished before the driver was killed, but Tune had not saved that yet: not trained again
+        tune.report(_final(done[0].data.metrics) | {"epoch": params.train.epochs, "mlflow_run_id": done[0].info.run_id})
+        return
+    result = run_training(params, runtime, extra_tags={"mlflow.parentRunId": parent_run_id, STUDY_TAG: study,
+                                                       TRIAL_TAG: trial_id},
+                          callbacks=[EpochsBeforeTheLast()])
+    final = client.get_run(result.run_id).data.metrics
+    tune.report(_final(final) | {"epoch": params.train.epochs, "mlflow_run_id": result.run_id})
+
+
+def _final(metrics: dict) -> dict:
+    return {key: metrics[key] for key in (OBJECTIVE, "val_loss", "train_loss", "test_accuracy") if key in metrics}
+
+
+def study_parent_run(client, experiment_id: str, study: str, params: Params) -> tuple[str, bool]:
+    """(run id, resumed): the study's parent run, found again by its tag when the study is resumed."""
+    from mlflow.entities import Param
+
+    found = client.search_runs([experiment_id], filter_string=f"tags.`{STUDY_TAG}` = '{study}' and "
+                                                              f"tags.`{KIND_TAG}` = 'study'", max_results=1)
+    if found:
+        client.update_run(found[0].info.run_id, status="RUNNING")
+        return found[0].info.run_id, True
+    run = client.create_run(experiment_id, run_name=study, tags={KIND_TAG: "study", STUDY_TAG: study})
+    logged = {f"tune.{k}": v for k, v in params.tune.model_dump(exclude={"search"}).items()}
+    logged.update({f"tune.search.{k}": str(d.model_dump(exclude_none=True)) for k, d in params.tune.search.items()})
+    logged.update(params.flat())
+    client.log_batch(run.info.run_id, params=[Param(k, str(v)[:6000]) for k, v in sorted(logged.items())])
+    return run.info.run_id, False
+
+
+def _cpus_per_worker(params: Params, ray) -> int:
+    if params.train.cpus_per_worker:
+        return params.train.cpus_per_worker
+    cpus = int(ray.cluster_resources().get("CPU", 0))
+    per_worker = cpus // (params.tune.max_concurrent * params.train.num_workers)
+    if per_worker < 1:
+        raise InvalidInput(f"tune.max_concurrent: {params.tune.max_concurrent} trials x {params.train.num_workers} "
+                           f"workers (train.num_workers) need more than the {cpus} CPUs of the Ray cluster")
+    return per_worker
+
+
+def run_study(params: Params, runtime: Runtime) -> StudyResult:
+    import os
+
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    from mlflow import MlflowClient
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+    from ray.tune.search.optuna import OptunaSearch
+
+    from mnist_job.data.dvc_store import ensure_dataset
+    from mnist_job.tracking import runs as tracking
+    from mnist_job.training.driver import init_ray, resolve_storage_path
+
+    study = params.tune.study_name or f"study-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}"
+    storage = resolve_storage_path(params.tune.storage_path, runtime)
+    if runtime.ray_address and not runtime.tracking_uri:
+        raise InvalidInput("MLFLOW_TRACKING_URI: must be set when running on a Ray cluster (RAY_ADDRESS is set)")
+    tracking_uri = tracking.resolve_tracking_uri(runtime)
+    tracking.check_tracking_server(tracking_uri)
+    ensure_dataset(params.data, runtime)  # a missing or corrupt dataset fails here, not in every trial
+    ray = init_ray(runtime)
+    cpus_per_worker = _cpus_per_worker(params, ray)
+
+    client = MlflowClient(tracking_uri=tracking_uri)
+    experiment_id = tracking.get_or_create_experiment(client, params.mlflow.experiment, runtime.project_dir,
+                                                      tracking_uri)
+    parent, resumed_parent = study_parent_run(client, experiment_id, study, params)
+    trainable = tune.with_parameters(_run_trial, base=params, runtime=runtime, study=study, parent_run_id=parent,
+                                     cpus_per_worker=cpus_per_worker)
+    # the trial only waits on its trainer: no CPU (Ray needs some resource in the bundle: a little memory);
+    # its Ray Train workers reserve the CPUs
+    trainable = tune.with_resources(trainable, {"cpu": 0, "memory": 64 * 1024**2})
+    path = f"{storage.rstrip('/')}/{study}"
+    resumed = tune.Tuner.can_restore(path)
+    if resumed:
+        logger.info(f"tune: resuming study {study} from {path}")
+        tuner = tune.Tuner.restore(path, trainable, resume_unfinished=True, resume_errored=True)
+    else:
+        searcher = OptunaSearch(space=optuna_space(params), metric=OBJECTIVE, mode="max", seed=params.train.seed)
+        scheduler = ASHAScheduler(time_attr="training_iteration", max_t=params.tune.max_epochs,
+                                  grace_period=params.tune.grace_epochs,
+                                  reduction_factor=params.tune.reduction_factor)
+        tuner = tune.Tuner(trainable, tune_config=tune.TuneConfig(
+            search_alg=searcher, scheduler=scheduler, metric=OBJECTIVE, mode="max", num_samples=params.tune.trials,
+            max_concurrent_trials=params.tune.max_concurrent, time_budget_s=params.tune.budget_s),
+            run_config=tune.RunConfig(name=study, storage_path=storage, verbose=0))
+    try:
+        results = tuner.fit()
+    except BaseException:
+        client.set_terminated(parent, status="KILLED")  # a rerun with the same study name resumes it
+        raise
+    return finish_study(client, experiment_id, parent, study, params, results, resumed or resumed_parent)
+
+
+def finish_study(client, experiment_id: str, parent: str, study: str, params: Params, results,
+                 resumed: bool) -> StudyResult:
+    """Stopped trials' runs marked, the best trial found, and the parent run given what it should hold."""
+    from mnist_job.experiments.study_report import log_study
+
+    children = {r.data.tags.get(TRIAL_TAG): r for r in client.search_runs(
+        [experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent}'", max_results=10000)}
+    rows, stopped = [], 0
+    for result in results:
+        trial_id = result.metrics.get("trial_id") if result.metrics else None
+        run = children.get(trial_id)
+        epochs = int((result.metrics or {}).get("training_iteration", 0))
+        value = (result.metrics or {}).get(OBJECTIVE)
+        early = result.error is None and epochs < params.tune.max_epochs
+        if run is not None and run.info.status == "RUNNING" and early:
+            client.set_tag(run.info.run_id, "tune.stopped_by", f"ASHA after {epochs} epoch(s)")
+            client.set_terminated(run.info.run_id, status="KILLED")
+        stopped += early
+        config = {k: v for k, v in (result.config or {}).items() if k in SEARCHABLE}
+        rows.append({"trial_id": trial_id, "config": config, "value": value, "epochs": epochs, "early": early,
+                     "run_id": run.info.run_id if run else None, "error": result.error is not None})
+    scored = [r for r in rows if r["value"] is not None]
+    if not scored:
+        client.set_terminated(parent, status="FAILED")
+        raise JobError(f"tune: no trial of study {study} reported {OBJECTIVE}; see the trials' logs")
+    best = max(scored, key=lambda r: (r["epochs"], r["value"]))  # a full-budget trial beats one stopped early
+    log_study(client, parent, rows, best, optuna_space(params))
+    client.set_terminated(parent, status="FINISHED")
+    return StudyResult(study, parent, best["config"], best["value"], best["run_id"], len(rows), stopped, resumed)
+
+
+def summary(result: StudyResult) -> str:
+    best = ", ".join(f"{SEARCHABLE[k][0]}={v:.6g}" for k, v in sorted(result.best_params.items()))
+    return "\n".join([
+        f"study: {result.study}{' (resumed)' if result.resumed else ''}: {result.trials} trials, "
+        f"{result.stopped_early} stopped early by ASHA",
+        f"best {OBJECTIVE}: {result.best_value:.4f} (MLflow run {result.best_run_id})",
+        f"best params: {best}",
+        f"study run: {result.parent_run_id} (best params, trials.md, search.png)",
+        "train with them: mnist-job train " + " ".join(f"--set {SEARCHABLE[k][0]}={v:.6g}"
+                                                        for k, v in sorted(result.best_params.items())),
+    ])
