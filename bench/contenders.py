@@ -82,7 +82,7 @@ def run_project_single(cfg: dict) -> dict:
     batch = params.train.batch_size
     steps = len(x) // batch
     optimizer = torch.optim.AdamW(model.parameters(), lr=params.train.learning_rate,
-                                  weight_decay=params.train.weight_decay)
+                                  weight_decay=params.train.weight_decay, betas=tuple(params.train.adam_betas))
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=params.train.learning_rate,
                                                     total_steps=params.train.epochs * steps)
     epochs: list[dict] = []
