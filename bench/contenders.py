@@ -69,7 +69,7 @@ def run_project_single(cfg: dict) -> dict:
     from mnist_job.model.network import build_model, count_flops_per_image, images_to_tensor
     from mnist_job.training.loop import run_epoch, score, shard_indices, split_train_validation
 
-    params = project_params(cfg)
+    params = project_params(cfg, cfg.get("overrides", []))  # e.g. a preset's settings (bench/preset_rounds.py)
     torch.set_num_threads(cfg["threads"])
     torch.manual_seed(params.train.seed)
     data = load_arrays()
