@@ -52,6 +52,8 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--first-seed", type=int, default=0, help="round k uses train.seed=first_seed+k")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="change the preset, as mnist-job's --set (e.g. train.batch_size=128)")
     parser.add_argument("--examples-max-epochs", type=int, default=6)
     parser.add_argument("--no-examples", action="store_true", help="the preset's seeds only")
     parser.add_argument("--out", type=Path, default=Path("bench/results/preset-rounds.json"))
@@ -63,7 +65,8 @@ def main() -> int:
     runs: list[dict] = []
     for round_ in range(args.first_seed, args.first_seed + args.rounds):
         t0 = time.perf_counter()
-        result = run_project_single({**base, "overrides": [*preset_overrides(args.preset), f"train.seed={round_}"]})
+        result = run_project_single({**base, "overrides": [*preset_overrides(args.preset), *args.overrides,
+                                                                  f"train.seed={round_}"]})
         last = result["epochs"][-1]
         runs.append({"round": round_, "recipe": args.preset, "seed": round_, "wall_s": last["elapsed_s"],
                      "epochs": last["epoch"], "test_accuracy": last["test_accuracy"],
@@ -76,7 +79,7 @@ def main() -> int:
                          "epochs": last["epoch"], "test_accuracy": last["test_accuracy"],
                          "reached": last["test_accuracy"] >= 0.99,
                          "images_per_s": statistics.fmean(e["images_per_s"] for e in result["epochs"])})
-        report = {"preset": args.preset, "threads": args.threads, "runs": runs, "summary": summarize(runs, args.preset)}
+        report = {"preset": args.preset, "overrides": args.overrides, "threads": args.threads, "runs": runs, "summary": summarize(runs, args.preset)}
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(report, indent=2) + "\n")
         print(json.dumps(report["summary"]), flush=True)
