@@ -28,7 +28,7 @@ def test_each_preset_sets_what_its_name_says(project_dir):
     default = load_params(project_dir / "params.yaml")
     assert preset_params(project_dir, "default") == default
     fast = preset_params(project_dir, "fast")
-    assert (fast.train.epochs, fast.train.batch_size, fast.train.learning_rate) == (1, 256, 0.01)
+    assert (fast.train.epochs, fast.train.batch_size, fast.train.learning_rate) == (1, 128, 0.01)
     assert (fast.train.adam_betas, fast.train.weight_decay, fast.model.dropout) == ([0.7, 0.9], 0.0, 0.0)
     assert preset_params(project_dir, "small-hidden").model.width < default.model.width // 4
     small_data = preset_params(project_dir, "small-data")
