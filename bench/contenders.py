@@ -69,7 +69,7 @@ def run_project_single(cfg: dict) -> dict:
     from mnist_job.model.network import build_model, count_flops_per_image, images_to_tensor
     from mnist_job.training.loop import run_epoch, score, shard_indices, split_train_validation
 
-    params = project_params(cfg)
+    params = project_params(cfg, cfg.get("overrides", []))  # e.g. a preset's settings (bench/preset_rounds.py)
     torch.set_num_threads(cfg["threads"])
     torch.manual_seed(params.train.seed)
     data = load_arrays()
@@ -82,7 +82,7 @@ def run_project_single(cfg: dict) -> dict:
     batch = params.train.batch_size
     steps = len(x) // batch
     optimizer = torch.optim.AdamW(model.parameters(), lr=params.train.learning_rate,
-                                  weight_decay=params.train.weight_decay)
+                                  weight_decay=params.train.weight_decay, betas=tuple(params.train.adam_betas))
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=params.train.learning_rate,
                                                     total_steps=params.train.epochs * steps)
     epochs: list[dict] = []

@@ -16,6 +16,7 @@ from mnist_job.core import config as cfg
 from mnist_job.core.console import show_on_stdout
 from mnist_job.core.errors import InvalidInput, JobError
 from mnist_job.core.paths import check_stage_paths
+from mnist_job.core.presets import describe, preset_names, preset_overrides
 from mnist_job.core.tuning_params import TuneParams
 
 # CLI flag -> dotted params key. Each flag is a shortcut for --set KEY=VALUE.
@@ -110,7 +111,12 @@ def build_parser() -> argparse.ArgumentParser:
                                    "checkpoints every epoch to train.storage_path; rerunning an unfinished train.run_name "
                                    "resumes it.")
     _add_common(p)
+    p.add_argument("--preset", default=None, metavar="NAME",
+                   help="a named variant (see: mnist-job presets), applied over the params file and under --set")
     _add_flags(p, TRAIN_FLAGS)
+
+    p = sub.add_parser("presets", help="list the named variants that train --preset takes, each checked")
+    _add_common(p)
 
     p = sub.add_parser("evaluate", help="score a saved model on the test set; write metrics.json and plots")
     _add_common(p)
@@ -194,7 +200,9 @@ def _params(args, runtime: cfg.Runtime, flags: dict | None = None) -> cfg.Params
     if params_file is None and (runtime.project_dir / "params.yaml").is_file():
         params_file = runtime.project_dir / "params.yaml"
     given = {key: getattr(args, name) for name, (_, key, _) in (flags or {}).items()}
-    params = cfg.load_params(params_file, args.overrides, given)
+    preset = getattr(args, "preset", None)
+    params = cfg.load_params(params_file, [*preset_overrides(preset), *args.overrides] if preset else args.overrides,
+                             given)
     outputs = {"--metrics": args.metrics, "--plots": args.plots} if args.command == "evaluate" else {}
     check_stage_paths(args.command, params, runtime, outputs)  # before anything is written or removed
     return params
@@ -259,6 +267,21 @@ def run(argv: list[str] | None = None) -> int:
         report, code = ci_report(runtime, runtime.path(str(args.baseline)), args.run, args.refresh)
         _say(report)
         return code
+        result = run_training(params, runtime)
+        accuracy = "n/a" if result.test_accuracy is None else f"{result.test_accuracy:.4f}"
+        _say(f"run id: {result.run_id}")
+        _say(f"test accuracy: {accuracy}")
+        _say(f"registered: {result.registered}")
+        _say(f"model: {result.model_dir}")
+    elif args.command == "presets":
+        for name in preset_names():
+            args.preset = name
+            try:  # a preset that does not validate on top of the params file fails here, naming its key
+                _params(args, runtime)
+            except InvalidInput as exc:
+                raise InvalidInput([f"preset {name}: {problem}" for problem in exc.problems]) from None
+            settings = ", ".join(item.replace("=", ": ", 1) for item in preset_overrides(name)) or "no changes"
+            _say(f"{name:<14} {describe(name)}\n{'':<14} {settings}")
     elif args.command == "evaluate":
         from mnist_job.evaluation.evaluate import evaluate_saved_model
 

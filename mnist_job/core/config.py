@@ -71,16 +71,15 @@ class TrainParams(_Section):
     batch_size: int = Field(256, ge=1, le=65536, description="global batch size (split over workers)")
     learning_rate: float = Field(0.004, gt=0.0, le=10.0, description="peak learning rate (one-cycle)")
     weight_decay: float = Field(0.0001, ge=0.0, le=1.0, description="AdamW weight decay")
+    adam_betas: list[float] = Field([0.9, 0.999], min_length=2, max_length=2,
+                                    description="AdamW betas: how fast the gradient and its square are averaged")
     seed: int = Field(42, ge=0, le=2**31 - 1, description="seed for init and shuffling")
     num_workers: int = Field(2, ge=1, le=1024, description="Ray Train workers")
-    use_gpu: Literal["auto", "true", "false"] = Field(
-        "auto", description="train on GPUs: auto uses them when the Ray cluster has some"
-    )
+    use_gpu: Literal["auto", "true", "false"] = Field("auto", description="train on GPUs: auto uses them when the "
+                                                                         "Ray cluster has some")
     cpus_per_worker: int = Field(0, ge=0, le=256, description="CPUs per worker (0: share the cluster's CPUs)")
     max_failures: int = Field(3, ge=0, le=100, description="worker-group restarts from the last checkpoint")
-    storage_path: str = Field(
-        "outputs/ray", min_length=1, description="checkpoints: a local path or s3://bucket/prefix"
-    )
+    storage_path: str = Field("outputs/ray", min_length=1, description="checkpoints: a local path or s3://bucket/prefix")
     run_name: str = Field(
         "", max_length=128, description="Ray Train run name; rerunning an unfinished name resumes it (empty: new name)"
     )
@@ -105,6 +104,8 @@ class TrainParams(_Section):
                 f"train.batch_size ({self.batch_size}) is smaller than train.num_workers "
                 f"({self.num_workers}): every worker needs at least one image per step"
             )
+        if not all(0.0 <= beta < 1.0 for beta in self.adam_betas):
+            raise ValueError(f"train.adam_betas: {self.adam_betas}: each must be at least 0 and below 1")
         if self.run_name and not all(c.isalnum() or c in "-_." for c in self.run_name):
             raise ValueError("train.run_name may only hold letters, digits, '-', '_' and '.'")
         return self
@@ -113,12 +114,10 @@ class TrainParams(_Section):
 class MlflowParams(_Section):
     experiment: str = Field("mnist", min_length=1, max_length=256, description="MLflow experiment")
     registered_model: str = Field("mnist-cnn", min_length=1, max_length=256, description="registry name")
-    register_min_accuracy: float = Field(
-        0.99, ge=0.0, le=1.0, description="register the model only at or above this test accuracy"
-    )
-    flush_timeout_s: float = Field(
-        300.0, gt=0.0, le=86400.0, description="how long to keep retrying metrics the server refused"
-    )
+    register_min_accuracy: float = Field(0.99, ge=0.0, le=1.0,
+                                         description="register the model only at or above this test accuracy")
+    flush_timeout_s: float = Field(300.0, gt=0.0, le=86400.0,
+                                   description="how long to keep retrying metrics the server refused")
 
 
 class Params(_Section):
@@ -144,7 +143,7 @@ class Params(_Section):
 # Besides model.*; where outputs go, retries and timeouts may change between attempts of one run.
 RUN_DEFINING = frozenset({"data.dir", "data.validation_size", "data.train_subset", "data.test_subset", "train.epochs",
                           "train.batch_size", "train.learning_rate", "train.weight_decay", "train.seed",
-                          "train.num_workers"})
+                          "train.num_workers", "train.adam_betas"})
 
 
 class Runtime(BaseModel):

@@ -156,7 +156,8 @@ def train_loop_per_worker(config: dict) -> None:
     steps_per_epoch = (len(x) // world) // local_batch
     if steps_per_epoch == 0:
         raise ValueError(f"train.batch_size {params.train.batch_size} is larger than the training set of {len(x)}")
-    optimizer = torch.optim.AdamW(model.parameters(), lr=params.train.learning_rate, weight_decay=params.train.weight_decay)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=params.train.learning_rate, weight_decay=params.train.weight_decay,
+                                  betas=tuple(params.train.adam_betas))
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
         optimizer, max_lr=params.train.learning_rate, total_steps=params.train.epochs * steps_per_epoch)
 

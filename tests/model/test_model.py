@@ -44,8 +44,23 @@ def test_loss_decreases_on_a_fixed_batch(prepared_dataset):
 
 def test_flop_count_matches_shape_arithmetic():
     w = 8
-    expected = 2 * (28 * 28 * w * 9 + 14 * 14 * 2 * w * w * 9 + 7 * 7 * 4 * w * 2 * w * 9 + 4 * w * 9 * 10)
+    # three 3x3 convs on 28x28, 14x14 and 7x7 maps, then the linear layer on the 4x4 map
+    expected = 2 * (28 * 28 * w * 9 + 14 * 14 * 2 * w * w * 9 + 7 * 7 * 4 * w * 2 * w * 9 + 4 * w * 16 * 10)
     assert count_flops_per_image(build_model(width=w, dropout=0.0)) == expected
+
+
+def test_the_last_pooling_uses_the_whole_7x7_map():
+    # A plain 2x2 pooling of the 7x7 map gives 3x3 and drops its last row and column: the last conv
+    # computes them for nothing. Random images, so every pooling window has its own maximum.
+    torch.manual_seed(0)
+    model = build_model(width=8, dropout=0.0).eval()
+    last_pool = model.features[-1][-1]
+    seen = {}
+    last_pool.register_forward_pre_hook(lambda _m, inputs: seen.setdefault("map", inputs[0]).retain_grad())
+    model(torch.randn(16, 1, 28, 28).contiguous(memory_format=torch.channels_last)).sum().backward()
+    used = seen["map"].grad.abs().sum(dim=(0, 1))
+    assert used.shape == (7, 7)
+    assert (used > 0).all(), f"positions of the 7x7 map the output never sees: {(used == 0).nonzero().tolist()}"
 
 
 def test_shards_are_disjoint_equal_and_cover_the_epoch():
