@@ -1,5 +1,5 @@
 import sys
 
-from mnist_job.cli import main
+from mnist_job.cli.commands import main
 
 sys.exit(main())

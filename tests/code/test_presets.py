@@ -11,7 +11,7 @@ from mnist_job.core import presets
 from mnist_job.core.config import Params, load_params
 from mnist_job.core.errors import InvalidInput
 
-REQUIRED = {"default", "fast", "small-hidden", "small-data"}
+REQUIRED = {"default", "fast", "small-hidden", "small-data", "blurred"}
 
 
 def preset_params(project_dir, name: str, *overrides: str) -> Params:
@@ -34,6 +34,8 @@ def test_each_preset_sets_what_its_name_says(project_dir):
     small_data = preset_params(project_dir, "small-data")
     assert 0 < small_data.data.train_subset <= 10000
     assert small_data.data.train_subset > small_data.data.validation_size
+    blurred = preset_params(project_dir, "blurred")  # the second DVC-tracked dataset (dvc.yaml, prepare-blurred)
+    assert blurred.data.dir == "data/mnist-blurred" and (project_dir / "data/mnist-blurred/manifest.json").is_file()
     # everything a preset does not name stays as in the params file
     assert fast.data == default.data and small_data.train == default.train
 
@@ -42,9 +44,9 @@ def test_set_and_flags_win_over_the_preset(project_dir, monkeypatch):
     assert preset_params(project_dir, "fast", "train.epochs=2").train.epochs == 2
     seen = {}
 
-    def take_params(params, runtime):  # what `train` hands the driver; no Ray
+    def take_params(params, runtime, verbose=False):  # what `train` hands the driver; no Ray
         seen["p"] = params
-        return SimpleNamespace(run_id="r", test_accuracy=None, registered="false", model_dir="m")
+        return SimpleNamespace(summary_lines=lambda: ["run id: r"])
 
     monkeypatch.setattr("mnist_job.training.driver.run_training", take_params)
     monkeypatch.chdir(project_dir)

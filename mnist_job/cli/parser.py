@@ -1,9 +1,4 @@
-"""``mnist-job``: one command per stage. fetch -> prepare -> train -> evaluate.
-
-Every subcommand takes ``--params FILE`` and ``--set key=value``; expected
-failures print one line (or one list of invalid fields) and exit with the
-code from errors.py: 2 invalid input, 3 service unreachable, 4 bad data.
-"""
+"""``mnist-job``'s arguments: one subcommand per stage or use of the model, each flag a shortcut for --set."""
 
 from __future__ import annotations
 
@@ -13,10 +8,7 @@ import sys
 from pathlib import Path
 
 from mnist_job.core import config as cfg
-from mnist_job.core.console import show_on_stdout
-from mnist_job.core.errors import InvalidInput, JobError
-from mnist_job.core.paths import check_stage_paths
-from mnist_job.core.presets import describe, preset_names, preset_overrides
+from mnist_job.core.errors import JobError
 from mnist_job.core.tuning_params import TuneParams
 
 # CLI flag -> dotted params key. Each flag is a shortcut for --set KEY=VALUE.
@@ -84,7 +76,7 @@ def _embedded_store() -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="mnist-job", description=__doc__.split("\n\n")[0],
+    parser = _Parser(prog="mnist-job", description="Train an MNIST CNN with Ray Train, tracked in MLflow, data versioned with DVC; use the model.",
                      formatter_class=argparse.RawDescriptionHelpFormatter,
                      epilog=f"Environment: MLFLOW_TRACKING_URI (default: {_embedded_store()}), AWS_ENDPOINT_URL, "
                             "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, MNIST_DVC_REMOTE_URL, MNIST_DATA_CACHE, "
@@ -193,139 +185,3 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bucket", action="append", required=True, help="bucket name (repeatable)")
     p.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for the endpoint (default 300)")
     return parser
-
-
-def _params(args, runtime: cfg.Runtime, flags: dict | None = None) -> cfg.Params:
-    params_file = args.params
-    if params_file is None and (runtime.project_dir / "params.yaml").is_file():
-        params_file = runtime.project_dir / "params.yaml"
-    given = {key: getattr(args, name) for name, (_, key, _) in (flags or {}).items()}
-    preset = getattr(args, "preset", None)
-    params = cfg.load_params(params_file, [*preset_overrides(preset), *args.overrides] if preset else args.overrides,
-                             given)
-    outputs = {"--metrics": args.metrics, "--plots": args.plots} if args.command == "evaluate" else {}
-    check_stage_paths(args.command, params, runtime, outputs)  # before anything is written or removed
-    return params
-
-
-def _say(message: str) -> None:
-    print(message, flush=True)
-
-
-def run(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    show_on_stdout(verbose=getattr(args, "verbose", False))
-    runtime = cfg.Runtime.from_env()
-
-    if args.command == "ensure-buckets":
-        from mnist_job.data.s3 import ensure_buckets
-
-        ensure_buckets(args.bucket, runtime.s3_endpoint, args.timeout)
-        return 0
-
-    if args.command == "fetch":
-        from mnist_job.data.fetch import fetch
-
-        params = _params(args, runtime, DATA_FLAGS)
-        fetch(params.data, runtime.path(params.data.raw_dir), force=args.force)
-    elif args.command == "prepare":
-        from mnist_job.data.prepare import prepare
-
-        params = _params(args, runtime)
-        prepare(runtime.path(params.data.raw_dir), runtime.path(params.data.dir), force=args.force,
-                transform=args.transform)
-    elif args.command == "pull-data":
-        from mnist_job.data.dvc_store import ensure_dataset
-
-        params = _params(args, runtime)
-        if runtime.data_cache is None:
-            raise InvalidInput("MNIST_DATA_CACHE: set it to the folder the dataset should be pulled into")
-        path = ensure_dataset(params.data, runtime)
-        _say(f"dataset ready: {path}")
-    elif args.command == "train":
-        from mnist_job.training.driver import run_training
-
-        params = _params(args, runtime, TRAIN_FLAGS)
-        result = run_training(params, runtime, verbose=args.verbose)
-        for line in result.summary_lines():
-            _say(line)
-    elif args.command == "compare":
-        from mnist_job.experiments.compare import compare_command
-
-        params = _params(args, runtime)
-        _say(compare_command(params, runtime, args.run_ids, champion=args.champion, last=args.last, tag=args.tag,
-                             experiment=args.experiment, out_dir=args.out and runtime.path(str(args.out)),
-                             log=not args.no_log))
-    elif args.command == "tune":
-        from mnist_job.experiments.tune import run_study, summary
-
-        params = _params(args, runtime, TUNE_FLAGS)
-        _say(summary(run_study(params, runtime)))
-    elif args.command == "ci-report":
-        from mnist_job.experiments.baseline import ci_report
-
-        report, code = ci_report(runtime, runtime.path(str(args.baseline)), args.run, args.refresh)
-        _say(report)
-        return code
-        result = run_training(params, runtime)
-        accuracy = "n/a" if result.test_accuracy is None else f"{result.test_accuracy:.4f}"
-        _say(f"run id: {result.run_id}")
-        _say(f"test accuracy: {accuracy}")
-        _say(f"registered: {result.registered}")
-        _say(f"model: {result.model_dir}")
-    elif args.command == "presets":
-        for name in preset_names():
-            args.preset = name
-            try:  # a preset that does not validate on top of the params file fails here, naming its key
-                _params(args, runtime)
-            except InvalidInput as exc:
-                raise InvalidInput([f"preset {name}: {problem}" for problem in exc.problems]) from None
-            settings = ", ".join(item.replace("=", ": ", 1) for item in preset_overrides(name)) or "no changes"
-            _say(f"{name:<14} {describe(name)}\n{'':<14} {settings}")
-    elif args.command == "evaluate":
-        from mnist_job.evaluation.evaluate import evaluate_saved_model
-
-        params = _params(args, runtime)
-        evaluation = evaluate_saved_model(params, runtime, runtime.path(str(args.model)),
-                                          runtime.path(str(args.metrics)), runtime.path(str(args.plots)))
-        _say(f"test accuracy: {evaluation.accuracy:.4f} on {evaluation.count} images; wrote {args.metrics}")
-    elif args.command in ("promote", "predict", "serve"):
-        from mlflow import MlflowClient
-
-        from mnist_job.tracking.runs import check_tracking_server, resolve_tracking_uri
-
-        params = _params(args, runtime)
-        name = args.model or params.mlflow.registered_model
-        tracking_uri = resolve_tracking_uri(runtime)
-        check_tracking_server(tracking_uri)
-        client = MlflowClient(tracking_uri=tracking_uri)
-        if args.command == "promote":
-            from mnist_job.tracking.registry import CHAMPION, promote
-
-            _say(f"{name}@{CHAMPION} -> version {promote(client, name, args.version)}")
-        elif args.command == "serve":
-            from mnist_job.serving.app import serve_forever
-            from mnist_job.serving.predict import model_uri
-
-            uri = model_uri(client, name, args.version, args.run)
-            serve_forever(runtime, tracking_uri, uri, args.host, args.port, args.num_cpus, args.ready_file)
-        else:
-            from mnist_job.serving.predict import predict_files
-
-            _say(predict_files(client, tracking_uri, name, args.inputs, args.invert, args.version, args.run, args.json))
-    return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    try:
-        return run(argv)
-    except JobError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-
-
-if __name__ == "__main__":
-    sys.exit(main())
