@@ -162,6 +162,9 @@ def ensure_dataset(data: DataParams, runtime: Runtime) -> Path:
                 return pulled
             except DataError as exc:
                 logger.info(f"data: cached copy is not usable ({exc}); pulling again")
+                # The checkout hardlinks DVC's cache objects: a file corrupted in place corrupted its cache
+                # object too, which DVC trusts and would link again. Start from an empty cache.
+                shutil.rmtree(workspace / ".dvc" / "cache", ignore_errors=True)
         dvc_pull(project_dir, workspace, data_dir, remote_url, s3_endpoint)
         verify_dataset(pulled)
         write_atomically(cache_dir / "PULLED", json.dumps({"path": str(pulled), "pid": os.getpid(), "time": time.time()}))

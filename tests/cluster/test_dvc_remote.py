@@ -62,6 +62,26 @@ def test_pull_into_an_empty_cache_then_reuse(pushed, image_like_project, tmp_pat
     verify_dataset(folder)
 
 
+def test_the_blurred_dataset_is_pulled_and_verified_like_the_main_one(s3, image_like_project, tmp_path, monkeypatch,
+                                                                     caplog):
+    """The `blurred` preset's dataset (dvc.yaml, prepare-blurred): pushed, then pulled into an empty worker cache."""
+    s3.create_buckets("dvc-test")
+    push_dataset(tmp_path / "push", REMOTE, s3.env(), data_dir="data/mnist-blurred")
+    for key, value in s3.env().items():
+        monkeypatch.setenv(key, value)
+    caplog.set_level("INFO", logger="mnist_job")
+    data = DataParams(dir="data/mnist-blurred")
+    folder = ensure_dataset(data, _runtime(image_like_project, tmp_path / "cache", REMOTE, s3.endpoint))
+    manifest = verify_dataset(folder)  # every file against its SHA-256
+    assert manifest["transform"].startswith("gaussian sigma 1 px")
+    assert any("pulled data/mnist-blurred" in m for m in caplog.messages)
+    (folder / "train_images.npy").write_bytes(b"\x93NUMPY tampered")  # a corrupt copy is pulled again
+    caplog.clear()
+    ensure_dataset(data, _runtime(image_like_project, tmp_path / "cache", REMOTE, s3.endpoint))
+    assert any("not usable" in m for m in caplog.messages)
+    verify_dataset(folder)
+
+
 def test_concurrent_workers_on_one_node_pull_once(pushed, image_like_project, tmp_path):
     cache = tmp_path / "shared-cache"
     env = base_env(**pushed.env(), MNIST_DATA_CACHE=str(cache), MNIST_PROJECT_DIR=str(image_like_project),

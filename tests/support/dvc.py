@@ -10,8 +10,8 @@ from pathlib import Path
 from tests.support.services import PROJECT_DIR, VENV_BIN, base_env
 
 
-def push_dataset(workdir: Path, remote_url: str, s3_env: dict[str, str]) -> str:
-    """`dvc push data/mnist` to ``remote_url`` from a scratch DVC workspace that borrows the repo's cache.
+def push_dataset(workdir: Path, remote_url: str, s3_env: dict[str, str], data_dir: str = "data/mnist") -> str:
+    """`dvc push <data_dir>` to ``remote_url`` from a scratch DVC workspace that borrows the repo's cache.
 
     Returns dvc's output. The repo's .dvc/config and config.local stay untouched.
     """
@@ -19,7 +19,7 @@ def push_dataset(workdir: Path, remote_url: str, s3_env: dict[str, str]) -> str:
 
     workdir.mkdir(parents=True, exist_ok=True)
     write_pull_workspace(PROJECT_DIR, workdir, remote_url, s3_env["AWS_ENDPOINT_URL"], PROJECT_DIR / ".dvc" / "cache")
-    done = subprocess.run([str(VENV_BIN / "dvc"), "push", "data/mnist"], cwd=workdir, capture_output=True,
+    done = subprocess.run([str(VENV_BIN / "dvc"), "push", data_dir], cwd=workdir, capture_output=True,
                           text=True, env=base_env(**s3_env), timeout=300)
     if done.returncode != 0:
         raise RuntimeError(f"dvc push failed: {done.stdout}\n{done.stderr}")
