@@ -30,6 +30,7 @@ LIBRARIES = [
     "tracking.runs",
     "tracking.registry",
     "training.failures",
+    "training.planning",
     "training.ray_output",
 ]
 STAGES = ["data.fetch", "data.prepare", "training.loop", "training.driver", "evaluation.evaluate"]
