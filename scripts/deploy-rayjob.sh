@@ -28,44 +28,13 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-# NAMESPACE, RAYJOB_RELEASE, PLATFORM_RELEASE and the telemetry switches: project.env, unless set
-# shellcheck disable=SC1091
-source "$ROOT/scripts/project-env.sh"
-PROFILE=${PROFILE:-cpu-kind}
-IMAGE=${IMAGE:-}
+TOOL=deploy-rayjob RESOURCE=rayjob RESOURCE_TITLE=RayJob
 TIMEOUT_S=${TIMEOUT_S:-7200}
-POLL_S=${POLL_S:-10}
-export PATH="$ROOT/.tools/bin:$PATH"
-CHART="$ROOT/charts/kuberay-mnist-rayjob"
+# Arguments, rendering, the Secrets check and the head's token-auth check: shared with deploy-rayservice.sh.
+# shellcheck source=SCRIPTDIR/deploy-common.sh
+source "$ROOT/scripts/deploy-common.sh"
+deploy_parse_args "$@"
 
-usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//' >&2; }
-bad() { echo "deploy-rayjob: $*" >&2; exit 2; }
-
-name=""
-render_only=0
-extra=()
-while [[ $# -gt 0 ]]; do
-  case "$1" in
-    --profile | --image | --name) [[ $# -ge 2 && -n "$2" ]] || bad "$1 needs a value" ;;
-  esac
-  case "$1" in
-    --profile) PROFILE=$2; shift 2 ;;
-    --image) IMAGE=$2; shift 2 ;;
-    --name) name=$2; shift 2 ;;
-    --render-only) render_only=1; shift ;;
-    -h | --help) usage; exit 0 ;;
-    --) shift; extra=("$@"); break ;;
-    *) usage; bad "unknown argument '$1'" ;;
-  esac
-done
-
-case "$PROFILE" in
-  gpu) values=() ;;
-  cpu-kind) values=(-f "$CHART/values-cpu-kind.yaml") ;;
-  *) bad "PROFILE must be cpu-kind or gpu (got '$PROFILE')" ;;
-esac
-[[ "$TIMEOUT_S" =~ ^[1-9][0-9]*$ ]] || bad "TIMEOUT_S must be a positive number of seconds (got '$TIMEOUT_S')"
-[[ "$POLL_S" =~ ^[1-9][0-9]*$ ]] || bad "POLL_S must be a positive number of seconds (got '$POLL_S')"
 # The name must stay a DNS-1035 label of at most 47 characters (KubeRay), with
 # 16 characters of timestamp appended.
 [[ "$RAYJOB_RELEASE" =~ ^[a-z]([-a-z0-9]{0,29}[a-z0-9])?$ ]] \
@@ -75,76 +44,9 @@ if [[ -z "$name" ]]; then
   [[ "$stamp" =~ ^[0-9]{8}-[0-9]{6}$ ]] || bad "DEPLOY_TIMESTAMP must be yyyymmdd-hhmmss (got '$stamp')"
   name="$RAYJOB_RELEASE-$stamp"
 fi
-if [[ -n "$IMAGE" && ! "$IMAGE" =~ ^[a-z0-9][a-z0-9._/:-]*[a-z0-9]$ ]] || [[ "$IMAGE" =~ :[^/]*$ ]]; then
-  bad "IMAGE must be an image repository without a tag, e.g. ghcr.io/you/kuberay-mnist (got '$IMAGE')"
-fi
-
-args=("${values[@]}" --set-string "nameOverride=$name" --set-string "platform.endpointsConfigMap=$PLATFORM_RELEASE-endpoints"
-  --set-string "platform.mlflowCredentialsSecret=$PLATFORM_RELEASE-mlflow-training"
-  --set-string "platform.credentialsSecret=$PLATFORM_RELEASE-s3-training")
-if [[ -n "$IMAGE" ]]; then
-  args+=(--set-string "image.repository=$IMAGE" --set-string "ray.workers.image.repository=$IMAGE")
-fi
-manifest=$(mktemp)
-trap 'rm -f "$manifest"' EXIT
-if ! bash "$ROOT/scripts/helm-template.sh" "$CHART" "$RAYJOB_RELEASE" "$NAMESPACE" "${args[@]}" "${extra[@]}" >"$manifest"; then
-  echo "deploy-rayjob: the chart did not render (message above)" >&2
-  exit 2
-fi
-if ((render_only)); then
-  cat "$manifest"
-  exit 0
-fi
-
-KUBECTL=${KUBECTL:-kubectl}
-command -v "$KUBECTL" >/dev/null || { echo "kubectl not found: run scripts/install-tools.sh" >&2; exit 3; }
-kubectl() { command "$KUBECTL" "$@"; }
-if ! kubectl -n "$NAMESPACE" get rayjobs.ray.io >/dev/null 2>&1; then
-  echo "deploy-rayjob: cannot list RayJobs in namespace $NAMESPACE: no cluster in the current kubectl context," \
-    "or the KubeRay operator (its CRDs) is not installed" >&2
-  exit 3
-fi
-get() { kubectl -n "$NAMESPACE" get rayjob "$name" -o jsonpath="$1" 2>/dev/null || true; }
-
-# The credentials Secrets the rendered pods read (secretKeyRef names).
-mapfile -t secrets < <(grep -A2 'secretKeyRef:' "$manifest" | sed -n 's/^ *name: *//p' | sort -u)
-allow_dev=0
-if grep -q '^ *kuberay-mnist/development-credentials-allowed: "true"' "$manifest"; then allow_dev=1; fi
-for secret in "${secrets[@]}"; do
-  if ! kubectl -n "$NAMESPACE" get secret "$secret" >/dev/null 2>&1; then
-    echo "deploy-rayjob: Secret $secret not found in namespace $NAMESPACE: install the platform first" \
-      "(or create the Secret the chart names)" >&2
-    exit 3
-  fi
-  dev=$(kubectl -n "$NAMESPACE" get secret "$secret" -o 'jsonpath={.metadata.annotations.kuberay-mnist/development-credentials}')
-  if [[ "$dev" == "true" && $allow_dev == 0 ]]; then
-    echo "deploy-rayjob: refusing Secret $secret: it holds development credentials" \
-      "(annotation kuberay-mnist/development-credentials=true, from the platform's values-dev.yaml);" \
-      "profile $PROFILE needs the platform's real credentials Secret" >&2
-    exit 4
-  fi
-done
-
-# Once the head pod runs: KubeRay sets RAY_AUTH_MODE=token in its Ray container
-# (authOptions.mode: token) unless something overrode it.
-head_auth_checked=0
-check_head_auth() {
-  local line pod phase mode
-  line=$(kubectl -n "$NAMESPACE" get pods -l "kuberay-mnist/rayjob=$name,ray.io/node-type=head" \
-    -o 'jsonpath={range .items[*]}{.metadata.name}{" "}{.status.phase}{" "}{.spec.containers[0].env[?(@.name=="RAY_AUTH_MODE")].value}{"\n"}{end}' \
-    2>/dev/null | awk '$2 == "Running"' | head -n 1) || true
-  [[ -n "$line" ]] || return 0
-  read -r pod phase mode <<<"$line"
-  head_auth_checked=1
-  if [[ "$mode" != "token" ]]; then
-    echo "deploy-rayjob: head pod $pod ($phase) runs without Ray token authentication" \
-      "(RAY_AUTH_MODE=${mode:-<unset>}, expected token): anyone reaching its ports could run code;" \
-      "deleting RayJob $name" >&2
-    kubectl -n "$NAMESPACE" delete rayjob "$name" --wait=false >/dev/null 2>&1 || true
-    exit 4
-  fi
-  echo "head pod $pod runs with Ray token authentication"
-}
+deploy_render "$RAYJOB_RELEASE"
+deploy_connect
+deploy_check_secrets
 
 # A RayJob is not re-run by `apply` once finished: replace an earlier one of this name.
 if kubectl -n "$NAMESPACE" get rayjob "$name" >/dev/null 2>&1; then

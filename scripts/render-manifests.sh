@@ -6,7 +6,7 @@
 #   scripts/render-manifests.sh [OUT_DIR]
 #   env: IMAGE (an image repository such as ghcr.io/you/kuberay-mnist: replaces the
 #        repository of every project image; the tags stay the profiles'),
-#        NAMESPACE, PLATFORM_RELEASE, RAYJOB_RELEASE (defaults: project.env)
+#        NAMESPACE, PLATFORM_RELEASE, RAYJOB_RELEASE, TUNE_RELEASE, SERVE_RELEASE (defaults: project.env)
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -55,9 +55,9 @@ render() { # out-file chart release values-file[,values-file...] [extra args]
 render rayjob.yaml kuberay-mnist-rayjob "$RAYJOB_RELEASE" values.yaml "${rayjob_image[@]}"
 render rayjob-cpu-kind.yaml kuberay-mnist-rayjob "$RAYJOB_RELEASE" values-cpu-kind.yaml "${rayjob_image[@]}"
 # The same chart serving the registered champion with Ray Serve (a RayService, no RayJob).
-render rayservice.yaml kuberay-mnist-rayjob "$RAYJOB_RELEASE" values.yaml "${rayjob_image[@]}" \
+render rayservice.yaml kuberay-mnist-rayjob "$SERVE_RELEASE" values.yaml "${rayjob_image[@]}" \
   --set rayService.enabled=true
-render rayservice-cpu-kind.yaml kuberay-mnist-rayjob "$RAYJOB_RELEASE" values-cpu-kind.yaml "${rayjob_image[@]}" \
+render rayservice-cpu-kind.yaml kuberay-mnist-rayjob "$SERVE_RELEASE" values-cpu-kind.yaml "${rayjob_image[@]}" \
   --set rayService.enabled=true
 # The same chart running a hyperparameter study (`mnist-job tune`): GPU and kind CPU profiles.
 render rayjob-tune.yaml kuberay-mnist-rayjob "$TUNE_RELEASE" values.yaml,values-tune.yaml "${rayjob_image[@]}"

@@ -21,6 +21,7 @@ NAMESPACE = PROJECT_ENV["NAMESPACE"]  # project.env: the names make, the scripts
 PLATFORM_RELEASE = PROJECT_ENV["PLATFORM_RELEASE"]
 RAYJOB_RELEASE = PROJECT_ENV["RAYJOB_RELEASE"]
 TUNE_RELEASE = PROJECT_ENV["TUNE_RELEASE"]
+SERVE_RELEASE = PROJECT_ENV["SERVE_RELEASE"]
 # Kubernetes versions the rendered objects must validate against (strict).
 K8S_VERSIONS = ("1.29", "1.33", "1.35")
 
@@ -59,8 +60,8 @@ PROFILES = {
         Profile("rayjob-tune-cpu-kind", RAYJOB, TUNE_RELEASE, ("values-cpu-kind.yaml", "values-tune.yaml")),
         Profile("rayjob-gpu-initcontainer", RAYJOB, RAYJOB_RELEASE, (), ("job.pullDataInitContainer=true",)),
         Profile("rayjob-gpu-kueue", RAYJOB, RAYJOB_RELEASE, (), (f"rayJob.labels.kueue\\.x-k8s\\.io/queue-name={KUEUE_QUEUE}",)),
-        Profile("rayservice-gpu", RAYJOB, RAYJOB_RELEASE, (), ("rayService.enabled=true",)),
-        Profile("rayservice-cpu-kind", RAYJOB, RAYJOB_RELEASE, ("values-cpu-kind.yaml",), ("rayService.enabled=true",)),
+        Profile("rayservice-gpu", RAYJOB, SERVE_RELEASE, (), ("rayService.enabled=true",)),
+        Profile("rayservice-cpu-kind", RAYJOB, SERVE_RELEASE, ("values-cpu-kind.yaml",), ("rayService.enabled=true",)),
         Profile("platform-default", PLATFORM, PLATFORM_RELEASE),
         Profile("platform-dev", PLATFORM, PLATFORM_RELEASE, ("values-dev.yaml",)),
         Profile("platform-production", PLATFORM, PLATFORM_RELEASE, ("values-production.yaml",)),

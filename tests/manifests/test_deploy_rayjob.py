@@ -16,7 +16,8 @@ import yaml
 from manifest_helpers import ROOT, one, run
 
 sys.path.insert(0, str(ROOT))
-from tests.support import fake_kubectl  # noqa: E402
+from tests.support import deploy_scripts  # noqa: E402
+from tests.support.deploy_scripts import DEV_MARK, MLFLOW_SECRET, S3_SECRET  # noqa: E402
 
 SCRIPT = str(ROOT / "scripts" / "deploy-rayjob.sh")
 
@@ -94,33 +95,16 @@ def test_bad_arguments_exit_2(tools, args, env, message):
     assert "Traceback" not in proc.stderr
 
 
-DEV_SECRET = "mnist-platform-dev-s3-credentials"  # the kind platform's root keys (values-dev.yaml): no RayJob reads it
-S3_SECRET = "mnist-platform-s3-training"  # the training workload's own S3 user (the platform's workloads.trainingSecret)
-MLFLOW_SECRET = "mnist-platform-mlflow-training"  # the platform's MLflow training user (templates/mlflow-auth.yaml)
-DEV_MARK = {"kuberay-mnist/development-credentials": "true"}
 NAME = "mnist-train-20261126-140000"
 
 
 def head_pod(auth_mode: str | None = "token", phase: str = "Running") -> dict:
-    """The head pod as KubeRay makes it: the chart's labels plus ray.io/node-type, RAY_AUTH_MODE in the env."""
-    env = {"RAY_AUTH_MODE": auth_mode} if auth_mode is not None else {}
-    return {"name": f"{NAME}-abcde-head-xyz12", "phase": phase, "env": env,
-            "labels": {"kuberay-mnist/rayjob": NAME, "ray.io/node-type": "head", "ray.io/cluster": f"{NAME}-abcde"}}
+    return deploy_scripts.head_pod(NAME, auth_mode, phase)
 
 
 def wait_with(tmp_path, statuses, *args, **state):
-    bin_dir = tmp_path / "bin"
-    state = {"secrets": {DEV_SECRET: DEV_MARK, S3_SECRET: {}, MLFLOW_SECRET: {}}, "pods": [head_pod()], **state}
-    state_path = fake_kubectl.install(bin_dir, {"statuses": statuses, **state})
-    env = {
-        "KUBECTL": str(bin_dir / "kubectl"),
-        "FAKE_KUBECTL_STATE": str(state_path),
-        "DEPLOY_TIMESTAMP": "20261126-140000",
-        "POLL_S": "1",
-        "TIMEOUT_S": "20",
-    }
-    proc = run(["bash", SCRIPT, *args], extra_env=env, timeout=60)
-    return proc, fake_kubectl.load(state_path)
+    return deploy_scripts.deploy_with("scripts/deploy-rayjob.sh", tmp_path, NAME, statuses, *args,
+                                      env={"DEPLOY_TIMESTAMP": "20261126-140000"}, **state)
 
 
 def test_wait_succeeds_on_complete(tools, tmp_path):

@@ -32,7 +32,8 @@ def test_shell_scripts(tools, script):
 
 def test_expected_scripts_exist():
     names = {s.name for s in SCRIPTS}
-    assert {"install-tools.sh", "kind-up.sh", "kind-down.sh", "deploy-rayjob.sh", "render-manifests.sh", "helm-template.sh"} <= names
+    assert {"install-tools.sh", "kind-up.sh", "kind-down.sh", "deploy-rayjob.sh", "deploy-rayservice.sh",
+            "deploy-common.sh", "render-manifests.sh", "helm-template.sh"} <= names
 
 
 # --------------------------------------------------------------------------- release workflow

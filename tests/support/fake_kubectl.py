@@ -7,7 +7,13 @@ State lives in the JSON file named by $FAKE_KUBECTL_STATE:
    "reason": ..., "message": ...}, ...], "polls": 0, "applied": [], "deleted": [],
    "secrets": {name: {annotation: value}}, "pods": [{"name", "labels", "phase", "env"}], "pod_queries": []}
 Every read of .status.jobDeploymentStatus is one poll: it moves to the next status
-(the last one repeats). Pods are listed (`get pods -l k=v,... -o jsonpath=<the
+(the last one repeats).
+
+The same for a RayService (scripts/deploy-rayservice.sh): "statuses" then holds KubeRay
+RayService status objects ({"conditions": [{"type": "Ready", "status": ..., "reason": ...,
+"message": ...}], "activeServiceStatus": {"applicationStatuses": {...}}, ...}); every read of
+the Ready condition's status is one poll, and the other jsonpaths the script reads (dotted
+fields and [?(@.type=="...")] filters) are looked up in the current one. Pods are listed (`get pods -l k=v,... -o jsonpath=<the
 script's name/phase/RAY_AUTH_MODE template>`) only while the RayJob exists.
 """
 
@@ -37,6 +43,23 @@ def load(path: Path) -> dict:
     return json.loads(path.read_text())
 
 
+READY_STATUS = 'conditions[?(@.type=="Ready")].status'
+
+
+def lookup(status: dict, path: str) -> str:
+    """A jsonpath below .status, as kubectl prints it: dotted fields, [?(@.type=="T")] filters; "" when absent."""
+    value: object = status
+    for part in re.findall(r'[^.\[]+(?:\[\?\(@\.\w+=="[^"]*"\)\])?', path):
+        field, _, flt = part.partition("[")
+        value = value.get(field) if isinstance(value, dict) else None
+        if flt and isinstance(value, list):
+            key, want = re.fullmatch(r'\?\(@\.(\w+)=="([^"]*)"\)\]', flt).groups()
+            value = next((item for item in value if item.get(key) == want), None)
+        if value is None:
+            return ""
+    return value if isinstance(value, str) else json.dumps(value)
+
+
 def main(argv: list[str]) -> int:
     path = Path(os.environ["FAKE_KUBECTL_STATE"])
     state = load(path)
@@ -45,8 +68,19 @@ def main(argv: list[str]) -> int:
         args = args[2:]
     verb = args[0] if args else ""
     rc = 0
-    if verb == "get" and args[1] == "rayjobs.ray.io":
+    if verb == "get" and args[1] in ("rayjobs.ray.io", "rayservices.ray.io"):
         rc = 0 if state["crd"] else 1
+    elif verb == "get" and args[1] == "rayservice":
+        if not state["exists"]:
+            print(f'Error from server (NotFound): rayservices.ray.io "{args[2]}" not found', file=sys.stderr)
+            rc = 1
+        elif "-o" in args:
+            wanted = re.fullmatch(r"jsonpath=\{\.status\.(.+)\}", args[args.index("-o") + 1]).group(1)
+            if wanted == READY_STATUS:
+                state["polls"] += 1
+            statuses = state["statuses"]
+            current = statuses[min(max(state["polls"] - 1, 0), len(statuses) - 1)] if statuses else {}
+            sys.stdout.write(lookup(current, wanted))
     elif verb == "get" and args[1] == "rayjob":
         if not state["exists"]:
             print(f'Error from server (NotFound): rayjobs.ray.io "{args[2]}" not found', file=sys.stderr)
@@ -80,7 +114,7 @@ def main(argv: list[str]) -> int:
     elif verb == "apply":
         state["applied"].append(Path(args[args.index("-f") + 1]).read_text())
         state["exists"] = True
-        print("rayjob.ray.io/applied created")
+        print("applied")
     elif verb == "delete":
         state["deleted"].append(args[2])
         state["exists"] = False

@@ -307,3 +307,11 @@ initContainers:
 {{- include "rayjob.validateLifecycle" . -}}
 {{- include "rayjob.validateSizing" . -}}
 {{- end -}}
+
+{{/* platform.allowDevelopmentCredentials as an annotation of the RayJob or RayService:
+scripts/deploy-common.sh reads it before accepting a Secret marked as development credentials. */}}
+{{- define "rayjob.developmentCredentialsAnnotation" -}}
+{{- if .Values.platform.allowDevelopmentCredentials -}}
+kuberay-mnist/development-credentials-allowed: "true"
+{{- end -}}
+{{- end -}}
