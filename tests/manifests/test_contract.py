@@ -1,4 +1,5 @@
-"""The contract between the image, the package, the platform chart and the RayJob chart."""
+"""The contract between the image, the package, the platform chart and the RayJob chart (its RayJob, and
+the RayService it renders with rayService.enabled=true: the same env, Secrets, volumes and labels)."""
 
 from __future__ import annotations
 
@@ -41,7 +42,12 @@ SECRETISH = re.compile(r"(secret|password|passwd|token|access_?key|credential)",
 
 
 def rayjob(render, profile="rayjob-gpu"):
-    return one(render(profile), "RayJob")
+    """The profile's RayJob, or its RayService for the rayservice-* profiles."""
+    return one(render(profile), "RayService" if profile.startswith("rayservice-") else "RayJob")
+
+
+# The Ray workloads' profiles: the training RayJob's and the serving RayService's, production and kind.
+RAY_PROFILES = ["rayjob-gpu", "rayjob-cpu-kind", "rayservice-gpu", "rayservice-cpu-kind"]
 
 
 def entrypoint_argv(rj: dict) -> list[str]:
@@ -249,9 +255,16 @@ def test_entrypoint_quotes_odd_values(helm_template):
     assert "a b;rm -rf /" in argv and "mlflow.experiment=x y" in argv
 
 
-def test_runtime_env_only_env_vars(render):
-    for profile in ("rayjob-gpu", "rayjob-cpu-kind"):
-        runtime_env = yaml.safe_load(rayjob(render, profile)["spec"]["runtimeEnvYAML"])
+@pytest.mark.parametrize("profile", RAY_PROFILES)
+def test_runtime_env_only_env_vars(render, profile):
+    spec = rayjob(render, profile)["spec"]
+    if "serveConfigV2" in spec:  # a RayService: each Serve application's runtime_env
+        apps = yaml.safe_load(spec["serveConfigV2"])["applications"]
+        runtime_envs = [app["runtime_env"] for app in apps]
+        assert [app["import_path"] for app in apps] == ["mnist_job.serving.app:app_builder"]
+    else:
+        runtime_envs = [yaml.safe_load(spec["runtimeEnvYAML"])]
+    for runtime_env in runtime_envs:
         assert set(runtime_env) == {"env_vars"}, "code and deps are baked in the image: only env_vars"
         for k, v in runtime_env["env_vars"].items():
             assert isinstance(v, str)
@@ -265,21 +278,24 @@ def env_map(container: dict) -> dict[str, dict]:
     return {e["name"]: e for e in container.get("env", [])}
 
 
-@pytest.mark.parametrize("profile", ["rayjob-gpu", "rayjob-cpu-kind", "rayjob-gpu-initcontainer"])
+@pytest.mark.parametrize("profile", [*RAY_PROFILES, "rayjob-gpu-initcontainer"])
 def test_pod_env_is_identical_and_complete(render, profile):
-    """Every container that runs the package gets the same env; the submitter gets its subset without
-    endpoints and credentials (test_the_submitter_gets_no_s3_credentials_or_endpoints)."""
+    """Every container that runs the package gets the same env; a RayJob's submitter gets its subset without
+    endpoints and credentials (test_the_submitter_gets_no_s3_credentials_or_endpoints); a RayService has none."""
     templates = rayjob_pod_templates(rayjob(render, profile))
-    assert set(templates) >= {"head", "submitter"} and any(k.startswith("worker:") for k in templates)
+    has_submitter = not profile.startswith("rayservice-")
+    assert ("submitter" in templates) == has_submitter
+    assert "head" in templates and any(k.startswith("worker:") for k in templates)
     envs = {}
     for role, t in templates.items():
         for c in t["spec"].get("initContainers", []) + t["spec"]["containers"][:1]:
             envs[f"{role}/{c['name']}"] = c.get("env", [])
-    submitter = envs.pop(next(k for k in envs if k.startswith("submitter/")))
+    submitter = envs.pop(next(k for k in envs if k.startswith("submitter/"))) if has_submitter else None
     first = next(iter(envs.values()))
     for where, env in envs.items():
         assert env == first, f"{where} env differs from the others"
-    assert submitter == [e for e in first if "valueFrom" not in e], "the submitter: the same, less the references"
+    if has_submitter:
+        assert submitter == [e for e in first if "valueFrom" not in e], "the submitter: the same, less the references"
     m = {e["name"]: e for e in first}
     for name, source in REQUIRED_ENV.items():
         assert name in m, f"missing env {name}"
@@ -289,7 +305,7 @@ def test_pod_env_is_identical_and_complete(render, profile):
         assert m.get(name, {}).get("value") == value, f"{name} must be {value!r}"
 
 
-@pytest.mark.parametrize("profile", ["rayjob-gpu", "rayjob-cpu-kind", "rayjob-gpu-initcontainer"])
+@pytest.mark.parametrize("profile", [*RAY_PROFILES, "rayjob-gpu-initcontainer"])
 def test_tool_caches_are_on_writable_volumes(render, profile):
     # The root filesystem is read-only: HOME, XDG dirs, matplotlib's and DVC's site cache must point at a
     # volume of every container that runs the package (DVC 3 otherwise writes /var/tmp/dvc and fails).
@@ -332,15 +348,16 @@ def provided(docs: list[dict]) -> set[tuple[str, str, str]]:
     return out
 
 
-def test_rayjob_references_exist_in_platform_dev(render):
-    """The kind profile runs against the dev platform: everything it reads is there, its dev Secret included."""
-    needed = refs(render("rayjob-cpu-kind"))
+@pytest.mark.parametrize("profile", ["rayjob-cpu-kind", "rayservice-cpu-kind"])
+def test_rayjob_references_exist_in_platform_dev(render, profile):
+    """The kind profiles run against the dev platform: everything they read is there, its dev Secret included."""
+    needed = refs(render(profile))
     assert {k for k, _, _ in needed} == {"ConfigMap", "Secret"}
     missing = needed - provided(render("platform-dev"))
-    assert not missing, f"referenced by the RayJob but not defined by the platform (dev): {sorted(missing)}"
+    assert not missing, f"referenced by {profile} but not defined by the platform (dev): {sorted(missing)}"
 
 
-@pytest.mark.parametrize("profile", ["rayjob-gpu", "rayjob-gpu-initcontainer"])
+@pytest.mark.parametrize("profile", ["rayjob-gpu", "rayjob-gpu-initcontainer", "rayservice-gpu"])
 def test_production_rayjob_uses_the_training_user_never_root_or_dev_keys(render, profile):
     """The GPU (production) profile reads the platform's ConfigMap, the training workload's own S3 user and MLflow
     user, all of which the platform renders (default profile) or names (production profile); never the root keys
@@ -467,7 +484,7 @@ def test_no_fixed_dev_password_is_committed(render):
             assert old not in f.read_text(errors="replace"), f"{f.relative_to(ROOT)} still holds the old dev password"
 
 
-@pytest.mark.parametrize("profile", ["platform-dev", "platform-default", "rayjob-gpu", "rayjob-cpu-kind"])
+@pytest.mark.parametrize("profile", ["platform-dev", "platform-default", *RAY_PROFILES])
 def test_configmaps_hold_no_secrets(render, profile):
     value = dev_secret(render("platform-dev"))["stringData"]["AWS_SECRET_ACCESS_KEY"]
     for cm in by_kind(render(profile), "ConfigMap"):
@@ -511,8 +528,8 @@ def test_network_policies_admit_exactly_the_job_pods(render):
     pods = {k: t["metadata"]["labels"] for k, t in workload_pod_templates(dev).items()}
     for where, labels in pods.items():
         assert any(all(labels.get(k) == v for k, v in p["spec"]["podSelector"]["matchLabels"].items()) for p in pols.values()), where
-    # the RayJob's Ray pods carry the client label, the submitter does not need it
-    for profile in ("rayjob-gpu", "rayjob-cpu-kind"):
+    # the Ray pods of the RayJob and the RayService carry the client label, the submitter does not need it
+    for profile in RAY_PROFILES:
         rj_client = load_yaml(RAYJOB / "values.yaml")["platform"]["clientLabel"]
         assert rj_client == client
         for role, t in rayjob_pod_templates(rayjob(render, profile)).items():
