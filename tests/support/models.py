@@ -22,10 +22,12 @@ def train_small_network(dataset: Path, cache: Path | None = None, images: int = 
 
     import torch
 
+    from mnist_job.model import network
     from mnist_job.model.network import build_model, images_to_tensor
 
+    # The network's code is part of the key: a cached state_dict of an older architecture does not load.
     recipe = json.dumps([json.loads((dataset / "manifest.json").read_text())["files"], images, seed,
-                         Path(__file__).read_text()], sort_keys=True)
+                         Path(__file__).read_text(), Path(network.__file__).read_text()], sort_keys=True)
     saved = cache / f"network-{hashlib.sha256(recipe.encode()).hexdigest()[:16]}.pt" if cache else None
     model = build_model(width=8, dropout=0.0)
     if saved and saved.is_file():
