@@ -75,7 +75,7 @@ def test_image_repository_for_a_users_registry(tools):
 def test_bad_arguments_exit_2(tools, args, message):
     proc = run(["bash", str(ROOT / SCRIPT), "--render-only", *args], timeout=120)
     assert proc.returncode == 2, proc.stdout + proc.stderr
-    assert f"deploy-rayservice: " in proc.stderr and message in proc.stderr
+    assert "deploy-rayservice: " in proc.stderr and message in proc.stderr
     assert "Traceback" not in proc.stderr
 
 
