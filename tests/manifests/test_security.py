@@ -126,7 +126,7 @@ def test_cpu_kind_profile_fits_a_laptop(render):
     assert cpu(head["resources"]["limits"]["cpu"]) <= 1
 
 
-DEV_PROFILES = {"rayjob-cpu-kind", "rayservice-cpu-kind", "platform-dev"}  # kind: images are loaded into the node
+DEV_PROFILES = {"rayjob-cpu-kind", "rayjob-tune-cpu-kind", "rayservice-cpu-kind", "platform-dev"}  # kind: images are loaded into the node
 
 
 @pytest.mark.parametrize("profile", sorted(set(PROFILES) - DEV_PROFILES))
