@@ -6,6 +6,7 @@ mnist_job/core/errors.py: 2 invalid input, 3 service unreachable, 4 bad data.
 
 from __future__ import annotations
 
+import os
 import sys
 
 from mnist_job.cli.parser import DATA_FLAGS, TRAIN_FLAGS, TUNE_FLAGS, build_parser
@@ -36,6 +37,9 @@ def _say(message: str) -> None:
 def run(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     show_on_stdout(verbose=getattr(args, "verbose", False))
+    # MLflow's client prints "View run ... at: <url>" on stdout whenever it ends a run on an HTTP server: in
+    # the middle of compare's table, after train's summary. Each command prints where its runs are itself.
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     runtime = cfg.Runtime.from_env()
 
     if args.command == "ensure-buckets":
