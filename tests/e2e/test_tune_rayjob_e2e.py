@@ -52,7 +52,7 @@ def test_tune_rayjob_runs_a_study_with_nested_runs(e2e, local_platform, ray_clus
 
     study_runs = re.findall(r"^study run: (\w+) ", outcome.logs, flags=re.M)
     assert len(study_runs) == 1, f"expected one `study run:` line, got {study_runs}"
-    client = MlflowClient(tracking_uri=local_platform.mlflow.uri)
+    client = MlflowClient(tracking_uri=local_platform.mlflow_admin_uri())  # the server runs basic-auth
     parent = client.get_run(study_runs[0])
     children = client.search_runs([parent.info.experiment_id],
                                   filter_string=f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
