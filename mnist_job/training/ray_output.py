@@ -2,10 +2,10 @@
 
 Ray forwards whatever its workers and actors print to the driver (``log_to_driver``), where one handler
 prints all of it with a "(RayTrainWorker pid=N)" prefix: Ray Train's report dictionaries, checkpoint
-paths, its controller's and the C++ core's warnings, and every rank's copy of each epoch line. For the
-time of a run, ``route_ray_output`` puts a handler of its own in that place: every line goes to
-the log file with its origin; the terminal shows the lines the workers' package logger wrote (rank 0's,
-and warnings from every rank; mnist_job/core/console.py), and a progress bar when it is a terminal.
+paths, its controller's and the C++ core's warnings, and every rank's copy of each epoch line. From a
+run's start, ``route_ray_output`` puts a handler of its own in that place: every line goes to the log
+file with its origin; the terminal shows what ``shown_text`` in mnist_job/core/console.py lets through
+(rank 0's lines, every rank's data lines, the other ranks' warnings), and a progress bar on a terminal.
 With ``verbose`` Ray's handler stays and the file gets a copy.
 """
 
