@@ -217,9 +217,11 @@ def finish_study(client, experiment_id: str, parent: str, study: str, params: Pa
         epochs = int((result.metrics or {}).get("training_iteration", 0))
         value = (result.metrics or {}).get(OBJECTIVE)
         early = result.error is None and epochs < params.tune.max_epochs
-        if run is not None and run.info.status == "RUNNING" and early:
+        if run is not None and early:
+            # the trial may have marked its run KILLED itself when Tune stopped it (training/failures.py)
             client.set_tag(run.info.run_id, "tune.stopped_by", f"ASHA after {epochs} epoch(s)")
-            client.set_terminated(run.info.run_id, status="KILLED")
+            if run.info.status == "RUNNING":
+                client.set_terminated(run.info.run_id, status="KILLED")
         stopped += early
         config = {k: v for k, v in (result.config or {}).items() if k in SEARCHABLE}
         rows.append({"trial_id": trial_id, "config": config, "value": value, "epochs": epochs, "early": early,

@@ -94,6 +94,9 @@ def init_ray(runtime: Runtime):
 LOCAL_RAY_ENV = {
     "RAY_TRAIN_METRICS_ENABLED": "0",  # no metrics actors and callbacks in the controller and workers
     "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0",  # no watcher actor polling for node drains
+    # Nothing autoscales here and plan_resources checked the CPUs before the start, so a slow start is
+    # only a busy machine (two tuning trials each starting torch workers on 2 cores took over Ray's 60 s).
+    "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": "300",
 }
 LOCAL_RAY_SYSTEM_CONFIG = {
     "enable_metrics_collection": False,  # no metrics recording and export in every Ray process
