@@ -22,14 +22,15 @@ BUCKET = "dvc-bench"
 
 
 def push(workspace: Path, endpoint: str, env: dict) -> float:
-    """A DVC workspace with the project's metadata whose cache is the project's; push data/mnist."""
+    """The pull's DVC workspace, with the project's cache (it holds the dataset); push data/mnist."""
     from mnist_job.data.dvc_store import dvc_executable, write_pull_workspace
 
     workspace.mkdir(parents=True)
     # borrow the project's cache: it holds the dataset
-    write_pull_workspace(PROJECT_DIR, workspace, f"s3://{BUCKET}/store", endpoint, PROJECT_DIR / ".dvc" / "cache")
+    write_pull_workspace(PROJECT_DIR, workspace, "data/mnist", f"s3://{BUCKET}/store", endpoint,
+                         PROJECT_DIR / ".dvc" / "cache")
     t0 = time.perf_counter()
-    done = subprocess.run([dvc_executable(), "push", "data/mnist"], cwd=workspace, env=env,
+    done = subprocess.run([dvc_executable(), "push", "data/mnist.dvc"], cwd=workspace, env=env,
                           capture_output=True, text=True)
     if done.returncode != 0:
         raise RuntimeError(f"dvc push failed: {done.stdout}\n{done.stderr}")

@@ -4,9 +4,10 @@ A worker needs ``data/mnist``. Where the project folder already holds a verified
 after ``prepare``), it is used as is. Otherwise (a pod, or a worker of the local harness) the worker
 ``dvc pull``s it into its data cache (``MNIST_DATA_CACHE``): once per node, under a file lock on that
 folder, because several Ray workers on one node share it and node ranks cannot tell nodes apart
-(docs/design-notes.md). The pull happens in a small DVC workspace inside the cache that holds copies
-of the project's DVC metadata, so it works where the project folder is read-only or has no ``.git``
-(a container image).
+(docs/design-notes.md). The pull happens in a small DVC workspace inside the cache: a ``.dvc`` file
+for the one output, written from the project's dvc.lock, and the remote's settings. So it works where
+the project folder is read-only or has no ``.git`` (a container image), and DVC does not parse the
+whole pipeline to pull one folder (bench/dataset_ready.py times the pull).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import posixpath
 import shutil
 import subprocess
 import sys
@@ -29,12 +31,8 @@ from mnist_job.data.format import MANIFEST, verify_dataset
 
 logger = logging.getLogger(__name__)
 
-# The DVC metadata a pull needs; the image ships exactly these.
-DVC_METADATA = ("dvc.yaml", "dvc.lock", ".dvc/config")
-
-
-def dvc_lock_hash(project_dir: Path, out_path: str) -> str | None:
-    """The md5 DVC recorded for ``out_path`` in dvc.lock (what ``dvc pull`` fetches)."""
+def dvc_lock_out(project_dir: Path, out_path: str) -> dict | None:
+    """The entry dvc.lock records for the output ``out_path`` (md5, size, nfiles, hash), or None."""
     lock = project_dir / "dvc.lock"
     if not lock.is_file():
         return None
@@ -42,8 +40,14 @@ def dvc_lock_hash(project_dir: Path, out_path: str) -> str | None:
     for stage in stages.values():
         for out in stage.get("outs", []):
             if out.get("path") == out_path:
-                return out.get("md5")
+                return out
     return None
+
+
+def dvc_lock_hash(project_dir: Path, out_path: str) -> str | None:
+    """The md5 DVC recorded for ``out_path`` in dvc.lock (what ``dvc pull`` fetches)."""
+    out = dvc_lock_out(project_dir, out_path)
+    return out.get("md5") if out else None
 
 
 def dvc_remote_location(project_dir: Path, remote_url: str | None, md5: str) -> str:
@@ -92,15 +96,25 @@ def write_remote_config(workspace: Path, name: str, url: str, endpoint: str | No
         local["cache"].update({"type": "hardlink,copy", **({"dir": str(cache_dir)} if cache_dir else {})})
 
 
-def write_pull_workspace(project_dir: Path, workspace: Path, remote_url: str | None, s3_endpoint: str | None,
-                         cache_dir: Path | None = None) -> str:
-    """A DVC workspace in ``workspace`` with the project's metadata; returns the remote URL used."""
-    for rel in DVC_METADATA:
-        source = project_dir / rel
-        if not source.is_file():
-            raise DataError(f"cannot pull the dataset: {source} is missing (the image must ship the DVC metadata)")
-        (workspace / rel).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(source, workspace / rel)
+def write_pull_workspace(project_dir: Path, workspace: Path, out_path: str, remote_url: str | None,
+                         s3_endpoint: str | None, cache_dir: Path | None = None) -> str:
+    """A DVC workspace in ``workspace`` that pulls (or pushes) ``out_path`` as dvc.lock records it.
+
+    It holds ``<out_path>.dvc``, DVC's own file for one tracked output, instead of copies of dvc.yaml and
+    dvc.lock: DVC then reads one small file rather than the pipeline. Returns the remote URL used.
+    """
+    out = dvc_lock_out(project_dir, out_path)
+    if out is None:
+        raise DataError(f"cannot pull {out_path}: {project_dir / 'dvc.lock'} is missing or records no such output "
+                        "(the image must ship dvc.lock; `make data` writes it)")
+    folder, name = posixpath.split(out_path)
+    entry = {key: out[key] for key in ("md5", "size", "nfiles", "hash") if key in out}
+    (workspace / ".dvc").mkdir(parents=True, exist_ok=True)
+    (workspace / folder).mkdir(parents=True, exist_ok=True)
+    for earlier in ("dvc.yaml", "dvc.lock"):  # copied by earlier versions; DVC refuses an output defined twice
+        (workspace / earlier).unlink(missing_ok=True)
+    write_atomically(workspace / f"{out_path}.dvc", yaml.safe_dump({"outs": [{**entry, "path": name}]},
+                                                                 sort_keys=False))
     url = remote_url or _default_remote_url(project_dir)[1]
     write_remote_config(workspace, "pull", url, s3_endpoint, cache_dir)
     return url
@@ -109,7 +123,7 @@ def write_pull_workspace(project_dir: Path, workspace: Path, remote_url: str | N
 def dvc_pull(project_dir: Path, workspace: Path, out_path: str, remote_url: str | None,
              s3_endpoint: str | None) -> Path:
     workspace.mkdir(parents=True, exist_ok=True)
-    url = write_pull_workspace(project_dir, workspace, remote_url, s3_endpoint)
+    url = write_pull_workspace(project_dir, workspace, out_path, remote_url, s3_endpoint)
     if url.startswith("s3://"):
         from mnist_job.data.s3 import check_s3_location
 
@@ -119,7 +133,7 @@ def dvc_pull(project_dir: Path, workspace: Path, out_path: str, remote_url: str 
     shutil.rmtree(target, ignore_errors=True)  # never mix a previous partial pull with this one
     env = {**os.environ, "DVC_NO_ANALYTICS": "1"}
     started = time.monotonic()
-    done = subprocess.run([dvc_executable(), "pull", "--force", out_path], cwd=workspace,
+    done = subprocess.run([dvc_executable(), "pull", "--force", f"{out_path}.dvc"], cwd=workspace,
                           capture_output=True, text=True, env=env)
     if done.returncode != 0:
         message = " ".join((done.stderr or done.stdout).split())[-600:]
@@ -128,7 +142,7 @@ def dvc_pull(project_dir: Path, workspace: Path, out_path: str, remote_url: str 
             raise ServiceUnavailable(f"dvc pull from {url} (endpoint {s3_endpoint or 'default'}) failed: {message}")
         if "missing-files" in message or "do not exist neither locally nor on remote" in message:
             raise DataError(f"the DVC remote {url} has no copy of {out_path} as dvc.lock records it "
-                            f"({dvc_lock_hash(workspace, out_path)}): push it with `dvc push {out_path}`")
+                            f"({dvc_lock_hash(project_dir, out_path)}): push it with `dvc push {out_path}`")
         raise DataError(f"dvc pull of {out_path} from {url} failed: {message}")
     logger.info(f"data: pulled {out_path} from {url} into {target} in {time.monotonic() - started:.1f} s")
     return target

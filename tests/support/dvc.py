@@ -18,8 +18,9 @@ def push_dataset(workdir: Path, remote_url: str, s3_env: dict[str, str], data_di
     from mnist_job.data.dvc_store import write_pull_workspace
 
     workdir.mkdir(parents=True, exist_ok=True)
-    write_pull_workspace(PROJECT_DIR, workdir, remote_url, s3_env["AWS_ENDPOINT_URL"], PROJECT_DIR / ".dvc" / "cache")
-    done = subprocess.run([str(VENV_BIN / "dvc"), "push", data_dir], cwd=workdir, capture_output=True,
+    write_pull_workspace(PROJECT_DIR, workdir, data_dir, remote_url, s3_env["AWS_ENDPOINT_URL"],
+                         PROJECT_DIR / ".dvc" / "cache")
+    done = subprocess.run([str(VENV_BIN / "dvc"), "push", f"{data_dir}.dvc"], cwd=workdir, capture_output=True,
                           text=True, env=base_env(**s3_env), timeout=300)
     if done.returncode != 0:
         raise RuntimeError(f"dvc push failed: {done.stdout}\n{done.stderr}")
