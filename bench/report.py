@@ -33,7 +33,7 @@ def markdown(result: dict) -> str:
     lines = [
         f"# Benchmark ({result['mode']} mode, {result['started']}{'' if result['complete'] else ', INCOMPLETE'})", "",
         f"{m['cpus']} CPUs ({m['cpu_model']}), {m['threads']} threads, {m['memory_gib']:.0f} GiB, torch {m['torch']}, "
-        f"Python {m['python']}. {len(rounds)} interleaved rounds (round k: every contender once, seed k, own process); "
+        f"Python {m['python']}. Interleaved rounds: {len(rounds)} (round k: every contender once, seed k, own process); "
         f"test set {cfg['test_subset'] or 10000} images; run took {result['wall_s'] / 60:.0f} min.", "",
         f"**Rounds kept: {len(s['rounds_kept'])} of {len(rounds)}**; left out of timings and ratios (GEMM samples before "
         f"and after the round differ by more than {s['drift_limit']:.0%}): {len(s['rounds_left_out'])}"
@@ -44,7 +44,7 @@ def markdown(result: dict) -> str:
     for r in rounds:
         lines.append(f"| {r['round']} | {r['seed']} | {r['gemm_gflops'][0]:.0f} / {r['gemm_gflops'][1]:.0f} | "
                      f"{r['gemm_drift']:.1%} | {'yes' if r['kept'] else 'no'} | {r['loadavg_before']:.1f} |")
-    lines += ["", f"Median (min-max) over kept rounds; accuracy: mean (min-max) over all seeds. \"Schedule\": the first "
+    lines += ["", f"Median (min-max) over kept rounds; accuracy: mean (min-max) over all seeds; PSS over all rounds. \"Schedule\": the first "
                   f"epoch count whose mean test accuracy reaches {target}; time to {target}: cumulative recipe time to "
                   "that epoch. Wall: process start to model written (start-up in, the benchmark's test scoring out).", "",
               f"| contender | epochs run | schedule | time to {target} (s) | wall (s) | images/s | GEMM share (%) "
@@ -61,6 +61,14 @@ def markdown(result: dict) -> str:
         lines += ["", f"`ray_2`: start-up (process start to the first training step on every worker: rank 0's first "
                       f"epoch start, its first DDP step waits for every rank) {_s(ray['startup_s'])} s; peak PSS of one "
                       f"training worker {_s(ray['pss_worker_peak_mb'], '.0f')} MB."]
+    names = result["contender_names"]
+    lines += ["", "Every round, drifted ones too (wall time in s; the ratios as below):", "",
+              "| round | kept | " + " | ".join(f"`{n}`" for n in names) + " | " + " | ".join(s["ratios"]) + " |",
+              "|---:|:--:|" + "---:|" * (len(names) + len(s["ratios"]))]
+    for r in rounds:
+        walls = [_f(r["runs"][n]["wall_s"]) if n in r["runs"] else "failed" for n in names]
+        ratios = [_f(r["ratios"][k], ".2f") for k in s["ratios"]]
+        lines.append(f"| {r['round']} | {'yes' if r['kept'] else 'no'} | " + " | ".join(walls + ratios) + " |")
     lines += ["", "| ratio (within a round) | median (min-max), kept rounds | basis |", "|---|---|---|"]
     for key, r in s["ratios"].items():
         lines.append(f"| {key} | {_s(r, '.2f') if r.get('median') is not None else 'n/a'} | {r['basis']} |")
@@ -102,7 +110,8 @@ def plot(result: dict, path: Path) -> None:
         for kept in (True, False):
             pts = [(r["round"], r["runs"][name]["wall_s"]) for r in rounds if name in r["runs"] and r["kept"] == kept]
             if pts:
-                ax1.plot(*zip(*pts, strict=True), "o" if kept else "x", label=name if kept else None,
+                ax1.plot(*zip(*pts, strict=True), "o" if kept else "x", label=name if kept or not any(
+                             q["kept"] for q in rounds if name in q["runs"]) else None,
                          color=f"C{result['contender_names'].index(name)}")
     ax1.set_yscale("log")
     ax1.set_xlabel("round (x: drifted, left out)")
@@ -113,10 +122,15 @@ def plot(result: dict, path: Path) -> None:
         for kept in (True, False):
             pts = [(r["round"], r["ratios"][key]) for r in rounds if r["ratios"].get(key) is not None and r["kept"] == kept]
             if pts:
-                ax2.plot(*zip(*pts, strict=True), "o" if kept else "x", color=f"C{i}", label=key if kept else None)
+                ax2.plot(*zip(*pts, strict=True), "o" if kept else "x", color=f"C{i}",
+                         label=key if kept or not any(q["kept"] for q in rounds) else None)
+    for bound, key in ((15, "examples_time_to_target_over_fast_wall"), (1.15, "ray_2_training_over_default")):
+        ax2.axhline(bound, color=f"C{list(result['summary']['ratios']).index(key)}", linestyle="--", linewidth=0.8)
     ax2.set_yscale("log")
+    for ax in (ax1, ax2):
+        ax.set_xticks([r["round"] for r in rounds])
     ax2.set_xlabel("round (x: drifted, left out)")
-    ax2.set_title("ratios within each round")
+    ax2.set_title("ratios within each round (dashed: issue 14's targets)")
     ax2.legend(fontsize=7)
     fig.tight_layout()
     save_figure_atomically(fig, path, dpi=100)

@@ -5,7 +5,7 @@ rules are tested on made-up rounds (tests/bench/test_bench_summary.py):
 
 * a round is **drifted** when its two GEMM samples (before its first contender, after its last)
   differ by more than ``DRIFT_LIMIT`` of the smaller one; drifted rounds are left out of every timing
-  figure and ratio, kept for accuracy (a seed's accuracy does not depend on the machine's speed);
+  figure and ratio, kept for accuracy and memory (neither depends on the machine's speed);
 * a contender's **fixed schedule** is the first epoch count whose MEAN test accuracy over all its
   seeds reaches the target; its time to target is, per round, the cumulative recipe time to that
   epoch (so every seed's time is the same schedule's, not the first lucky epoch's);
@@ -97,7 +97,8 @@ RATIO_BASIS = {
     "ray_2_compute_over_default": "ray_2's summed epoch_time_s / default's recipe time (what Ray adds between epochs out)",
     "examples_over_examples_preloaded": "examples' recipe time / examples_preloaded's, same seed, epochs and batches",
 }
-FIGURES = ("wall_s", "recipe_s", "images_per_s", "gemm_fraction", "pss_peak_mb", "pss_worker_peak_mb", "startup_s")
+FIGURES = ("wall_s", "recipe_s", "images_per_s", "gemm_fraction", "startup_s")  # timings: kept rounds only
+MEMORY = ("pss_peak_mb", "pss_worker_peak_mb")  # the machine's speed does not move them: every round
 
 
 def mark_rounds(rounds: list[dict]) -> None:
@@ -127,6 +128,7 @@ def summarise(rounds: list[dict], names: list[str], target: float) -> dict:
                                     "n": len(accuracy)} if accuracy else None,
             "time_to_target_s": spread(_time_to(run, epoch) for run in kept_runs),
             **{key: spread(run.get(key) for run in kept_runs) for key in FIGURES},
+            **{key: spread(run.get(key) for run in runs) for key in MEMORY},
         }
     for r in rounds:
         r["ratios"] = round_ratios(r["runs"], schedules)

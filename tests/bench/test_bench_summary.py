@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from bench.report import BEGIN, END, merge
@@ -58,6 +60,7 @@ def test_every_round_drifted_leaves_no_ratio_and_no_met_target():
     s = summarise([a_round(1, (100, 150), 300, 30, 55)], NAMES, 0.99)
     assert s["rounds_kept"] == [] and s["ratios"]["ray_2_training_over_default"]["median"] is None
     assert s["contenders"]["fast"]["wall_s"] is None
+    assert s["contenders"]["fast"]["pss_peak_mb"]["n"] == 1  # memory does not depend on the machine's speed
     assert targets(s, 0.994)["ray_2_training_over_default"]["met"] is None
 
 
@@ -81,3 +84,22 @@ def test_results_md_keeps_the_hand_written_sections():
     new = merge(old, "new table")
     assert "new table" in new and "old table" not in new and new.endswith("## On a GPU\nhand-written\n")
     assert merge("## notes only\n", "t").startswith(BEGIN) and merge("## notes only\n", "t").endswith("## notes only\n")
+
+
+def test_the_report_names_the_rounds_left_out_and_draws_the_plot(tmp_path):
+    from bench.report import write_all
+    from bench.summary import targets as issue_targets
+
+    rounds = [a_round(1, (100, 105), 300, 30, 55), a_round(2, (100, 80), 900, 10, 200)]
+    s = summarise(rounds, NAMES, 0.99)
+    result = {"mode": "full", "complete": True, "started": "now", "wall_s": 60.0, "rounds": rounds, "summary": s,
+              "targets": issue_targets(s, 0.994), "failures": {}, "contender_names": NAMES,
+              "descriptions": {n: n for n in NAMES}, "config": {"test_subset": 0},
+              "machine": {"cpus": 2, "cpu_model": "cpu", "threads": 2, "memory_gib": 24, "torch": "t", "python": "p"}}
+    (tmp_path / "RESULTS.md").write_text("## On a GPU\nhand-written\n")
+    write_all(result, tmp_path)
+    md = (tmp_path / "RESULTS.md").read_text()
+    assert "**Rounds kept: 1 of 2**" in md and "(rounds 2)" in md and md.endswith("## On a GPU\nhand-written\n")
+    assert "| 2 | 2 | 100 / 80 | 25.0% | no |" in md
+    assert (tmp_path / "RESULTS.png").read_bytes()[:4] == b"\x89PNG"
+    assert json.loads((tmp_path / "RESULTS.json").read_text())["summary"]["rounds_left_out"] == [2]
