@@ -62,11 +62,12 @@ def markdown(result: dict) -> str:
                       f"epoch start, its first DDP step waits for every rank) {_s(ray['startup_s'])} s; peak PSS of one "
                       f"training worker {_s(ray['pss_worker_peak_mb'], '.0f')} MB."]
     names = result["contender_names"]
-    lines += ["", "Every round, drifted ones too (wall time in s; the ratios as below):", "",
-              "| round | kept | " + " | ".join(f"`{n}`" for n in names) + " | " + " | ".join(s["ratios"]) + " |",
-              "|---:|:--:|" + "---:|" * (len(names) + len(s["ratios"]))]
+    lines += ["", "Every round, drifted ones too (wall time in s, `ray_2`'s start-up in s; the ratios as below):", "",
+              "| round | kept | " + " | ".join(f"`{n}`" for n in names) + " | start-up | " + " | ".join(s["ratios"]) + " |",
+              "|---:|:--:|" + "---:|" * (len(names) + 1 + len(s["ratios"]))]
     for r in rounds:
         walls = [_f(r["runs"][n]["wall_s"]) if n in r["runs"] else "failed" for n in names]
+        walls.append(_f(r["runs"].get("ray_2", {}).get("startup_s")))
         ratios = [_f(r["ratios"][k], ".2f") for k in s["ratios"]]
         lines.append(f"| {r['round']} | {'yes' if r['kept'] else 'no'} | " + " | ".join(walls + ratios) + " |")
     lines += ["", "| ratio (within a round) | median (min-max), kept rounds | basis |", "|---|---|---|"]
