@@ -1,9 +1,8 @@
-"""Shared by the orchestrator and the contenders: paths, the test set, GEMM FLOP/s, RSS sampling."""
+"""Shared by the orchestrator and the contenders: paths, the test set, GEMM FLOP/s, atomic JSON."""
 
 from __future__ import annotations
 
 import json
-import threading
 import time
 from pathlib import Path
 
@@ -61,63 +60,8 @@ def gemm_gflops(threads: int, n: int = 2048, seconds: float = 3.0) -> float:
         torch.set_num_threads(previous)
 
 
-class TreeRssSampler:
-    """Peak summed RSS of a process and all its descendants, sampled every ``interval`` seconds.
-
-    A sum of RSS counts shared pages (libraries, Ray's object store) once per process,
-    so it overstates the memory the tree really uses; it is the usual, comparable number.
-    """
-
-    def __init__(self, pid: int, interval: float = 0.25):
-        self.pid, self.interval = pid, interval
-        self.peak_bytes = 0
-        self.peak_processes = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
-
-    def sample(self) -> None:
-        import psutil
-
-        try:
-            root = psutil.Process(self.pid)
-            procs = [root, *root.children(recursive=True)]
-        except psutil.Error:
-            return
-        total = 0
-        for p in procs:
-            try:
-                total += p.memory_info().rss
-            except psutil.Error:
-                pass
-        if total > self.peak_bytes:
-            self.peak_bytes, self.peak_processes = total, len(procs)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.sample()
-            self._stop.wait(self.interval)
-
-    @property
-    def peak_mb(self) -> float:
-        return self.peak_bytes / 2**20
-
-
-def time_to_target(epochs: list[dict], target: float) -> tuple[float | None, int | None]:
-    """(cumulative training seconds, epoch) when test accuracy first reaches ``target``."""
-    for e in epochs:
-        if e["test_accuracy"] >= target:
-            return e["elapsed_s"], e["epoch"]
-    return None, None
-
-
 def write_json(path: Path, obj) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n")
+    """Whole or not at all: a reader never sees half a results file (mnist_job/core/files.py)."""
+    from mnist_job.core.files import write_atomically
+
+    write_atomically(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")

@@ -1,24 +1,32 @@
 """One contender per process: ``python -m bench.contenders NAME CONFIG_JSON OUT_JSON``.
 
-Every contender trains, and after each epoch scores the same test set (untimed),
-and writes per-epoch records: epoch, train_s (pure training), epoch_s (what the
-recipe spends per epoch, e.g. the project's validation pass), elapsed_s
-(cumulative recipe time up to the end of that epoch), images, test_accuracy.
+Every contender trains its fixed schedule with ``cfg['seed']``, scores the same test set after each
+epoch (untimed, and its seconds reported so the orchestrator can take them out of the wall time),
+writes its final model to disk as a user's run would, and writes per-epoch records: epoch, train_s
+(pure training), epoch_s (what the recipe spends per epoch, e.g. the project's validation pass),
+elapsed_s (cumulative recipe time up to the end of that epoch), images, test_accuracy.
 """
 
 from __future__ import annotations
 
 import json
-import shutil
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 import numpy as np
 
 from bench.common import PROJECT_DIR, load_arrays, test_accuracy, test_tensors, write_json
+
+# name: what it is (bench/README.md describes each)
+CONTENDERS = {
+    "examples": "pytorch/examples recipe: per-sample DataLoader, Adadelta, batch 64",
+    "examples_preloaded": "the same recipe on preloaded normalised tensors (same shuffling and batches)",
+    "fast": "project loop, presets/fast.yaml, one process, no Ray",
+    "default": "project loop, params.yaml, one process, no Ray",
+    "ray_2": "project Ray Train job (run_training), 2 workers, params.yaml, local Ray",
+}
 
 
 def _say(message: str) -> None:
@@ -34,7 +42,15 @@ def _reporter(epochs: list[dict], name: str):
     return report
 
 
-def run_examples(cfg: dict) -> dict:
+def save_model(model, folder: Path) -> float:
+    """The trained model on disk, as the user gets it; returns when that was done (epoch seconds)."""
+    import torch
+
+    torch.save(model.state_dict(), folder / "model.pt")
+    return time.time()
+
+
+def run_examples(cfg: dict, preloaded: bool, folder: Path) -> dict:
     import torch
 
     from bench.examples_recipe import run
@@ -44,16 +60,18 @@ def run_examples(cfg: dict) -> dict:
     data = load_arrays()
     test_x, test_y = test_tensors(data, cfg["test_subset"])
     epochs: list[dict] = []
-    extra = run(cfg, data, test_x, test_y, _reporter(epochs, "examples"))
-    return {"epochs": epochs, "threads": cfg["threads"], "flops_per_image_forward": count_flops_per_image(extra["model"]),
+    name = "examples_preloaded" if preloaded else "examples"
+    extra = run({**cfg, "epochs": cfg["examples_epochs"]}, data, test_x, test_y, _reporter(epochs, name), preloaded)
+    return {"epochs": epochs, "threads": cfg["threads"], "model_written_at": save_model(extra["model"], folder),
+            "scoring_s": extra["scoring_s"], "flops_per_image_forward": count_flops_per_image(extra["model"]),
             "recipe": extra["recipe"]}
 
 
 def project_params(cfg: dict, overrides: list[str] = ()):
-    """params.yaml with the benchmark's overrides (quick mode: a subset, one epoch)."""
+    """params.yaml with the round's seed and the benchmark's overrides (quick mode: a subset, one epoch)."""
     from mnist_job.core.config import load_params
 
-    sets = list(overrides)
+    sets = [*overrides, f"train.seed={cfg['seed']}"]
     if cfg["train_subset"]:
         sets += [f"data.train_subset={cfg['train_subset']}", f"data.validation_size={cfg['validation_size']}"]
     if cfg.get("project_epochs"):
@@ -62,14 +80,15 @@ def project_params(cfg: dict, overrides: list[str] = ()):
     return load_params(PROJECT_DIR / "params.yaml", sets)
 
 
-def run_project_single(cfg: dict) -> dict:
+def run_project_single(cfg: dict, preset: str, folder: Path) -> dict:
     """The project's model and recipe in one process, world size 1, with the project's own functions."""
     import torch
 
+    from mnist_job.core.presets import preset_overrides
     from mnist_job.model.network import build_model, count_flops_per_image, images_to_tensor
     from mnist_job.training.loop import run_epoch, score, shard_indices, split_train_validation
 
-    params = project_params(cfg, cfg.get("overrides", []))  # e.g. a preset's settings (bench/preset_rounds.py)
+    params = project_params(cfg, preset_overrides(preset))
     torch.set_num_threads(cfg["threads"])
     torch.manual_seed(params.train.seed)
     data = load_arrays()
@@ -86,148 +105,40 @@ def run_project_single(cfg: dict) -> dict:
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=params.train.learning_rate,
                                                     total_steps=params.train.epochs * steps)
     epochs: list[dict] = []
-    report = _reporter(epochs, "project_single")
-    elapsed = 0.0
+    report = _reporter(epochs, preset)
+    elapsed = scoring = 0.0
     for epoch in range(1, params.train.epochs + 1):
         t0 = time.perf_counter()
         shard = shard_indices(len(x), epoch, params.train.seed, 0, 1)
         _, _, seen = run_epoch(model, optimizer, scheduler, x, y, shard, batch)
         train_s = time.perf_counter() - t0
-        score(model, vx, vy)  # the recipe's per-epoch validation pass, as in train_loop
+        score(model, vx, vy)  # the recipe's per-epoch validation pass, as in train_loop_per_worker
         epoch_s = time.perf_counter() - t0
         elapsed += epoch_s
+        t1 = time.perf_counter()
+        acc = test_accuracy(model, test_x, test_y)  # untimed
+        scoring += time.perf_counter() - t1
         report({"epoch": epoch, "train_s": train_s, "epoch_s": epoch_s, "elapsed_s": elapsed, "images": seen,
-                "images_per_s": seen / train_s, "test_accuracy": test_accuracy(model, test_x, test_y)})
-    return {"epochs": epochs, "threads": cfg["threads"], "flops_per_image_forward": count_flops_per_image(model),
-            "params": params.flat()}
-
-
-class CheckpointWatcher:
-    """Keeps a copy of every epoch's checkpoint: the job keeps only the last two (num_to_keep=2)."""
-
-    def __init__(self, storage: Path, keep: Path, interval: float = 0.5):
-        self.storage, self.keep, self.interval = storage, keep, interval
-        self.keep.mkdir(parents=True, exist_ok=True)
-        self.epochs: dict[int, Path] = {}
-        self.seen_at: dict[int, float] = {}
-        self._done: set[Path] = set()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def start(self):
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.scan()
-
-    def scan(self) -> None:
-        import torch
-
-        for path in sorted(self.storage.glob("**/checkpoint.pt")):
-            if path in self._done:
-                continue
-            try:
-                state = torch.load(path, map_location="cpu", weights_only=False)
-            except Exception:  # noqa: BLE001 (still being written, or already deleted: next scan)
-                continue
-            epoch = int(state["epoch"])
-            self._done.add(path)
-            if epoch not in self.epochs:
-                target = self.keep / f"epoch-{epoch}.pt"
-                torch.save({"model": state["model"], "model_params": state["model_params"], "epoch": epoch}, target)
-                self.epochs[epoch], self.seen_at[epoch] = target, time.time()
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval):
-            self.scan()
-
-
-def run_ray(cfg: dict, workers: int) -> dict:
-    """The project's Ray Train job (mnist_job.training.driver.run_training) on a fresh local Ray, MLflow in temp SQLite."""
-    import torch
-    from mlflow import MlflowClient
-
-    from mnist_job.core.config import Runtime
-    from mnist_job.core.console import show_on_stdout
-    from mnist_job.model.network import build_model, count_flops_per_image
-    from mnist_job.training.driver import init_ray, run_training
-
-    tmp = Path(tempfile.mkdtemp(prefix=f"bench-ray{workers}-"))
-    try:
-        params = project_params(cfg, [f"train.num_workers={workers}", f"train.storage_path={tmp / 'ray'}",
-                                      f"train.output_dir={tmp / 'outputs'}", f"train.run_name=bench-ray-{workers}w",
-                                      "mlflow.experiment=bench"])
-        runtime = Runtime(project_dir=PROJECT_DIR, tracking_uri=f"sqlite:///{tmp / 'mlflow.db'}")
-        (tmp / "ray").mkdir()
-        watcher = CheckpointWatcher(tmp / "ray", tmp / "kept").start()
-        t0 = time.time()
-        init_ray(runtime)
-        t_init = time.time()
-        show_on_stdout()
-        result = run_training(params, runtime)
-        t_done = time.time()
-        watcher.stop()
-        import ray
-
-        ray.shutdown()
-
-        client = MlflowClient(tracking_uri=runtime.tracking_uri)
-        history = {m.step: m for m in client.get_metric_history(result.run_id, "epoch_time_s")}
-        ips = {m.step: m.value for m in client.get_metric_history(result.run_id, "images_per_s")}
-        run_json = json.loads((tmp / "outputs" / "run.json").read_text())
-        data = load_arrays()
-        test_x, test_y = test_tensors(data, cfg["test_subset"])
-        torch.set_num_threads(cfg["threads"])
-        epochs: list[dict] = []
-        report = _reporter(epochs, f"ray_{workers}")
-        first = history[min(history)]
-        # the first epoch began epoch_time_s before rank 0 logged it (logging follows the checkpoint upload)
-        first_epoch_start = first.timestamp / 1000 - first.value
-        local_batch = max(1, params.train.batch_size // workers)
-        images = ((len_train(params) // workers) // local_batch) * local_batch * workers  # as run_epoch counts
-        flops = None
-        for epoch in sorted(history):
-            state = torch.load(watcher.epochs[epoch], map_location="cpu", weights_only=False)
-            model = build_model(**state["model_params"])
-            model.load_state_dict(state["model"])
-            flops = flops or count_flops_per_image(model)
-            epoch_s = history[epoch].value
-            # wall time from the first epoch's start to this epoch's metrics: includes checkpointing and logging
-            elapsed = history[epoch].timestamp / 1000 - first_epoch_start
-            report({"epoch": epoch, "train_s": images / ips[epoch], "epoch_s": epoch_s, "elapsed_s": elapsed,
-                    "compute_elapsed_s": sum(history[e].value for e in history if e <= epoch),
-                    "images": images, "images_per_s": ips[epoch],
-                    "test_accuracy": test_accuracy(model, test_x, test_y)})
-        return {"epochs": epochs, "workers": workers, "threads_per_worker": max(1, cfg["threads"] // workers),
-                "flops_per_image_forward": flops,
-                "startup": {"ray_init_s": t_init - t0, "until_first_epoch_s": first_epoch_start - t0,
-                            "fit_wall_s": run_json["fit_wall_s"], "total_wall_s": t_done - t0,
-                            "after_last_epoch_s": t_done - history[max(history)].timestamp / 1000},
-                "test_accuracy_job": result.test_accuracy, "registered": result.registered}
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
-def len_train(params) -> int:
-    n = params.data.train_subset or 60000  # the prepared dataset's 60,000 training images
-    return n - params.data.validation_size
+                "images_per_s": seen / train_s, "test_accuracy": acc})
+    return {"epochs": epochs, "threads": cfg["threads"], "model_written_at": save_model(model, folder),
+            "scoring_s": scoring, "flops_per_image_forward": count_flops_per_image(model), "params": params.flat()}
 
 
 def main(argv: list[str]) -> int:
     name, cfg, out = argv[0], json.loads(argv[1]), Path(argv[2])
-    t0 = time.time()
-    if name == "examples":
-        result = run_examples(cfg)
-    elif name == "project_single":
-        result = run_project_single(cfg)
-    elif name in ("ray_1", "ray_2"):
-        result = run_ray(cfg, int(name[-1]))
-    else:
-        raise SystemExit(f"unknown contender {name!r}")
-    result["process_wall_s"] = time.time() - t0
+    with tempfile.TemporaryDirectory(prefix=f"bench-{name}-") as tmp:
+        folder = Path(tmp)
+        if name in ("examples", "examples_preloaded"):
+            result = run_examples(cfg, name == "examples_preloaded", folder)
+        elif name in ("fast", "default"):
+            result = run_project_single(cfg, name, folder)
+        elif name == "ray_2":
+            from bench.ray_contender import run_ray
+
+            result = run_ray(cfg, 2, folder)
+        else:
+            raise SystemExit(f"unknown contender {name!r} (known: {', '.join(CONTENDERS)})")
+    result["seed"] = cfg["seed"]
     write_json(out, result)
     return 0
 

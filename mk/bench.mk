@@ -1,18 +1,21 @@
 # Benchmark against the peers (bench/). Included from the Makefile (include mk/*.mk).
-# `make bench`: full run (whole dataset, to 99.0% test accuracy; tens of minutes on 2 cores).
-# `make bench-quick`: the CI smoke run (subset, one epoch; a few minutes).
+# `make bench`: full run, 5 interleaved rounds = 5 seeds of every contender's fixed schedule (whole dataset;
+#   about 3 hours on 2 idle cores, more under load: bench/README.md), then the serving figure.
+# `make bench-quick`: the CI smoke run (2 rounds on a subset, one epoch; a few minutes on idle cores).
 # `make bench-micro`: micro-benchmarks of the project's training step (width, threads, batch, layout, mkldnn).
 # `make bench-serving`: requests/s and p50/p99 latency of `mnist-job serve` (single images, batches of 64).
-# Results: bench/results/latest.{json,md,png} (micro: micro.json, serving: serving.{json,md}). Ray runs in a private network
+# Results: bench/RESULTS.{json,md,png} (quick: bench/results/quick/; logs: bench/results/logs; micro: micro.json,
+# serving: serving.{json,md} in bench/results). Ray runs in a private network
 # namespace with only loopback (scripts/in-netns.sh, docs/design-notes.md); MNIST_NO_NETNS=1 runs
 # on the host network instead (it replaces BENCH_NO_NETNS).
 
 BENCH_OUT ?= bench/results
+# BENCH_ARGS: e.g. --rounds 3, --only fast default, --examples-epochs 6 (python -m bench.run --help).
 BENCH_ARGS ?=
 
 .PHONY: bench
-bench: data ## benchmark vs pytorch/examples, single process, Ray 1/2 workers, then the serving figure
-	scripts/in-netns.sh $(abspath $(PY)) -m bench.run --out $(BENCH_OUT) $(BENCH_ARGS)
+bench: data ## 5 interleaved rounds: pytorch/examples (+preloaded), fast, default, Ray 2 workers; then serving
+	scripts/in-netns.sh $(abspath $(PY)) -m bench.run $(BENCH_ARGS)
 	$(MAKE) bench-serving
 
 # BENCH_SERVING_ARGS: e.g. --rounds 5 --requests 400 --concurrency 16 (bench/serving.py).
@@ -23,8 +26,8 @@ bench-serving: data ## serving figure: requests/s, p50/p99 latency of `mnist-job
 	scripts/in-netns.sh $(abspath $(PY)) -m bench.serving --out $(BENCH_OUT) $(BENCH_SERVING_ARGS)
 
 .PHONY: bench-quick
-bench-quick: data ## the benchmark's quick mode (CI): subset, one epoch, no 99% requirement
-	scripts/in-netns.sh $(abspath $(PY)) -m bench.run --quick --out $(BENCH_OUT) $(BENCH_ARGS)
+bench-quick: data ## the benchmark's quick mode (CI): 2 rounds, subset, one epoch, 80% target: bench/results/quick
+	scripts/in-netns.sh $(abspath $(PY)) -m bench.run --quick $(BENCH_ARGS)
 
 .PHONY: bench-micro
 bench-micro: venv ## micro-benchmarks of the training step: bench/results/micro.json
