@@ -1,6 +1,7 @@
 """`make bench` / `make bench-quick`: the contenders in interleaved rounds, one seed per round.
 
     python -m bench.run --rounds 5     # full: whole dataset, every contender's fixed maximum schedule
+                                       # (examples, the DataLoader reference, in rounds 1-3 only: --reference-rounds)
     python -m bench.run --quick        # CI: 2 rounds on a subset, one epoch, an 80% target
 
 Round k: a GEMM sample, then every contender once with seed k, each in its own process, in the
@@ -74,6 +75,8 @@ def one_round(k: int, names: list[str], cfg: dict, args, logs: Path) -> dict:
     say(f"round {k}: gemm before {before:.1f} GFLOP/s")
     raws = {}
     for name in names:
+        if name == "examples" and k > args.reference_rounds:
+            continue  # its accuracy is examples_preloaded's (bench/summary.py: SAME_RECIPE); its time needs 3 rounds
         raw_path, log = logs / f"round{k}-{name}.json", logs / f"round{k}-{name}.log"
         raw_path.unlink(missing_ok=True)
         code, started_at, memory = run_child(["bench.contenders", name, json.dumps({**cfg, "seed": k}), str(raw_path)],
@@ -111,6 +114,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--logs", type=Path, help="contenders' logs and raw JSON (default OUT/logs, or bench/results/logs)")
     ap.add_argument("--only", nargs="*", choices=list(CONTENDERS), help="run only these contenders")
     ap.add_argument("--examples-epochs", type=int, help="epochs of examples and examples_preloaded (default 5)")
+    ap.add_argument("--reference-rounds", type=int, default=3,
+                    help="rounds in which `examples` runs (default 3: its per-sample DataLoader is about half of a "
+                         "round; its schedule uses examples_preloaded's seeds too)")
     ap.add_argument("--skip-dataset", action="store_true", help="skip the dataset-ready measurement")
     ap.add_argument("--threads", type=int, default=os.cpu_count(), help="cores for every contender (default: all)")
     ap.add_argument("--gemm-seconds", type=float, default=3.0, help="length of each GEMM sample")

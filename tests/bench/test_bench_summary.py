@@ -103,3 +103,22 @@ def test_the_report_names_the_rounds_left_out_and_draws_the_plot(tmp_path):
     assert "| 2 | 2 | 100 / 80 | 25.0% | no |" in md
     assert (tmp_path / "RESULTS.png").read_bytes()[:4] == b"\x89PNG"
     assert json.loads((tmp_path / "RESULTS.json").read_text())["summary"]["rounds_left_out"] == [2]
+
+
+def test_examples_in_fewer_rounds_takes_its_schedule_from_the_same_recipe_on_preloaded_tensors():
+    rounds = [a_round(k, (100, 101), 300, 30, 55) for k in (1, 2, 3, 4)]
+    for r in rounds[2:]:  # the DataLoader reference ran in rounds 1-2 only
+        del r["runs"]["examples"]
+    for r in rounds[:2]:  # its own two seeds reach 99% at epoch 2, the twin's other seeds only at epoch 3
+        r["runs"]["examples"] = run([0.985, 0.9905, 0.991], 300, 1000, r["seed"])
+        r["runs"]["examples_preloaded"] = run([0.985, 0.9905, 0.991], 150, 500, r["seed"])
+    for r in rounds[2:]:
+        r["runs"]["examples_preloaded"] = run([0.985, 0.988, 0.991], 150, 500, r["seed"])
+    s = summarise(rounds, NAMES, 0.99)
+    ex = s["contenders"]["examples"]
+    assert ex["runs"] == 2 and ex["schedule_seeds"] == [1, 2, 3, 4]
+    assert ex["schedule_epochs"] == 3  # mean at epoch 2 over 4 seeds: 0.98925, not its own 0.9905
+    assert ex["time_to_target_s"]["median"] == pytest.approx(900.0) and ex["final_test_accuracy"]["n"] == 2
+    assert s["contenders"]["examples_preloaded"]["schedule_epochs"] == 3
+    assert [r["ratios"]["examples_time_to_target_over_fast_wall"] for r in rounds] == [
+        pytest.approx(30.0), pytest.approx(30.0), None, None]
