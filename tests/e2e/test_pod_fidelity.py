@@ -120,3 +120,31 @@ def test_containers_of_a_pod_share_its_volumes_and_only_its_own(e2e):
     finally:
         pod.sandbox.volumes.stop()
     assert pod.sandbox.volumes.holder.alive() is False
+
+
+CREDENTIALS_PROBE = r"""
+for f in "$AWS_SHARED_CREDENTIALS_FILE" "$HOME/.mlflow/credentials"; do
+  echo "file $(stat -c '%a %u %g' "$f")"
+  if head -c1 "$f" >/dev/null 2>&1; then echo "readable"; else echo "unreadable"; fi
+  if ( : >> "$f" ) 2>/dev/null; then echo "writable"; else echo "not-writable"; fi
+done
+if ( : > "$HOME/.probe" ) 2>/dev/null; then echo "home-writable"; fi
+""".strip()
+
+
+def test_credentials_are_read_only_secret_files_readable_through_fsgroup(e2e):
+    """No S3 key or MLflow password in the pod's env; both are files of Secret volumes (mode 0440, owner root,
+    group fsGroup, read-only) that the pod's user reads through fsGroup and a user outside the group cannot."""
+    pod = _worker(e2e, _offline_services(e2e))
+    sandbox = pod.sandbox
+    assert not set(sandbox.env) & {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "MLFLOW_TRACKING_USERNAME",
+                                   "MLFLOW_TRACKING_PASSWORD"}, sorted(sandbox.env)
+    done = sandbox.run(["/bin/bash", "-c", CREDENTIALS_PROBE], timeout=30)
+    print(done.stdout, done.stderr)
+    assert done.returncode == 0, done.stderr
+    fs_group = kl.groups(e2e.rayjob)[1][2]["template"]["spec"]["securityContext"]["fsGroup"]
+    assert done.stdout.splitlines() == [f"file 440 0 {fs_group}", "readable", "not-writable"] * 2 + ["home-writable"]
+    sandbox.gid, sandbox.groups = 4242, []  # the same uid outside the pod's fsGroup: refused
+    done = sandbox.run(["/bin/bash", "-c", CREDENTIALS_PROBE], timeout=30)
+    assert done.stdout.count("unreadable") == 2, done.stdout + done.stderr
+
