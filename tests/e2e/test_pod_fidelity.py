@@ -148,3 +148,34 @@ def test_credentials_are_read_only_secret_files_readable_through_fsgroup(e2e):
     done = sandbox.run(["/bin/bash", "-c", CREDENTIALS_PROBE], timeout=30)
     assert done.stdout.count("unreadable") == 2, done.stdout + done.stderr
 
+
+def test_a_user_the_image_does_not_prove_is_refused(e2e):
+    """A pod whose runAsUser is not the Dockerfile's last USER (the one that runs the package at build time, so
+    the only one known to read the image's Python environment) is reported before anything runs."""
+    import copy
+
+    rayjob = copy.deepcopy(e2e.rayjob)
+    for _, _, spec, _ in kl.groups(rayjob):
+        spec["template"]["spec"]["securityContext"]["runAsUser"] = 1000
+    plan = kl.plan_cluster(rayjob, e2e.platform_view, _offline_services(e2e).scratch(), kl.Substitutions())
+    with pytest.raises(kl.ContractError, match=r"\[chart vs image\] .* runs as 1000:100, but image/Dockerfile"):
+        kl.plan_pods(rayjob, plan, e2e.root, kl.Substitutions())
+
+
+WHOAMI = ["python", "-c", "import os, pwd; print('account', pwd.getpwuid(os.getuid()).pw_name)"]
+
+
+def test_the_pod_user_has_the_image_account_and_fails_without_it(e2e, monkeypatch, tmp_path):
+    """The sandbox's /etc/passwd is the image's: the account image/Dockerfile makes for the pods' uid. Without that
+    `useradd`, looking the user up fails, as DVC does on every pull (getpwuid)."""
+    from tests.support.kuberay import image_model
+    from tests.support.kuberay import sandbox as sandbox_module
+
+    done = _worker(e2e, _offline_services(e2e)).sandbox.run(WHOAMI, timeout=30)
+    assert done.returncode == 0 and "account mnist" in done.stdout, done.stdout + done.stderr
+    dockerfile = tmp_path / "Dockerfile"
+    text = (image_model.ROOT / "image" / "Dockerfile").read_text()
+    dockerfile.write_text("\n".join(line for line in text.splitlines() if "useradd" not in line))
+    monkeypatch.setattr(sandbox_module, "image_passwd", lambda: image_model.image_passwd(dockerfile))
+    done = _worker(e2e, _offline_services(e2e)).sandbox.run(WHOAMI, timeout=30)
+    assert done.returncode != 0 and "getpwuid(): uid not found: 10001" in done.stderr, done.stdout + done.stderr

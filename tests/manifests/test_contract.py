@@ -109,7 +109,12 @@ def test_dockerfile_installs_the_project():
         assert re.search(rf"^COPY .*{re.escape(f)}", text, re.M), f"Dockerfile must copy {f}"
     assert "dvc config --local core.no_scm true" in text
     users = re.findall(r"^USER (\S+)", text, re.M)
-    assert users and users[-1].split(":")[0] == "1000", f"last USER must be uid 1000, got {users}"
+    assert users and users[-1] == "10001:100", f"last USER must be 10001:100 (the charts' runAsUser), got {users}"
+    # ...and that user runs what the pods run, at build time: the proof that it can read the environment
+    assert re.search(r"^RUN useradd --uid 10001 --gid 100 .* mnist$", text, re.M), "uid 10001 needs an account"
+    check = text[text.rindex("USER 10001:100"):]
+    for step in ("mnist-job --help", "dvc --version", "import torch", "ray.train", "pyarrow.fs", "mnist_job.cli"):
+        assert step in check, f"the build runs no `{step}` as the pods' user"
     assert re.search(r"^ARG VARIANT=cpu$", text, re.M)
     assert re.search(r"^ARG BASE_IMAGE=rayproject/ray$", text, re.M)
     assert re.search(r"^ARG BASE_TAG=\$\{RAY_VERSION\}-\$\{PYTHON_TAG\}-\$\{VARIANT\}$", text, re.M)

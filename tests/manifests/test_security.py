@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
-from manifest_helpers import PROFILES, cpu, mem, one, rayjob_pod_templates, workload_pod_templates
+from manifest_helpers import PROFILES, ROOT, cpu, mem, one, rayjob_pod_templates, workload_pod_templates
 
 ALL = sorted(PROFILES)
 
+
+def _image_user() -> tuple[int, int]:
+    """(uid, gid) of image/Dockerfile's last USER."""
+    users = re.findall(r"^USER\s+(\d+):(\d+)\s*$", (ROOT / "image" / "Dockerfile").read_text(), re.M)
+    return int(users[-1][0]), int(users[-1][1])
+
+
+IMAGE_USER = _image_user()
 
 
 def containers(tmpl):
@@ -21,7 +31,10 @@ def test_pods_are_hardened(render, profile):
     for where, t in templates.items():
         pod = t["spec"].get("securityContext", {})
         assert pod.get("runAsNonRoot") is True, where
-        assert pod.get("runAsUser") == 1000, where
+        # CKV_K8S_40 (uid >= 10000, in every profile and in the custom resources' pods), and the user the image
+        # proves it serves: image/Dockerfile's last USER runs the package at build time as that uid and group.
+        assert pod.get("runAsUser") == IMAGE_USER[0] >= 10000, where
+        assert pod.get("runAsGroup") == IMAGE_USER[1] == pod.get("fsGroup"), where
         assert pod.get("seccompProfile", {}).get("type") == "RuntimeDefault", where
         assert t["spec"].get("automountServiceAccountToken") is False, where
         for c in containers(t):

@@ -7,11 +7,38 @@ package at build time, so that user and group, and only they, are known to read 
 
 from __future__ import annotations
 
+import re
+import shlex
 import shutil
 import stat
 from pathlib import Path
 
 from tests.support.kuberay.rendering import ROOT, VENV_BIN, ContractError, ImageSpec
+
+# The base image's own account (rayproject/ray: user `ray`, uid 1000, group 100 `users`, owner of its Python).
+BASE_IMAGE_ACCOUNTS = ["ray:x:1000:100::/home/ray:/bin/bash"]
+
+
+def image_passwd(dockerfile: Path = ROOT / "image" / "Dockerfile") -> str:
+    """The image's /etc/passwd: this host's system accounts stand for the base image's, plus its `ray` account and
+    every account the Dockerfile's `useradd` makes. Tools look their user up (DVC: getpwuid), so a uid without an
+    account fails in the sandbox as it would in the pod."""
+    made = []
+    valued = {"--uid": "uid", "-u": "uid", "--gid": "gid", "-g": "gid", "--home-dir": "home", "-d": "home",
+              "--shell": "shell", "-s": "shell"}
+    for args in re.findall(r"useradd\s+([^&;|\n]+)", re.sub(r"\\\n\s*", " ", dockerfile.read_text())):
+        words, opts = shlex.split(args), {"home": "/", "shell": "/bin/sh"}
+        i = 0
+        while i < len(words) - 1:
+            if words[i] in valued:
+                opts[valued[words[i]]] = words[i + 1]
+                i += 1
+            i += 1
+        made.append(f"{words[-1]}:x:{opts['uid']}:{opts['gid']}::{opts['home']}:{opts['shell']}")
+    taken = {line.split(":")[2] for line in BASE_IMAGE_ACCOUNTS + made}
+    host = [line for line in Path("/etc/passwd").read_text().splitlines()
+            if line.count(":") == 6 and line.split(":")[2] not in taken and (int(line.split(":")[2]) < 1000 or line.startswith("nobody:"))]
+    return "\n".join(host + BASE_IMAGE_ACCOUNTS + made) + "\n"
 
 
 def check_image_user(name: str, uid: int, gid: int, image: ImageSpec) -> None:

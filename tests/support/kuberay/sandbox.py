@@ -32,7 +32,13 @@ from pathlib import Path
 from tests.support import services
 from tests.support.kuberay.config_volumes import project_files
 from tests.support.kuberay.env import ServiceMap, local_env, missing_prefixes, rewrite_pod_path
-from tests.support.kuberay.image_model import check_image_user, check_reachable, hidden_interpreter, install_image_files
+from tests.support.kuberay.image_model import (
+    check_image_user,
+    check_reachable,
+    hidden_interpreter,
+    image_passwd,
+    install_image_files,
+)
 from tests.support.kuberay.rendering import VENV_BIN, ContractError, ImageSpec, PlatformView, Substitutions
 
 EXEMPT = ("/proc", "/sys", "/dev")  # a container gets its own; not made read-only here
@@ -150,6 +156,10 @@ class PodSandbox:
             # its mount point inside the parent volume, made as the runtime makes it (root, 0755)
             lines.append(f"mkdir -p {q(mount.path)}")
             lines.append(f"{m} --bind {q(self.volumes.source(mount.volume))} {q(mount.path)}")
+        passwd = self.root.parents[1] / "image-passwd"
+        passwd.write_text(image_passwd())
+        passwd.chmod(0o644)
+        lines.append(f"{m} --bind {q(passwd)} /etc/passwd")  # the image's accounts, not this host's
         if hidden:
             lines.append(f"{m} --bind {q(interpreter)} {q(stage)}")
         keep = " ".join(q(mount.path) for mount in self.mounts) or "-"
