@@ -89,12 +89,13 @@ kubectl() { command "$KUBECTL" "$@"; }
 # get JSONPATH: a field of the deployed object, empty when it (or the object) is absent.
 get() { kubectl -n "$NAMESPACE" get "$RESOURCE" "$name" -o jsonpath="$1" 2>/dev/null || true; }
 
-# deploy_check_secrets: every Secret the rendered pods read (secretKeyRef names) exists, and
+# deploy_check_secrets: every Secret the rendered pods mount (secretName: their credentials are
+# files of Secret volumes) exists, and
 # one marked as development credentials (kuberay-mnist/development-credentials=true, the kind
 # platform's) is refused unless the rendered object allows it (the cpu-kind profile).
 deploy_check_secrets() {
   local secrets secret dev allow_dev=0
-  mapfile -t secrets < <(grep -A2 'secretKeyRef:' "$manifest" | sed -n 's/^ *name: *//p' | sort -u)
+  mapfile -t secrets < <(sed -n 's/^ *secretName: *//p' "$manifest" | sort -u)
   if grep -q '^ *kuberay-mnist/development-credentials-allowed: "true"' "$manifest"; then allow_dev=1; fi
   for secret in "${secrets[@]}"; do
     if ! kubectl -n "$NAMESPACE" get secret "$secret" >/dev/null 2>&1; then

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import base64
 import logging
-import os
 import subprocess
 import time
 import urllib.error
@@ -90,20 +89,27 @@ def check_tracking_server(uri: str, timeout: float = 5.0, attempts: int = 3) -> 
 def _check_credentials(uri: str, timeout: float) -> None:
     """A server that requires a user (MLflow's basic-auth app) and refuses ours: exit 2 here, naming MLflow and
     the variables MLflow sends the user from, instead of a traceback from the first tracking call."""
-    user = os.environ.get("MLFLOW_TRACKING_USERNAME", "")
+    # What MLflow's client will send: MLFLOW_TRACKING_USERNAME/PASSWORD, else ~/.mlflow/credentials (the file the
+    # RayJob chart mounts from a Secret).
+    from mlflow.utils.credentials import read_mlflow_creds
+
+    creds = read_mlflow_creds()
+    user, password = creds.username or "", creds.password or ""
     request = urllib.request.Request(uri.rstrip("/") + "/api/2.0/mlflow/experiments/search?max_results=1")
-    if user or os.environ.get("MLFLOW_TRACKING_PASSWORD"):
-        pair = f"{user}:{os.environ.get('MLFLOW_TRACKING_PASSWORD', '')}".encode()
+    if user or password:
+        pair = f"{user}:{password}".encode()
         request.add_header("Authorization", "Basic " + base64.b64encode(pair).decode())
     try:
         with urllib.request.urlopen(request, timeout=timeout):  # noqa: S310
             return
     except urllib.error.HTTPError as exc:
         if exc.code == 401:
-            who = f"user {user!r}" if user else "an anonymous request (MLFLOW_TRACKING_USERNAME is not set)"
+            who = (f"user {user!r}" if user else
+                   "an anonymous request (neither MLFLOW_TRACKING_USERNAME nor ~/.mlflow/credentials names a user)")
             raise InvalidInput(f"MLflow tracking server {redact(uri)} refused {who} (HTTP 401): set "
-                               "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD to a user of its basic-auth "
-                               "app") from None
+                               "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD, or mlflow_tracking_username and "
+                               "mlflow_tracking_password in the [mlflow] section of ~/.mlflow/credentials, to a user "
+                               "of its basic-auth app") from None
     except (urllib.error.URLError, OSError):
         pass  # /health just answered: a blip here is an outage, which the tracking calls retry
 

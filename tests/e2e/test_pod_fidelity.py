@@ -120,3 +120,62 @@ def test_containers_of_a_pod_share_its_volumes_and_only_its_own(e2e):
     finally:
         pod.sandbox.volumes.stop()
     assert pod.sandbox.volumes.holder.alive() is False
+
+
+CREDENTIALS_PROBE = r"""
+for f in "$AWS_SHARED_CREDENTIALS_FILE" "$HOME/.mlflow/credentials"; do
+  echo "file $(stat -c '%a %u %g' "$f")"
+  if head -c1 "$f" >/dev/null 2>&1; then echo "readable"; else echo "unreadable"; fi
+  if ( : >> "$f" ) 2>/dev/null; then echo "writable"; else echo "not-writable"; fi
+done
+if ( : > "$HOME/.probe" ) 2>/dev/null; then echo "home-writable"; fi
+""".strip()
+
+
+def test_credentials_are_read_only_secret_files_readable_through_fsgroup(e2e):
+    """No S3 key or MLflow password in the pod's env; both are files of Secret volumes (mode 0440, owner root,
+    group fsGroup, read-only) that the pod's user reads through fsGroup and a user outside the group cannot."""
+    pod = _worker(e2e, _offline_services(e2e))
+    sandbox = pod.sandbox
+    assert not set(sandbox.env) & {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "MLFLOW_TRACKING_USERNAME",
+                                   "MLFLOW_TRACKING_PASSWORD"}, sorted(sandbox.env)
+    done = sandbox.run(["/bin/bash", "-c", CREDENTIALS_PROBE], timeout=30)
+    print(done.stdout, done.stderr)
+    assert done.returncode == 0, done.stderr
+    fs_group = kl.groups(e2e.rayjob)[1][2]["template"]["spec"]["securityContext"]["fsGroup"]
+    assert done.stdout.splitlines() == [f"file 440 0 {fs_group}", "readable", "not-writable"] * 2 + ["home-writable"]
+    sandbox.gid, sandbox.groups = 4242, []  # the same uid outside the pod's fsGroup: refused
+    done = sandbox.run(["/bin/bash", "-c", CREDENTIALS_PROBE], timeout=30)
+    assert done.stdout.count("unreadable") == 2, done.stdout + done.stderr
+
+
+def test_a_user_the_image_does_not_prove_is_refused(e2e):
+    """A pod whose runAsUser is not the Dockerfile's last USER (the one that runs the package at build time, so
+    the only one known to read the image's Python environment) is reported before anything runs."""
+    import copy
+
+    rayjob = copy.deepcopy(e2e.rayjob)
+    for _, _, spec, _ in kl.groups(rayjob):
+        spec["template"]["spec"]["securityContext"]["runAsUser"] = 1000
+    plan = kl.plan_cluster(rayjob, e2e.platform_view, _offline_services(e2e).scratch(), kl.Substitutions())
+    with pytest.raises(kl.ContractError, match=r"\[chart vs image\] .* runs as 1000:100, but image/Dockerfile"):
+        kl.plan_pods(rayjob, plan, e2e.root, kl.Substitutions())
+
+
+WHOAMI = ["python", "-c", "import os, pwd; print('account', pwd.getpwuid(os.getuid()).pw_name)"]
+
+
+def test_the_pod_user_has_the_image_account_and_fails_without_it(e2e, monkeypatch, tmp_path):
+    """The sandbox's /etc/passwd is the image's: the account image/Dockerfile makes for the pods' uid. Without that
+    `useradd`, looking the user up fails, as DVC does on every pull (getpwuid)."""
+    from tests.support.kuberay import image_model
+    from tests.support.kuberay import sandbox as sandbox_module
+
+    done = _worker(e2e, _offline_services(e2e)).sandbox.run(WHOAMI, timeout=30)
+    assert done.returncode == 0 and "account mnist" in done.stdout, done.stdout + done.stderr
+    dockerfile = tmp_path / "Dockerfile"
+    text = (image_model.ROOT / "image" / "Dockerfile").read_text()
+    dockerfile.write_text("\n".join(line for line in text.splitlines() if "useradd" not in line))
+    monkeypatch.setattr(sandbox_module, "image_passwd", lambda: image_model.image_passwd(dockerfile))
+    done = _worker(e2e, _offline_services(e2e)).sandbox.run(WHOAMI, timeout=30)
+    assert done.returncode != 0 and "getpwuid(): uid not found: 10001" in done.stderr, done.stdout + done.stderr

@@ -117,6 +117,13 @@ def workload_pod_templates(docs: list[dict]) -> dict[str, dict]:
     return out
 
 
+def mounted_secrets(template: dict, container: dict) -> set[str]:
+    """Names of the Secrets whose volumes ``container`` mounts (the pods read credentials only as such files)."""
+    volumes = {v["name"]: v for v in template["spec"].get("volumes", []) or []}
+    return {volumes[m["name"]]["secret"]["secretName"] for m in container.get("volumeMounts", []) or []
+            if "secret" in volumes.get(m["name"], {})}
+
+
 def load_yaml(path: Path):
     return yaml.safe_load(path.read_text())
 

@@ -18,6 +18,7 @@ from manifest_helpers import (
     ROOT,
     by_kind,
     load_yaml,
+    mounted_secrets,
     one,
     rayjob_pod_templates,
     workload_pod_templates,
@@ -28,8 +29,6 @@ REQUIRED_ENV = {
     "AWS_ENDPOINT_URL": "configMapKeyRef",
     "AWS_DEFAULT_REGION": "configMapKeyRef",
     "MNIST_DVC_REMOTE_URL": "configMapKeyRef",
-    "AWS_ACCESS_KEY_ID": "secretKeyRef",
-    "AWS_SECRET_ACCESS_KEY": "secretKeyRef",
 }
 REQUIRED_LITERAL_ENV = {
     "MNIST_DATA_CACHE": "/data-cache",
@@ -37,6 +36,9 @@ REQUIRED_LITERAL_ENV = {
     "RAY_TRAIN_V2_ENABLED": "1",
     "MLFLOW_DISABLE_TELEMETRY": "true",
     "DVC_NO_ANALYTICS": "1",
+    # a file of the S3 credentials Secret's volume, not the keys themselves (charts/README.md, "Credential files")
+    "AWS_SHARED_CREDENTIALS_FILE": "/etc/kuberay-mnist/s3/credentials",
+    "HOME": "/tmp/home",  # its .mlflow/credentials: the MLflow user's Secret file
 }
 SECRETISH = re.compile(r"(secret|password|passwd|token|access_?key|credential)", re.I)
 
@@ -91,7 +93,10 @@ def test_every_command_is_a_declared_console_script_or_tool(render):
                 if c["image"].startswith(f"{mc_image}:"):
                     assert c["command"][:2] == ["/bin/sh", "-ec"] and "mc admin" in c["args"][0], c
                 elif "command" in c:
-                    assert c["command"][0] in allowed, f"{where}/{c['name']} runs {c['command'][0]!r}"
+                    argv = c["command"] + c.get("args", [])
+                    if argv[:2] == ["/bin/sh", "-ec"] and argv[2].endswith('exec "$@"'):
+                        argv = argv[4:]  # a shell that reads a Secret file into the env, then execs its arguments
+                    assert argv[0] in allowed, f"{where}/{c['name']} runs {argv[0]!r}"
 
 
 def test_dockerfile_installs_the_project():
@@ -104,7 +109,12 @@ def test_dockerfile_installs_the_project():
         assert re.search(rf"^COPY .*{re.escape(f)}", text, re.M), f"Dockerfile must copy {f}"
     assert "dvc config --local core.no_scm true" in text
     users = re.findall(r"^USER (\S+)", text, re.M)
-    assert users and users[-1].split(":")[0] == "1000", f"last USER must be uid 1000, got {users}"
+    assert users and users[-1] == "10001:100", f"last USER must be 10001:100 (the charts' runAsUser), got {users}"
+    # ...and that user runs what the pods run, at build time: the proof that it can read the environment
+    assert re.search(r"^RUN useradd --uid 10001 --gid 100 .* mnist$", text, re.M), "uid 10001 needs an account"
+    check = text[text.rindex("USER 10001:100"):]
+    for step in ("mnist-job --help", "dvc --version", "import torch", "ray.train", "pyarrow.fs", "mnist_job.cli"):
+        assert step in check, f"the build runs no `{step}` as the pods' user"
     assert re.search(r"^ARG VARIANT=cpu$", text, re.M)
     assert re.search(r"^ARG BASE_IMAGE=rayproject/ray$", text, re.M)
     assert re.search(r"^ARG BASE_TAG=\$\{RAY_VERSION\}-\$\{PYTHON_TAG\}-\$\{VARIANT\}$", text, re.M)
@@ -295,7 +305,8 @@ def test_pod_env_is_identical_and_complete(render, profile):
     for where, env in envs.items():
         assert env == first, f"{where} env differs from the others"
     if has_submitter:
-        assert submitter == [e for e in first if "valueFrom" not in e], "the submitter: the same, less the references"
+        assert submitter == [e for e in first if "valueFrom" not in e and e["name"] != "AWS_SHARED_CREDENTIALS_FILE"], \
+            "the submitter: the same, less the references and the credentials file"
     m = {e["name"]: e for e in first}
     for name, source in REQUIRED_ENV.items():
         assert name in m, f"missing env {name}"
@@ -322,9 +333,14 @@ def test_tool_caches_are_on_writable_volumes(render, profile):
 
 
 def refs(docs: list[dict]) -> set[tuple[str, str, str]]:
-    """(kind, name, key) of every configMapKeyRef / secretKeyRef in pod templates."""
+    """(kind, name, key) of every configMapKeyRef / secretKeyRef and ConfigMap / Secret volume item in pod templates."""
     out = set()
     for t in workload_pod_templates(docs).values():
+        for v in t["spec"].get("volumes", []) or []:
+            for kind, field, name_key in (("ConfigMap", "configMap", "name"), ("Secret", "secret", "secretName")):
+                if field in v:
+                    assert kind == "ConfigMap" or v[field].get("items"), f"volume {v['name']}: which keys?"
+                    out |= {(kind, v[field][name_key], i["key"]) for i in v[field].get("items", [])}
         for c in t["spec"].get("initContainers", []) + t["spec"]["containers"]:
             for e in c.get("env", []):
                 vf = e.get("valueFrom", {})
@@ -394,7 +410,7 @@ def test_buckets_agree(render):
     cm = one(dev, "ConfigMap", f"{PLATFORM_RELEASE}-endpoints")["data"]
     assert cm["MNIST_DVC_REMOTE_URL"].startswith("s3://")
     assert cm["MNIST_DVC_REMOTE_URL"][5:].split("/")[0] in created
-    mlflow = one(dev, "Deployment", "mnist-platform-mlflow")["spec"]["template"]["spec"]["containers"][0]["command"]
+    mlflow = one(dev, "Deployment", "mnist-platform-mlflow")["spec"]["template"]["spec"]["containers"][0]["args"]
     art = [a for a in mlflow if a.startswith("--artifacts-destination=")][0].split("=", 1)[1]
     assert art.startswith("s3://") and art[5:] in created
     for profile in ("rayjob-gpu", "rayjob-cpu-kind"):
@@ -411,7 +427,7 @@ def test_endpoints_point_at_platform_services(render):
         assert m, cm[key]
         assert int(m.group(2)) in services.get(m.group(1), set()), f"{key}={cm[key]} matches no Service port"
     mlflow = one(dev, "Deployment", "mnist-platform-mlflow")["spec"]["template"]["spec"]["containers"][0]
-    hosts = [a for a in mlflow["command"] if a.startswith("--allowed-hosts=")][0].split("=", 1)[1].split(",")
+    hosts = [a for a in mlflow["args"] if a.startswith("--allowed-hosts=")][0].split("=", 1)[1].split(",")
     host = cm["MLFLOW_TRACKING_URI"][len("http://"):]
     assert host in hosts and host.split(":")[0] in hosts
     assert "mnist-platform-mlflow.mnist.svc.cluster.local:5000" in hosts
@@ -420,7 +436,7 @@ def test_endpoints_point_at_platform_services(render):
     assert e["MLFLOW_S3_ENDPOINT_URL"]["value"] == cm["AWS_ENDPOINT_URL"]
     for flag in ("--backend-store-uri=sqlite:////mlflow/mlflow.db", "--serve-artifacts", "--host=0.0.0.0", "--workers=1",
                  "--app-name=basic-auth", "--cors-allowed-origins=http://localhost:5000,http://127.0.0.1:5000"):
-        assert flag in mlflow["command"]
+        assert flag in mlflow["args"]
 
 
 # --------------------------------------------------------------------------- secrets
@@ -552,12 +568,12 @@ def test_the_submitter_gets_no_s3_credentials_or_endpoints(render, profile):
                         "MNIST_DVC_REMOTE_URL", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"}, names
     assert not submitter.get("envFrom"), "no ConfigMap or Secret wholesale either"
     assert not any("secretKeyRef" in e.get("valueFrom", {}) for e in submitter.get("env", []))
-    head = spec["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]["containers"][0]
-    assert {"AWS_ACCESS_KEY_ID", "MLFLOW_TRACKING_URI"} <= {e["name"] for e in head["env"]}, "the Ray pods still do"
-    mlflow_user = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in head["env"] if e["name"].startswith("MLFLOW_")
-                   and "secretKeyRef" in e.get("valueFrom", {})}
-    assert {ref["name"] for ref in mlflow_user.values()} == {"mnist-platform-mlflow-training"}, mlflow_user
-    assert set(mlflow_user) == {"MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"}, "the training user, from its Secret"
+    assert not mounted_secrets(spec["submitterPodTemplate"], submitter), "no credentials file either"
+    head_template = spec["rayClusterSpec"]["headGroupSpec"]["template"]
+    head = head_template["spec"]["containers"][0]
+    assert {"AWS_SHARED_CREDENTIALS_FILE", "MLFLOW_TRACKING_URI"} <= {e["name"] for e in head["env"]}, "the Ray pods do"
+    assert mounted_secrets(head_template, head) == {f"{PLATFORM_RELEASE}-s3-training",
+                                                    f"{PLATFORM_RELEASE}-mlflow-training"}, "the training user's files"
 
 
 @pytest.mark.parametrize("profile", ["platform-dev", "platform-default", "platform-production"])
@@ -570,7 +586,7 @@ def test_only_minio_and_the_bucket_job_hold_the_root_keys(render, profile):
     holders = set()
     for where, tmpl in workload_pod_templates(docs).items():
         for c in tmpl["spec"]["containers"]:
-            names = {e["valueFrom"]["secretKeyRef"]["name"] for e in c.get("env", []) if "secretKeyRef" in e.get("valueFrom", {})}
+            names = mounted_secrets(tmpl, c)
             if root in names:
                 holders.add(f"{where}/{c['name']}")
             if c["name"] == "mlflow":

@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 
 import pytest
 import yaml
-from manifest_helpers import ROOT, one, run
+from manifest_helpers import ROOT, mounted_secrets, one, run
 
 sys.path.insert(0, str(ROOT))
 from tests.support import deploy_scripts  # noqa: E402
@@ -204,8 +204,8 @@ def test_kind_profile_may_use_development_credentials(tools, tmp_path):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     (applied,) = state["applied"]
     rayjob = one([d for d in yaml.safe_load_all(applied) if d], "RayJob")
-    env = rayjob["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]["containers"][0]["env"]
-    assert {e["valueFrom"]["secretKeyRef"]["name"] for e in env if "secretKeyRef" in e.get("valueFrom", {})} == {
+    head = rayjob["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]
+    assert mounted_secrets(head, head["spec"]["containers"][0]) == {
         S3_SECRET, MLFLOW_SECRET}, "the training user's S3 keys and MLflow user; never the root keys"
 
 

@@ -22,7 +22,8 @@ PROD_SECRET = "mnist-platform-s3-credentials"  # the root keys: the bucket job a
 S3_MLFLOW, S3_TRAINING = f"{PLATFORM_RELEASE}-s3-mlflow", f"{PLATFORM_RELEASE}-s3-training"  # per-workload users
 DEV_MARK = {"kuberay-mnist/development-credentials": "true"}
 PLACEHOLDER_KEYS = "kuberay-mnist/placeholder-keys"
-CREDS = {"AWS_ACCESS_KEY_ID": "id", "AWS_SECRET_ACCESS_KEY": "a-real-secret-key"}
+CREDS = {"AWS_ACCESS_KEY_ID": "id", "AWS_SECRET_ACCESS_KEY": "a-real-secret-key",
+         "credentials": "[default]\naws_access_key_id = id\naws_secret_access_key = a-real-secret-key\n"}
 MLFLOW_ADMIN, MLFLOW_TRAINING = f"{PLATFORM_RELEASE}-mlflow-admin", f"{PLATFORM_RELEASE}-mlflow-training"
 NEW_CLUSTER = dict([api.namespace("kube-system")])  # the release namespace does not exist yet (--create-namespace)
 
@@ -84,8 +85,12 @@ def test_install_generates_the_mlflow_passwords_and_an_upgrade_keeps_them(tools,
                     api.secret(NAMESPACE, MLFLOW_TRAINING, kept_training, {}, release=PLATFORM_RELEASE)])
     proc, docs, _ = install_render(tools, tmp_path, objects, PLATFORM, PLATFORM_RELEASE, "-f", str(PLATFORM / "values-dev.yaml"))
     assert proc.returncode == 0, proc.stderr
-    assert one(docs, "Secret", MLFLOW_ADMIN)["stringData"] == kept_admin
-    assert one(docs, "Secret", MLFLOW_TRAINING)["stringData"]["MLFLOW_TRACKING_PASSWORD"] == kept_training["MLFLOW_TRACKING_PASSWORD"]
+    admin = one(docs, "Secret", MLFLOW_ADMIN)["stringData"]
+    assert {k: admin[k] for k in kept_admin} == kept_admin
+    assert "admin_password = first-install-admin-0123456789" in admin["basic_auth.ini"], "the file the server reads"
+    training = one(docs, "Secret", MLFLOW_TRAINING)["stringData"]
+    assert training["MLFLOW_TRACKING_PASSWORD"] == kept_training["MLFLOW_TRACKING_PASSWORD"]
+    assert "mlflow_tracking_password = first-install-train-0123" in training["credentials"]
 
 
 def test_upgrade_replaces_a_placeholder(tools, tmp_path):
@@ -151,3 +156,32 @@ def test_rayjob_chart_refuses_development_credentials_outside_the_kind_profile(t
     proc, docs, _ = install_render(tools, tmp_path, kind, RAYJOB, RAYJOB_RELEASE, "-f", str(RAYJOB / "values-cpu-kind.yaml"))
     assert proc.returncode == 0, proc.stderr
     assert one(docs, "RayJob")["metadata"]["annotations"]["kuberay-mnist/development-credentials-allowed"] == "true"
+
+
+@pytest.mark.parametrize("values", ["values.yaml", "values-production.yaml"])
+def test_production_secrets_without_the_credentials_file_are_refused(tools, tmp_path, values):
+    """The pods read S3 credentials only from the Secret key `credentials` (an AWS shared credentials file): a Secret
+    made the old way (two keys) fails the install, naming the key and how to make it."""
+    old_style = {k: CREDS[k] for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
+    cluster = [api.namespace("kube-system"), api.namespace(NAMESPACE), api.configmap(NAMESPACE, "kube-root-ca.crt"),
+               api.secret(NAMESPACE, S3_MLFLOW, CREDS), api.secret(NAMESPACE, S3_TRAINING, CREDS)]
+    proc, _, _ = install_render(tools, tmp_path, dict([*cluster, api.secret(NAMESPACE, PROD_SECRET, old_style)]),
+                                PLATFORM, PLATFORM_RELEASE, "-f", str(PLATFORM / values))
+    assert proc.returncode != 0
+    assert f'credentials.existingSecret: Secret "{PROD_SECRET}" has no key "credentials"' in proc.stderr, proc.stderr
+    assert f"kubectl create secret generic {PROD_SECRET} --from-file=credentials=" in proc.stderr
+    if values == "values-production.yaml":
+        cluster[-1] = api.secret(NAMESPACE, S3_TRAINING, old_style)
+        proc, _, _ = install_render(tools, tmp_path, dict([*cluster, api.secret(NAMESPACE, PROD_SECRET, CREDS)]),
+                                    PLATFORM, PLATFORM_RELEASE, "-f", str(PLATFORM / values))
+        assert proc.returncode != 0
+        assert f'credentials.workloads.trainingSecret: Secret "{S3_TRAINING}" has no key "credentials"' in proc.stderr
+
+
+def test_rayjob_chart_refuses_secrets_without_the_credentials_file(tools, tmp_path):
+    cluster = [api.namespace("kube-system"), api.namespace(NAMESPACE)]
+    old_style = {k: CREDS[k] for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
+    proc, _, _ = install_render(tools, tmp_path, dict([*cluster, api.secret(NAMESPACE, S3_TRAINING, old_style)]),
+                                RAYJOB, RAYJOB_RELEASE)
+    assert proc.returncode != 0
+    assert f'platform.credentialsSecret: Secret "{S3_TRAINING}" has no key "credentials"' in proc.stderr, proc.stderr

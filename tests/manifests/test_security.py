@@ -2,10 +2,21 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
-from manifest_helpers import PROFILES, cpu, mem, one, rayjob_pod_templates, workload_pod_templates
+from manifest_helpers import PROFILES, ROOT, cpu, mem, one, rayjob_pod_templates, workload_pod_templates
 
 ALL = sorted(PROFILES)
+
+
+def _image_user() -> tuple[int, int]:
+    """(uid, gid) of image/Dockerfile's last USER."""
+    users = re.findall(r"^USER\s+(\d+):(\d+)\s*$", (ROOT / "image" / "Dockerfile").read_text(), re.M)
+    return int(users[-1][0]), int(users[-1][1])
+
+
+IMAGE_USER = _image_user()
 
 
 def containers(tmpl):
@@ -20,7 +31,10 @@ def test_pods_are_hardened(render, profile):
     for where, t in templates.items():
         pod = t["spec"].get("securityContext", {})
         assert pod.get("runAsNonRoot") is True, where
-        assert pod.get("runAsUser") == 1000, where
+        # CKV_K8S_40 (uid >= 10000, in every profile and in the custom resources' pods), and the user the image
+        # proves it serves: image/Dockerfile's last USER runs the package at build time as that uid and group.
+        assert pod.get("runAsUser") == IMAGE_USER[0] >= 10000, where
+        assert pod.get("runAsGroup") == IMAGE_USER[1] == pod.get("fsGroup"), where
         assert pod.get("seccompProfile", {}).get("type") == "RuntimeDefault", where
         assert t["spec"].get("automountServiceAccountToken") is False, where
         for c in containers(t):
@@ -136,3 +150,48 @@ def test_non_dev_profiles_pull_always(render, profile):
     for where, t in workload_pod_templates(render(profile)).items():
         for c in containers(t):
             assert c.get("imagePullPolicy") == "Always", f"{profile} {where}/{c['name']}: {c.get('imagePullPolicy')}"
+
+
+SECRET_FILE_MODES = {0o400, 0o440}  # owner root; 0440 lets the pod's user read it through fsGroup
+
+
+@pytest.mark.parametrize("profile", ALL)
+def test_secrets_reach_pods_only_as_read_only_files(render, profile):
+    """CKV_K8S_35 (secrets as files, not env vars), here for every pod template, the RayJob's and RayService's
+    too (checkov does not look inside custom resources): no secretKeyRef or Secret envFrom; every Secret
+    volume is mounted read-only with mode 0400 or 0440, and 0440 only where fsGroup makes the pod's user
+    the file's group."""
+    templates = workload_pod_templates(render(profile))
+    secret_volumes = 0
+    for where, t in templates.items():
+        spec = t["spec"]
+        for c in containers(t):
+            label = f"{where}/{c['name']}"
+            for e in c.get("env", []) or []:
+                assert "secretKeyRef" not in e.get("valueFrom", {}), f"{label}: env {e['name']} from a Secret"
+            assert not any("secretRef" in ef for ef in c.get("envFrom", []) or []), f"{label}: envFrom a Secret"
+            secrets = {v["name"] for v in spec.get("volumes", []) or [] if "secret" in v}
+            for m in c.get("volumeMounts", []) or []:
+                if m["name"] in secrets:
+                    assert m.get("readOnly") is True, f"{label}: Secret volume {m['name']} mounted writable"
+        for v in spec.get("volumes", []) or []:
+            if "secret" not in v:
+                continue
+            secret_volumes += 1
+            modes = {v["secret"].get("defaultMode", 0o644)} | {i["mode"] for i in v["secret"].get("items", []) if "mode" in i}
+            assert modes <= SECRET_FILE_MODES, f"{where}: Secret volume {v['name']} modes {sorted(map(oct, modes))}"
+            if 0o440 in modes:
+                assert "fsGroup" in spec.get("securityContext", {}), f"{where}: 0440 without fsGroup"
+    assert secret_volumes, f"{profile}: no Secret volume at all (the credentials must come from somewhere)"
+
+
+def test_the_secret_check_can_fail(render):
+    """The check above, on a pod template given a secretKeyRef back: it fails."""
+    import copy
+
+    docs = copy.deepcopy(render("rayjob-gpu"))
+    rayjob = one(docs, "RayJob")
+    head = rayjob["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]["containers"][0]
+    head["env"].append({"name": "AWS_SECRET_ACCESS_KEY", "valueFrom": {"secretKeyRef": {"name": "x", "key": "y"}}})
+    with pytest.raises(AssertionError, match="env AWS_SECRET_ACCESS_KEY from a Secret"):
+        test_secrets_reach_pods_only_as_read_only_files(lambda _profile: docs, "rayjob-gpu")

@@ -2,13 +2,15 @@
 the chart's users script run against it.
 
 The server is services.start_mlflow with the auth app's flag and config: an auth store next to the
-tracking store, an admin created from MLFLOW_AUTH_ADMIN_* on first start, explicit CORS origins.
+tracking store, an admin created from the config file's admin_username/admin_password on first start (the
+chart's admin Secret holds that file), explicit CORS origins.
 """
 
 from __future__ import annotations
 
 import subprocess
 import sys
+import tempfile
 import urllib.parse
 from pathlib import Path
 
@@ -25,12 +27,12 @@ def start_auth_mlflow(log_dir: Path, store_dir: Path, default_permission: str = 
     config.write_text("[mlflow]\n"
                       f"default_permission = {default_permission}\n"
                       f"database_uri = sqlite:///{store_dir / 'basic_auth.db'}\n"
-                      "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n")
+                      "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+                      f"admin_username = {ADMIN[0]}\nadmin_password = {ADMIN[1]}\n")
     port = services.free_port()
     args = [*services.mlflow_server_args(store_dir / "mlflow.db", (store_dir / "artifacts").as_uri(), port),
             "--app-name", "basic-auth", "--cors-allowed-origins", CORS_ORIGIN]
-    env = {"MLFLOW_AUTH_CONFIG_PATH": str(config), "MLFLOW_AUTH_ADMIN_USERNAME": ADMIN[0],
-           "MLFLOW_AUTH_ADMIN_PASSWORD": ADMIN[1], "MLFLOW_FLASK_SERVER_SECRET_KEY": "flask-secret-for-tests"}
+    env = {"MLFLOW_AUTH_CONFIG_PATH": str(config), "MLFLOW_FLASK_SERVER_SECRET_KEY": "flask-secret-for-tests"}
     return services.start_mlflow(log_dir, store_dir, args=args, port=port, env=env)
 
 
@@ -41,8 +43,17 @@ def uri_as(server: services.MlflowServer, user: str, password: str) -> str:
 
 def run_users_script(server: services.MlflowServer, user: str, password: str, experiment: str = "mnist",
                      model: str = "mnist-cnn", admin: tuple[str, str] = ADMIN) -> subprocess.CompletedProcess:
-    """The platform chart's files/mlflow_users.py, as its Job runs it (the admin's credentials in its env)."""
-    env = services.base_env(MLFLOW_TRACKING_URI=server.uri, MLFLOW_TRACKING_USERNAME=admin[0],
-                            MLFLOW_TRACKING_PASSWORD=admin[1], TRAINING_USERNAME=user, TRAINING_PASSWORD=password,
-                            MLFLOW_EXPERIMENT=experiment, MLFLOW_REGISTERED_MODEL=model, WAIT_S="30")
-    return subprocess.run([sys.executable, str(USERS_SCRIPT)], env=env, capture_output=True, text=True, timeout=120)
+    """The platform chart's files/mlflow_users.py, as its Job runs it: each user's name and password as files of
+    a folder (the Job's Secret volumes), none in its env."""
+    with tempfile.TemporaryDirectory() as tmp:
+        dirs = {}
+        for role, (name, secret) in (("admin", admin), ("training", (user, password))):
+            folder = Path(tmp) / role
+            folder.mkdir(mode=0o700)
+            (folder / "username").write_text(name)
+            (folder / "password").write_text(secret)
+            dirs[f"{role.upper()}_CREDENTIALS_DIR"] = str(folder)
+        env = services.base_env(MLFLOW_TRACKING_URI=server.uri, MLFLOW_EXPERIMENT=experiment,
+                                MLFLOW_REGISTERED_MODEL=model, WAIT_S="30", **dirs)
+        return subprocess.run([sys.executable, str(USERS_SCRIPT)], env=env, capture_output=True, text=True,
+                              timeout=120)

@@ -85,16 +85,53 @@ def test_the_users_script_is_idempotent_and_refuses_a_wrong_admin_password(serve
     assert "refused the admin's request (UNAUTHENTICATED" in wrong.stderr and "Traceback" not in wrong.stderr
 
 
-@pytest.mark.parametrize("user, password, who", [
-    (USER, "a-wrong-password-entirely", f"user '{USER}'"),
-    ("", "", "an anonymous request (MLFLOW_TRACKING_USERNAME is not set)"),
+def credentials_home(tmp_path, user: str, password: str):
+    """A HOME whose ~/.mlflow/credentials names ``user`` (as the RayJob chart mounts it from a Secret), mode 0440."""
+    home = tmp_path / "home"
+    (home / ".mlflow").mkdir(parents=True, exist_ok=True)
+    creds = home / ".mlflow" / "credentials"
+    if creds.exists():
+        creds.chmod(0o600)
+    creds.write_text(f"[mlflow]\nmlflow_tracking_username = {user}\nmlflow_tracking_password = {password}\n")
+    creds.chmod(0o440)
+    return home
+
+
+ANONYMOUS = "an anonymous request (neither MLFLOW_TRACKING_USERNAME nor ~/.mlflow/credentials names a user)"
+
+
+@pytest.mark.parametrize("via, user, password, who", [
+    ("env", USER, "a-wrong-password-entirely", f"user '{USER}'"),
+    ("file", USER, "a-wrong-password-in-the-file", f"user '{USER}'"),
+    ("env", "", "", ANONYMOUS),
 ])
-def test_train_with_a_wrong_or_missing_user_exits_2_naming_mlflow(server, tmp_path, user, password, who):
-    env = base_env(MLFLOW_TRACKING_URI=server.uri)
-    if user:
+def test_train_with_a_wrong_or_missing_user_exits_2_naming_mlflow(server, tmp_path, via, user, password, who):
+    env = base_env(MLFLOW_TRACKING_URI=server.uri, HOME=str(tmp_path / "empty-home"))
+    if via == "file":
+        env["HOME"] = str(credentials_home(tmp_path, user, password))
+    elif user:
         env.update(MLFLOW_TRACKING_USERNAME=user, MLFLOW_TRACKING_PASSWORD=password)
     done = run_cli("train", "--set", f"train.output_dir={tmp_path / 'out'}", env=env, timeout=120)
     assert done.returncode == 2, done.stdout + done.stderr
     assert f"MLflow tracking server {server.uri} refused {who} (HTTP 401)" in done.stderr, done.stderr
-    assert "MLFLOW_TRACKING_PASSWORD" in done.stderr and "Traceback" not in done.stderr
+    assert "MLFLOW_TRACKING_PASSWORD" in done.stderr and "~/.mlflow/credentials" in done.stderr
+    assert "Traceback" not in done.stderr
     assert password not in done.stdout + done.stderr or not password
+
+
+def test_the_credentials_file_alone_signs_the_package_and_mlflow_in(server, tmp_path, monkeypatch):
+    """No MLFLOW_TRACKING_* in the env, only ~/.mlflow/credentials: the package's check and MLflow's client both
+    authenticate as its user; the same file with a wrong password is refused with InvalidInput (exit 2)."""
+    from mlflow import MlflowClient
+
+    from mnist_job.core.errors import InvalidInput
+    from mnist_job.tracking.runs import check_tracking_server
+
+    for name in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HOME", str(credentials_home(tmp_path, USER, PASSWORD)))
+    check_tracking_server(server.uri)
+    assert MlflowClient(tracking_uri=server.uri).get_experiment_by_name("mnist") is not None
+    monkeypatch.setenv("HOME", str(credentials_home(tmp_path, USER, "not-the-password")))
+    with pytest.raises(InvalidInput, match=f"refused user '{USER}'"):
+        check_tracking_server(server.uri)

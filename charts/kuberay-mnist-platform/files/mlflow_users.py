@@ -5,8 +5,9 @@ registered model the training job writes to when they are missing, and grants th
 and nothing else (the server's default permission covers the rest: NO_PERMISSIONS by default). Safe to
 run again: every step is a get-or-create or an upsert.
 
-Env: MLFLOW_TRACKING_URI, MLFLOW_TRACKING_USERNAME/PASSWORD (the admin), TRAINING_USERNAME,
-TRAINING_PASSWORD, MLFLOW_EXPERIMENT, MLFLOW_REGISTERED_MODEL, WAIT_S (how long to wait for the server).
+Env: MLFLOW_TRACKING_URI, ADMIN_CREDENTIALS_DIR and TRAINING_CREDENTIALS_DIR (each holds the files
+`username` and `password`, mounted from the user's Secret: no password is an env var of the pod),
+MLFLOW_EXPERIMENT, MLFLOW_REGISTERED_MODEL, WAIT_S (how long to wait for the server).
 Exit: 0 done, 2 refused (e.g. a wrong admin password), 3 the server did not answer.
 """
 
@@ -17,6 +18,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 
 def wait_for(uri: str, timeout: float) -> None:
@@ -35,6 +37,15 @@ def wait_for(uri: str, timeout: float) -> None:
     sys.exit(3)
 
 
+def read_user(folder: str) -> tuple[str, str]:
+    """(username, password) from the files of a mounted Secret; exit 2 naming the file that is missing."""
+    try:
+        return tuple((Path(folder) / name).read_text().strip() for name in ("username", "password"))
+    except OSError as exc:
+        print(f"mlflow-users: cannot read a credentials file: {exc}", file=sys.stderr)
+        sys.exit(2)
+
+
 def main() -> int:
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
@@ -42,7 +53,10 @@ def main() -> int:
 
     env = os.environ
     uri = env["MLFLOW_TRACKING_URI"]
-    user, password = env["TRAINING_USERNAME"], env["TRAINING_PASSWORD"]
+    user, password = read_user(env["TRAINING_CREDENTIALS_DIR"])
+    # The admin signs this process's requests only (MLflow's client reads these variables).
+    os.environ["MLFLOW_TRACKING_USERNAME"], os.environ["MLFLOW_TRACKING_PASSWORD"] = read_user(
+        env["ADMIN_CREDENTIALS_DIR"])
     experiment, model = env["MLFLOW_EXPERIMENT"], env["MLFLOW_REGISTERED_MODEL"]
     wait_for(uri, float(env.get("WAIT_S", "300")))
     auth, client = AuthServiceClient(uri), MlflowClient(tracking_uri=uri)

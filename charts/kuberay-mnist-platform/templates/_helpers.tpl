@@ -38,7 +38,7 @@ app.kubernetes.io/component: {{ index . 1 }}
 {{- if .Values.credentials.dev.create -}}
 {{ include "platform.fullname" . }}-dev-s3-credentials
 {{- else -}}
-{{- required "credentials.existingSecret is required: create a Secret with keys AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY and set credentials.existingSecret to its name (or, on a throw-away dev cluster only, use values-dev.yaml)" .Values.credentials.existingSecret -}}
+{{- required "credentials.existingSecret is required: create a Secret with keys credentials, AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (charts/README.md, Credential files) and set credentials.existingSecret to its name (or, on a throw-away dev cluster only, use values-dev.yaml)" .Values.credentials.existingSecret -}}
 {{- end -}}
 {{- end -}}
 
@@ -99,20 +99,6 @@ http://{{ include "platform.minioName" . }}:{{ .Values.minio.service.apiPort }}
 http://{{ include "platform.mlflowName" . }}:{{ .Values.mlflow.service.port }}
 {{- end -}}
 
-{{/* env: S3 credentials from the Secret, under their AWS names. */}}
-{{- define "platform.credentialsEnv" -}}
-- name: AWS_ACCESS_KEY_ID
-  valueFrom:
-    secretKeyRef:
-      name: {{ include "platform.credentialsSecret" . }}
-      key: AWS_ACCESS_KEY_ID
-- name: AWS_SECRET_ACCESS_KEY
-  valueFrom:
-    secretKeyRef:
-      name: {{ include "platform.credentialsSecret" . }}
-      key: AWS_SECRET_ACCESS_KEY
-{{- end -}}
-
 {{/* Fail early on values that would only break at run time. */}}
 {{- define "platform.validate" -}}
 {{- $_ := include "platform.credentialsSecret" . -}}
@@ -132,12 +118,13 @@ http://{{ include "platform.mlflowName" . }}:{{ .Values.mlflow.service.port }}
 {{- if and (not .Values.credentials.dev.create) (include "platform.clusterReachable" .) -}}
 {{- $secret := lookup "v1" "Secret" .Release.Namespace .Values.credentials.existingSecret -}}
 {{- if not $secret -}}
-{{- fail (printf "credentials.existingSecret: Secret %q not found in namespace %q; create it with keys AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY first" .Values.credentials.existingSecret .Release.Namespace) -}}
+{{- fail (printf "credentials.existingSecret: Secret %q not found in namespace %q; create it with keys credentials, AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY first (charts/README.md, \"Credential files\")" .Values.credentials.existingSecret .Release.Namespace) -}}
 {{- end -}}
 {{- /* Development credentials (values-dev.yaml's Secret, marked by its annotation) never serve the production path. */ -}}
 {{- if eq (toString (index ($secret.metadata.annotations | default dict) "kuberay-mnist/development-credentials")) "true" -}}
 {{- fail (printf "credentials.existingSecret: Secret %q carries kuberay-mnist/development-credentials=true: it holds the dev profile's throw-away credentials; create a Secret with your real S3 credentials instead" .Values.credentials.existingSecret) -}}
 {{- end -}}
+{{- include "platform.requireKeys" (list "credentials.existingSecret" $secret (include "platform.rootSecretKeys" .)) -}}
 {{- end -}}
 {{- if and .Values.credentials.dev.create .Values.credentials.existingSecret -}}
 {{- fail "set either credentials.existingSecret or credentials.dev.create, not both" -}}
@@ -161,9 +148,11 @@ http://{{ include "platform.mlflowName" . }}:{{ .Values.mlflow.service.port }}
 {{- if and (not .Values.credentials.workloads.create) (include "platform.clusterReachable" .) -}}
 {{- range $workload := list "mlflow" "training" -}}
 {{- $name := include "platform.workloadSecret" (list $ $workload) -}}
-{{- if not (lookup "v1" "Secret" $.Release.Namespace $name) -}}
-{{- fail (printf "credentials.workloads.%sSecret: Secret %q not found in namespace %q; create it with the keys (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY) of a user that holds the %s policy (ConfigMap %s-s3-policies)" $workload $name $.Release.Namespace $workload (include "platform.fullname" $)) -}}
+{{- $found := lookup "v1" "Secret" $.Release.Namespace $name -}}
+{{- if not $found -}}
+{{- fail (printf "credentials.workloads.%sSecret: Secret %q not found in namespace %q; create it with key credentials (an AWS shared credentials file: charts/README.md, \"Credential files\") holding the keys of a user that holds the %s policy (ConfigMap %s-s3-policies)" $workload $name $.Release.Namespace $workload (include "platform.fullname" $)) -}}
 {{- end -}}
+{{- include "platform.requireKeys" (list (printf "credentials.workloads.%sSecret" $workload) $found "credentials") -}}
 {{- end -}}
 {{- end -}}
 {{- if ne (int .Values.mlflow.workers) 1 -}}
@@ -199,18 +188,6 @@ http://{{ include "platform.mlflowName" . }}:{{ .Values.mlflow.service.port }}
 {{- $root := index . 0 -}}
 {{- $workload := index . 1 -}}
 {{- default (printf "%s-s3-%s" (include "platform.fullname" $root) $workload) (index $root.Values.credentials.workloads (printf "%sSecret" $workload)) -}}
-{{- end -}}
-
-{{/* env: a workload's own S3 credentials (include "platform.workloadCredentialsEnv" (list . WORKLOAD)). */}}
-{{- define "platform.workloadCredentialsEnv" -}}
-{{- $secret := include "platform.workloadSecret" . -}}
-{{- range list "AWS_ACCESS_KEY_ID" "AWS_SECRET_ACCESS_KEY" }}
-- name: {{ . }}
-  valueFrom:
-    secretKeyRef:
-      name: {{ $secret }}
-      key: {{ . }}
-{{- end }}
 {{- end -}}
 
 {{- define "platform.mcImage" -}}

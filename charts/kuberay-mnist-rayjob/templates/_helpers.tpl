@@ -49,10 +49,6 @@ kuberay-mnist/rayjob: {{ include "rayjob.name" . }}
 {{ $repo }}:{{ $tag }}
 {{- end -}}
 
-{{- define "rayjob.credentialsSecret" -}}
-{{- required "platform.credentialsSecret is required: the name of the platform's S3 credentials Secret (keys AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY), e.g. mnist-platform-s3-credentials" .Values.platform.credentialsSecret -}}
-{{- end -}}
-
 {{/* Ray's authentication mode: token only. Without it anyone who reaches the
      dashboard (8265) or the client port (10001) can run code in the cluster. */}}
 {{- define "rayjob.authMode" -}}
@@ -62,33 +58,14 @@ kuberay-mnist/rayjob: {{ include "rayjob.name" . }}
 token
 {{- end -}}
 
-{{/* On a real install (lookup answers; `helm template` cannot look anything up),
-     refuse a credentials Secret the platform chart marked as development
-     credentials unless this profile allows them (values-cpu-kind.yaml).
-     scripts/deploy-rayjob.sh, which renders with `helm template`, checks the
-     same with kubectl. */}}
-{{- define "rayjob.checkCredentialsSecret" -}}
-{{- $secret := lookup "v1" "Secret" .Release.Namespace (include "rayjob.credentialsSecret" .) -}}
-{{- if and $secret (not .Values.platform.allowDevelopmentCredentials) -}}
-{{- if eq (toString (index ($secret.metadata.annotations | default dict) "kuberay-mnist/development-credentials")) "true" -}}
-{{- fail (printf "platform.credentialsSecret: Secret %q holds development credentials (annotation kuberay-mnist/development-credentials=true, made by the platform chart's values-dev.yaml); this profile needs the platform's real credentials Secret" (include "rayjob.credentialsSecret" .)) -}}
-{{- end -}}
-{{- end -}}
-{{- end -}}
-
-{{- define "rayjob.mlflowCredentialsSecret" -}}
-{{- required "platform.mlflowCredentialsSecret is required: the platform's MLflow training user Secret (keys MLFLOW_TRACKING_USERNAME, MLFLOW_TRACKING_PASSWORD), e.g. mnist-platform-mlflow-training" .Values.platform.mlflowCredentialsSecret -}}
-{{- end -}}
-
 {{- define "rayjob.endpointsConfigMap" -}}
 {{- required "platform.endpointsConfigMap is required: the platform's endpoints ConfigMap, e.g. mnist-platform-endpoints" .Values.platform.endpointsConfigMap -}}
 {{- end -}}
 
 {{/* The env of the Ray containers (head, workers, the pull init container): the platform's
-     endpoints, S3 credentials and MLflow user, then what every container of the job gets. */}}
+     endpoints, where the S3 credentials file is, then what every container of the job gets. */}}
 {{- define "rayjob.env" -}}
 {{- $cm := include "rayjob.endpointsConfigMap" . -}}
-{{- $secret := include "rayjob.credentialsSecret" . -}}
 {{- range list "MLFLOW_TRACKING_URI" "AWS_ENDPOINT_URL" "AWS_DEFAULT_REGION" "MNIST_DVC_REMOTE_URL" }}
 - name: {{ . }}
   valueFrom:
@@ -96,21 +73,9 @@ token
       name: {{ $cm }}
       key: {{ . }}
 {{- end }}
-{{- range list "AWS_ACCESS_KEY_ID" "AWS_SECRET_ACCESS_KEY" }}
-- name: {{ . }}
-  valueFrom:
-    secretKeyRef:
-      name: {{ $secret }}
-      key: {{ . }}
-{{- end }}
-{{- /* MLflow's basic-auth: the training user (the platform's templates/mlflow-auth.yaml) */}}
-{{- range list "MLFLOW_TRACKING_USERNAME" "MLFLOW_TRACKING_PASSWORD" }}
-- name: {{ . }}
-  valueFrom:
-    secretKeyRef:
-      name: {{ include "rayjob.mlflowCredentialsSecret" $ }}
-      key: {{ . }}
-{{- end }}
+{{- /* S3 and MLflow credentials: files of Secret volumes (templates/_credentials.tpl) */}}
+- name: AWS_SHARED_CREDENTIALS_FILE
+  value: {{ include "rayjob.s3CredentialsDir" . }}/credentials
 {{ include "rayjob.processEnv" . }}
 {{- end -}}
 
@@ -131,7 +96,7 @@ token
   value: "1"
 # Read-only root filesystem: everything that writes under $HOME goes to /tmp.
 - name: HOME
-  value: /tmp/home
+  value: {{ include "rayjob.home" . }}
 - name: XDG_CACHE_HOME
   value: /tmp/.cache
 - name: XDG_CONFIG_HOME
@@ -156,6 +121,7 @@ token
   mountPath: /data-cache
 - name: dvc-tmp
   mountPath: /app/.dvc/tmp
+{{ include "rayjob.credentialMounts" . }}
 {{- end -}}
 
 {{- define "rayjob.rayVolumes" -}}
@@ -172,6 +138,7 @@ token
 - name: dvc-tmp
   emptyDir:
     sizeLimit: {{ include "rayjob.dvcTmpSize" . }}
+{{ include "rayjob.credentialVolumes" . }}
 {{- end -}}
 
 {{/* The optional initContainer that pulls the dataset into /data-cache:
@@ -199,6 +166,7 @@ initContainers:
         mountPath: /data-cache
       - name: dvc-tmp
         mountPath: /app/.dvc/tmp
+      {{- include "rayjob.s3CredentialsMount" . | nindent 6 }}
 {{- end }}
 {{- end -}}
 {{- end -}}
@@ -270,6 +238,7 @@ initContainers:
 {{- $_ := include "rayjob.name" . -}}
 {{- $_ := include "rayjob.authMode" . -}}
 {{- include "rayjob.checkCredentialsSecret" . -}}
+{{- include "rayjob.checkCredentialKeys" . -}}
 {{- range .Values.job.extraEnv -}}
 {{- if has .name (list "RAY_AUTH_MODE" "RAY_AUTH_TOKEN") -}}
 {{- fail (printf "job.extraEnv: %s is set by KubeRay from ray.authMode (token); setting it here would override or disable Ray's token authentication" .name) -}}

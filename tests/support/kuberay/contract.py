@@ -34,9 +34,33 @@ REQUIRED_ENV = {
     "MNIST_DVC_REMOTE_URL": "mnist_job (config.Runtime.from_env): where workers dvc pull from",
     "MNIST_DATA_CACHE": "mnist_job (config.Runtime.from_env): the per-pod cache the dataset is pulled into",
     "MNIST_PROJECT_DIR": "mnist_job (config.Runtime.from_env): the image's DVC metadata and params.yaml",
-    "AWS_ACCESS_KEY_ID": "boto3, DVC, pyarrow (S3 credentials)",
-    "AWS_SECRET_ACCESS_KEY": "boto3, DVC, pyarrow (S3 credentials)",
+    "AWS_SHARED_CREDENTIALS_FILE": "boto3, DVC, pyarrow (the S3 credentials file, from a Secret volume)",
 }
+
+# Credential files every Ray container reads (env var naming the file, or a path under HOME), each of which
+# must be a file of a Secret volume mounted there: (what names the path, what reads it).
+CREDENTIAL_FILES = {
+    "AWS_SHARED_CREDENTIALS_FILE": "boto3, DVC, pyarrow",
+    "HOME:.mlflow/credentials": "MLflow's client (mlflow.utils.credentials)",
+}
+
+
+def credential_file_problems(pod_spec: dict, container: dict, env: dict[str, str], where: str) -> list[str]:
+    """Each CREDENTIAL_FILES path must be a key of a Secret volume, mounted read-only at its folder."""
+    volumes = {v["name"]: v for v in pod_spec.get("volumes", []) or []}
+    problems = []
+    for name, reader in CREDENTIAL_FILES.items():
+        var, _, rest = name.partition(":")
+        path = env.get(var, "")
+        path = f"{path.rstrip('/')}/{rest}" if rest and path else path
+        folder, _, file = path.rpartition("/")
+        mount = next((m for m in container.get("volumeMounts", []) or [] if m["mountPath"].rstrip("/") == folder), None)
+        secret = (volumes.get(mount["name"], {}) if mount else {}).get("secret")
+        items = {i["path"] for i in (secret or {}).get("items", [])}
+        if not path or secret is None or (items and file not in items) or not mount.get("readOnly"):
+            problems.append(f"[RayJob chart] {where}: {path or var} (read by {reader}) is not a file of a Secret "
+                            f"volume mounted read-only at {folder or '?'}")
+    return problems
 
 
 # Where the tools in the image write when these are unset: each must name a folder on a writable volume
@@ -105,6 +129,7 @@ def preflight(rayjob: dict, platform: PlatformView, image_env: dict[str, str] | 
             problems.append(str(exc))
             continue
         problems += writable_env_problems(ray_container(spec), env, image_env, where)
+        problems += credential_file_problems(spec["template"]["spec"], ray_container(spec), env, where)
         available = set(env) | runtime_vars
         for name, reader in REQUIRED_ENV.items():
             if name not in available:

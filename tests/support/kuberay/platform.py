@@ -7,6 +7,7 @@ from the developer's side, as scripts/kind-up.sh does.
 
 from __future__ import annotations
 
+import configparser
 import shlex
 import shutil
 import subprocess
@@ -16,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tests.support import services
-from tests.support.kuberay.env import CREDENTIAL_VARS, ServiceMap, container_base_env, resolve_env, rewrite_token
+from tests.support.kuberay.env import ServiceMap, container_base_env, resolve_env, rewrite_token
 from tests.support.kuberay.rendering import (
     PLATFORM_RELEASE,
     ROOT,
@@ -94,8 +95,8 @@ def start_platform(platform: PlatformView, root: Path, subs: Substitutions, phas
                      "no containers here; moto accepts any credentials and keeps buckets in memory")
         endpoints_cm = platform.configmap(f"{PLATFORM_RELEASE}-endpoints") or {}
         with phases.run("platform: bucket job pod (mnist-job ensure-buckets)"):
-            bucket_output, bucket_env = run_job("bucket job", platform.bucket_job(), platform, svc, root, subs)
-        credentials = {k: v for k, v in bucket_env.items() if k in CREDENTIAL_VARS}
+            bucket_output, _ = run_job("bucket job", platform.bucket_job(), platform, svc, root, subs)
+        credentials = root_credentials(platform)
         with phases.run("platform: mlflow server pod (the Deployment's command)"):
             mlflow, mlflow_pod = _start_mlflow(platform, root, svc, subs)
             mlflow_name, mlflow_port = platform.service_port("mlflow", "http")
@@ -115,6 +116,17 @@ def start_platform(platform: PlatformView, root: Path, subs: Substitutions, phas
             if process is not None:
                 process.stop()
         raise
+
+
+def root_credentials(platform: PlatformView) -> dict[str, str]:
+    """AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY from the credentials file the bucket job mounts (what kind-up's
+    dvc push uses, and the harness's own S3 reads)."""
+    volumes = platform.bucket_job()["spec"]["template"]["spec"]["volumes"]
+    (name,) = [v["secret"]["secretName"] for v in volumes if v["name"] == "s3-credentials"]
+    ini = configparser.ConfigParser()
+    ini.read_string((platform.secret(name) or {})["credentials"])
+    return {"AWS_ACCESS_KEY_ID": ini["default"]["aws_access_key_id"],
+            "AWS_SECRET_ACCESS_KEY": ini["default"]["aws_secret_access_key"]}
 
 
 # Containers of the platform's Jobs the harness cannot run, and why.

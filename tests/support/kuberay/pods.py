@@ -133,7 +133,8 @@ def plan_pods(rayjob: dict, plan: ClusterPlan, root, subs: Substitutions, cpus_a
             base = container_base_env(image_env, name, plan.platform, plan.svc)
             env = {**base, **resolve_env(container, plan.platform, f"{role} group {group!r}", injected)}
             # KubeRay adds an emptyDir at /dev/shm (medium Memory, the memory size) when the Ray container has none
-            volumes = pod_volumes(name, pod_spec, container, root, subs, extra=[("shared-mem", int(memory))])
+            volumes = pod_volumes(name, pod_spec, container, root, subs, extra=[("shared-mem", int(memory))],
+                                  sources=plan.platform)
             sandbox = pod_sandbox(name, pod_spec, container, env, image, root, subs, plan.svc, volumes,
                                   extra_mounts=[("shared-mem", "/dev/shm")])
             pod = RayPod(role, group, sandbox, float(params.get("num-cpus", 1)), int(float(params.get("num-cpus", 1))))

@@ -131,11 +131,18 @@ def fill_placeholders(docs: list[dict], subs: Substitutions) -> None:
         keys = ((d.get("metadata") or {}).get("annotations") or {}).get(PLACEHOLDER_KEYS)
         if d.get("kind") != "Secret" or not keys:
             continue
-        for key in keys.split(","):
-            key = key.strip()
-            d.setdefault("stringData", {})[key] = secrets.token_urlsafe(30)
+        data = d.setdefault("stringData", {})
+        names = [key.strip() for key in keys.split(",")]
+        placeholder = str(data.get(names[0], ""))
+        for key in names:
+            data[key] = secrets.token_urlsafe(30)
             subs.add(f"Secret {d['metadata']['name']} key {key}", "a placeholder (helm template cannot generate it)",
                      "a random value (not shown)", "helm install generates it; see charts/README.md")
+        # Keys made from the first one (a credentials file holding the password) get the same value, as the
+        # chart writes the one generated password into both.
+        for key, value in data.items():
+            if key not in names and placeholder and placeholder in str(value):
+                data[key] = str(value).replace(placeholder, data[names[0]])
 
 
 # ------------------------------------------------------------------ the platform's objects

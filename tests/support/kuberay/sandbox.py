@@ -24,8 +24,6 @@ from __future__ import annotations
 import os
 import re
 import shlex
-import shutil
-import stat
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -34,7 +32,14 @@ from pathlib import Path
 from tests.support import services
 from tests.support.kuberay.config_volumes import project_files
 from tests.support.kuberay.env import ServiceMap, local_env, missing_prefixes, rewrite_pod_path
-from tests.support.kuberay.rendering import ROOT, VENV_BIN, ContractError, ImageSpec, PlatformView, Substitutions
+from tests.support.kuberay.image_model import (
+    check_image_user,
+    check_reachable,
+    hidden_interpreter,
+    image_passwd,
+    install_image_files,
+)
+from tests.support.kuberay.rendering import VENV_BIN, ContractError, ImageSpec, PlatformView, Substitutions
 
 EXEMPT = ("/proc", "/sys", "/dev")  # a container gets its own; not made read-only here
 HOST_PATH = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}  # for the root-side steps (mount, nsenter, setpriv)
@@ -56,6 +61,7 @@ class Volume:
     size: int = 0  # an emptyDir: tmpfs bytes
     host: Path | None = None  # a PVC (the host folder that persists it), a ConfigMap or Secret (its files)
     unsupported: str = ""  # a volume type not reproduced (a container that mounts it is refused)
+    read_only: bool = False  # Secret and ConfigMap volumes: the kubelet mounts them read-only
 
 
 @dataclass
@@ -143,11 +149,17 @@ class PodSandbox:
 
     def script(self) -> str:
         m = "mount -n"  # -n: /etc/mtab is read-only from the sweep on
-        hidden, interpreter = _hidden_interpreter()
+        hidden, interpreter = hidden_interpreter()
         stage = self.root.parents[1] / "interpreter-stage"
         lines = ["set -euo pipefail", f"{m} --make-rprivate /", f"{m} --bind {q(self.root)} {q(self.mount)}"]
         for mount in sorted(self.mounts, key=lambda m: m.path.count("/")):  # a volume inside another: after it
+            # its mount point inside the parent volume, made as the runtime makes it (root, 0755)
+            lines.append(f"mkdir -p {q(mount.path)}")
             lines.append(f"{m} --bind {q(self.volumes.source(mount.volume))} {q(mount.path)}")
+        passwd = self.root.parents[1] / "image-passwd"
+        passwd.write_text(image_passwd())
+        passwd.chmod(0o644)
+        lines.append(f"{m} --bind {q(passwd)} /etc/passwd")  # the image's accounts, not this host's
         if hidden:
             lines.append(f"{m} --bind {q(interpreter)} {q(stage)}")
         keep = " ".join(q(mount.path) for mount in self.mounts) or "-"
@@ -192,23 +204,6 @@ class PodSandbox:
         return self.process
 
 
-def _hidden_interpreter() -> tuple[Path | None, Path]:
-    """(the ancestor other users cannot enter, the interpreter's folder) for the venv's Python."""
-    interpreter = (VENV_BIN / "python").resolve().parents[1]
-    for folder in reversed(interpreter.parents):
-        if folder != Path("/") and not folder.stat().st_mode & stat.S_IXOTH:
-            return folder, interpreter
-    return None, interpreter
-
-
-def _check_reachable(path: Path, uid: int) -> None:
-    for folder in [path, *path.parents]:
-        mode = folder.stat().st_mode
-        if folder.stat().st_uid != uid and not mode & stat.S_IXOTH:
-            raise ContractError(f"[harness] {path} is not reachable for uid {uid} ({folder} is mode "
-                                f"{oct(mode & 0o777)}): the pods run the venv as that user")
-
-
 def pod_volumes(name: str, pod_spec: dict, container: dict, root: Path, subs: Substitutions,
                 extra: list[tuple[str, int]] = (), sources: PlatformView | None = None) -> PodVolumes:
     """The pod's volumes. ``extra``: (name, bytes) of emptyDirs something other than the manifest adds.
@@ -232,7 +227,9 @@ def pod_volumes(name: str, pod_spec: dict, container: dict, root: Path, subs: Su
             subs.add(f"{name} volume {v['name']}", f"PVC {v['persistentVolumeClaim']['claimName']}", str(host),
                      "no storage class here: a host folder that outlives the pod")
         elif sources is not None and ("configMap" in v or "secret" in v):
-            volumes[v["name"]] = Volume(v["name"], host=project_files(v, sources, root / "files" / name / v["name"]))
+            fs_group = int(pod_sc["fsGroup"]) if "fsGroup" in pod_sc else None
+            volumes[v["name"]] = Volume(v["name"], host=project_files(v, sources, root / "files" / name / v["name"],
+                                                                      fs_group), read_only=True)
         else:
             volumes[v["name"]] = Volume(v["name"], unsupported=", ".join(sorted(set(v) - {"name"})))
     volumes.update({n: Volume(n, size) for n, size in extra if n not in volumes})
@@ -255,23 +252,28 @@ def pod_sandbox(name: str, pod_spec: dict, container: dict, env: dict[str, str],
     gid = int(sc.get("runAsGroup", pod_sc.get("runAsGroup", image.gid)))
     if sc.get("runAsNonRoot", pod_sc.get("runAsNonRoot")) and uid == 0:
         raise ContractError(f"[chart] {name}: runAsNonRoot but the container would run as uid 0")
+    check_image_user(name, uid, gid, image)
     if not sc.get("readOnlyRootFilesystem"):
         raise ContractError(f"[harness] {name}: only readOnlyRootFilesystem: true is reproduced (no writable layer)")
     groups = [int(pod_sc["fsGroup"])] if "fsGroup" in pod_sc else []
     groups += [int(g) for g in pod_sc.get("supplementalGroups", [])]
     root.chmod(0o755)  # mkdtemp makes it 0700: the pod's user must reach its mount point below it
-    _check_reachable(VENV_BIN, uid)
+    check_reachable(VENV_BIN, uid)
     volumes = volumes or pod_volumes(name, pod_spec, container, root, subs, sources=sources)
 
     declared = [(m["name"], m["mountPath"], bool(m.get("readOnly"))) for m in container.get("volumeMounts", []) or []]
     declared += [(v, path, False) for v, path in extra_mounts if path not in {p for _, p, _ in declared}]
     workdir = container.get("workingDir") or image.workdir
-    prefixes = missing_prefixes([path for _, path, _ in declared] + ["/app", workdir])
+    # A mount inside another mount (HOME's emptyDir in /tmp's, a Secret in HOME) goes where its parent goes: the
+    # runtime makes its mount point inside the parent volume, so it is never rewritten on its own.
+    paths = [path for _, path, _ in declared]
+    nested = {p for p in paths if any(p != o and p.startswith(o.rstrip("/") + "/") for o in paths)}
+    prefixes = missing_prefixes([p for p in paths if p not in nested] + ["/app", workdir])
     mount_point = root / "pod"
     mount_point.mkdir(parents=True, exist_ok=True)
     (root / "interpreter-stage").mkdir(exist_ok=True)
     pod_root = root / "pods" / name
-    _install_image_files(pod_root / "app", image)
+    install_image_files(pod_root / "app", image)
     mounts = []
     for volume, path, read_only in declared:
         if volume not in volumes.volumes:
@@ -281,20 +283,8 @@ def pod_sandbox(name: str, pod_spec: dict, container: dict, env: dict[str, str],
         local = rewrite_pod_path(path, prefixes, str(mount_point))
         if local != path:
             (pod_root / path.lstrip("/")).mkdir(parents=True, exist_ok=True)
-        mounts.append(Mount(volume, local, read_only))
+        mounts.append(Mount(volume, local, read_only or volumes.volumes[volume].read_only))
     where = f"{name.rsplit('-', 1)[0]} {container.get('name', 'container')}"
     return PodSandbox(name, pod_root, mount_point, volumes, mounts, uid, gid, groups,
                       local_env(env, where, svc, prefixes, str(mount_point), subs),
                       rewrite_pod_path(workdir, prefixes, str(mount_point)), prefixes)
-
-
-def _install_image_files(app: Path, image: ImageSpec) -> None:
-    """What the image has in /app for the job: the Dockerfile's COPYs (minus the installed package), root-owned."""
-    for rel in image.files:
-        (app / rel).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(ROOT / rel, app / rel)
-    # RUN dvc config --local core.no_scm true && mkdir -p /app/.dvc/tmp
-    (app / ".dvc" / "config.local").write_text("[core]\n    no_scm = true\n")
-    (app / ".dvc" / "tmp").mkdir(parents=True, exist_ok=True)
-    for path in [app, *app.rglob("*")]:  # RUN chown -R root:root /app && chmod -R a+rX,go-w /app
-        path.chmod(0o755 if path.is_dir() else 0o644)
