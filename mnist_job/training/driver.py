@@ -137,6 +137,7 @@ def _train(params: Params, runtime: Runtime, log_file: Path, verbose: bool, extr
     from mnist_job.data.dvc_store import dvc_lock_hash, dvc_remote_location, ensure_dataset
     from mnist_job.data.format import MANIFEST, SPLIT_FILES, manifest_digest
     from mnist_job.tracking import runs as tracking
+    from mnist_job.training.local_trainer import local_torch_trainer
     from mnist_job.training.loop import CHECKPOINT_FILE, train_loop_per_worker
     from mnist_job.training.ray_output import route_ray_output
 
@@ -201,8 +202,8 @@ def _train(params: Params, runtime: Runtime, log_file: Path, verbose: bool, extr
     logger.info(f"mlflow: {'resuming' if resumed else 'started'} run {run_id} ({run_name}) in experiment "
         f"{params.mlflow.experiment!r} at {tracking.redact(tracking_uri)}")
 
-    # 5. train
-    trainer = TorchTrainer(
+    # 5. train (a local cluster: without the helper actors only a cluster needs)
+    trainer = (TorchTrainer if runtime.ray_address else local_torch_trainer)(
         train_loop_per_worker,
         train_loop_config={
             "params": params,  # frozen and validated once, here: the workers take them as they are

@@ -32,6 +32,7 @@ LIBRARIES = [
     "training.failures",
     "training.planning",
     "training.ray_output",
+    "training.local_trainer",
 ]
 STAGES = ["data.fetch", "data.prepare", "training.loop", "training.driver", "evaluation.evaluate"]
 # Using the model: above every stage (it serves what they produced), below the CLI.
