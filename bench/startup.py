@@ -33,9 +33,11 @@ PROCESS_START = time.time()
 import argparse  # noqa: E402 (the clock starts before any import)
 import json  # noqa: E402
 import os  # noqa: E402
+import shutil  # noqa: E402
 import statistics  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
+import tempfile  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 VARIANTS = ("before", "previous", "local-trainer", "now")
@@ -120,7 +122,8 @@ def ray_phases(logs: Path) -> dict:
 def one(variant: str, storage: Path) -> dict:
     """One start in this process: seconds from the process's start to each point."""
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
-    os.environ["RAY_TMPDIR"] = str(storage / f"ray-{os.getpid()}")  # this run's logs, apart from other Rays
+    # this run's logs, apart from other Rays; short, as Ray's socket paths inside must stay under 108 bytes
+    os.environ["RAY_TMPDIR"] = tempfile.mkdtemp(prefix="ray-startup-")
     import ray
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
@@ -142,6 +145,7 @@ def one(variant: str, storage: Path) -> dict:
     stamps = [json.loads((marks / f"rank-{r}").read_text()) for r in range(WORKERS)]
     phases = ray_phases(logs)
     ray.shutdown()
+    shutil.rmtree(os.environ["RAY_TMPDIR"], ignore_errors=True)
     points = {"imports_s": imported, "ray_init_s": initialized, "fit_called_s": fit_called,
               **{k: v for k, v in phases.items() if k.endswith("_s")},
               "train_fn_started_s": max(s[0] for s in stamps), "first_step_s": max(s[1] for s in stamps)}
