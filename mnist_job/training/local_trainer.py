@@ -60,7 +60,8 @@ def local_torch_trainer(*args, **kwargs):
             return [c for c in super()._create_default_callbacks() if not isinstance(c, unneeded)]
 
         def _initialize_and_run_controller(self, **controller_init_kwargs):
-            controller_init_kwargs["scaling_policy"] = LocalScalingPolicy(self.scaling_config)
+            if type(controller_init_kwargs.get("scaling_policy")) is FixedScalingPolicy:  # not an elastic one
+                controller_init_kwargs["scaling_policy"] = LocalScalingPolicy(self.scaling_config)
             return super()._initialize_and_run_controller(**controller_init_kwargs)
 
     return LocalTorchTrainer(*args, **kwargs)
