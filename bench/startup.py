@@ -136,7 +136,12 @@ def one(variant: str, storage: Path) -> dict:
     logs = Path(ray._private.worker._global_node.get_logs_dir_path())
     marks = storage / f"marks-{os.getpid()}"
     marks.mkdir(parents=True)
-    trainer_class = TorchTrainer if variant in ("before", "previous") else local_torch_trainer
+    if variant == "now":  # the driver's own choice (mnist_job/training/driver.py: owns_local_cluster)
+        from mnist_job.training.driver import owns_local_cluster
+
+        trainer_class = local_torch_trainer if owns_local_cluster() else TorchTrainer
+    else:
+        trainer_class = TorchTrainer if variant in ("before", "previous") else local_torch_trainer
     trainer = trainer_class(first_step, train_loop_config={"marks": str(marks)},
                             scaling_config=ScalingConfig(num_workers=WORKERS, resources_per_worker={"CPU": 1}),
                             run_config=RunConfig(name=f"startup-{variant}", storage_path=str(storage)))

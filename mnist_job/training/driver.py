@@ -69,7 +69,7 @@ def resolve_storage_path(storage_path: str, runtime: Runtime) -> str:
 def init_ray(runtime: Runtime):
     import ray
 
-    if ray.is_initialized():
+    if ray.is_initialized():  # e.g. inside a tuning trial: a Ray worker of the study's cluster
         return ray
     if runtime.ray_address:  # a cluster: the RayJob's driver, or RAY_ADDRESS set by hand
         try:
@@ -85,7 +85,21 @@ def init_ray(runtime: Runtime):
         ray.init(address="local", include_dashboard=True, dashboard_host="127.0.0.1", log_to_driver=True,
                  _system_config=LOCAL_RAY_SYSTEM_CONFIG)
         logger.debug(f"ray: local cluster started in {time.monotonic() - t0:.1f} s")
+        _owned_local_cluster.append(ray.get_runtime_context().get_job_id())
     return ray
+
+
+# The job of the local cluster this process started. Only there may Ray Train run without its helper
+# actors (training/local_trainer.py): in a tuning trial, a Ray worker of the study, a trial that Tune stops
+# could leave its placement group holding CPUs for the rest of the study without the cleaner.
+_owned_local_cluster: list[str] = []
+
+
+def owns_local_cluster() -> bool:
+    import ray
+
+    return bool(_owned_local_cluster) and ray.is_initialized() and \
+        ray.get_runtime_context().get_job_id() == _owned_local_cluster[-1]
 
 
 # A local run lives and dies with this process on one machine: nothing scrapes its metrics and no
@@ -203,7 +217,7 @@ def _train(params: Params, runtime: Runtime, log_file: Path, verbose: bool, extr
         f"{params.mlflow.experiment!r} at {tracking.redact(tracking_uri)}")
 
     # 5. train (a local cluster: without the helper actors only a cluster needs)
-    trainer = (TorchTrainer if runtime.ray_address else local_torch_trainer)(
+    trainer = (local_torch_trainer if owns_local_cluster() else TorchTrainer)(
         train_loop_per_worker,
         train_loop_config={
             "params": params,  # frozen and validated once, here: the workers take them as they are

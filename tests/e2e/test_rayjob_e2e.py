@@ -90,6 +90,11 @@ def test_cpu_rayjob_runs_to_succeeded(e2e, local_platform, ray_cluster):
         assert mine, (f"no registered version of {params.mlflow.registered_model} from run {run_id} "
                       f"(test accuracy {run.data.metrics.get('test_accuracy')}, threshold "
                       f"{params.mlflow.register_min_accuracy})")
+        # the chart gives each Ray container its own image as MNIST_IMAGE; the version records it
+        cluster = rayjob["spec"]["rayClusterSpec"]
+        images = {cluster["headGroupSpec"]["template"]["spec"]["containers"][0]["image"],
+                  *(g["template"]["spec"]["containers"][0]["image"] for g in cluster["workerGroupSpecs"])}
+        assert mine[0].tags.get("image") in images, (mine[0].tags, images)
 
     print(f"\nMLflow run id: {run_id} (experiment {params.mlflow.experiment!r}, "
           f"test_accuracy {run.data.metrics.get('test_accuracy')}); registered "

@@ -299,7 +299,11 @@ def test_pod_env_is_identical_and_complete(render, profile):
     envs = {}
     for role, t in templates.items():
         for c in t["spec"].get("initContainers", []) + t["spec"]["containers"][:1]:
-            envs[f"{role}/{c['name']}"] = c.get("env", [])
+            env = c.get("env", [])
+            if role != "submitter" and c in t["spec"]["containers"]:  # a Ray container: its own image too
+                image = [e for e in env if e["name"] == "MNIST_IMAGE"]
+                assert image == [{"name": "MNIST_IMAGE", "value": c["image"]}], f"{role}/{c['name']}: {image}"
+            envs[f"{role}/{c['name']}"] = [e for e in env if e["name"] != "MNIST_IMAGE"]
     submitter = envs.pop(next(k for k in envs if k.startswith("submitter/"))) if has_submitter else None
     first = next(iter(envs.values()))
     for where, env in envs.items():

@@ -59,6 +59,9 @@ headGroupSpec:
             {{- end }}
           env:
             {{- include "rayjob.env" $root | trim | nindent 12 }}
+            # tagged on each registered model version (mnist_job/tracking/registry.py)
+            - name: MNIST_IMAGE
+              value: {{ $image | quote }}
           resources:
             {{- toYaml $root.Values.ray.head.resources | nindent 12 }}
           securityContext:
@@ -113,6 +116,8 @@ workerGroupSpecs:
             {{- end }}
             env:
               {{- include "rayjob.env" $root | trim | nindent 14 }}
+              - name: MNIST_IMAGE
+                value: {{ $workerImage | quote }}
             {{- $res := deepCopy $root.Values.ray.workers.resources }}
             {{- if gt $gpus 0 }}
             {{- $_ := set $res.limits "nvidia.com/gpu" $gpus }}
