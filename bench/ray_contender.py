@@ -83,7 +83,8 @@ def run_ray(cfg: dict, workers: int, tmp: Path) -> dict:
     from mnist_job.core.config import Runtime
     from mnist_job.core.console import show_on_stdout
     from mnist_job.model.network import build_model, count_flops_per_image
-    from mnist_job.training.driver import init_ray, run_training
+    from mnist_job.training.driver import run_training
+    from mnist_job.training.ray_cluster import init_ray
 
     params = project_params(cfg, [f"train.num_workers={workers}", f"train.storage_path={tmp / 'ray'}",
                                   f"train.output_dir={tmp / 'outputs'}", f"train.run_name=bench-ray-{workers}w",

@@ -12,7 +12,7 @@ no data loading or MLflow). Variants:
   preemption watcher, metrics collection or prestarted workers; dashboard on), the plain ``TorchTrainer``;
 * ``local-trainer``: ``previous`` with mnist_job/training/local_trainer.py's trainer (no autoscaling
   coordinator, placement-group cleaner or dataset manager actors);
-* ``now``: what ``mnist-job train`` does now on a local cluster: ``driver.init_ray`` and
+* ``now``: what ``mnist-job train`` does now on a local cluster: ``ray_cluster.init_ray`` and
   ``local_trainer.local_torch_trainer``.
 
 Each run has its own Ray temp dir, and the phases inside Ray Train come from Ray's own logs there
@@ -78,12 +78,12 @@ def start_ray(variant: str) -> None:
     import ray
 
     from mnist_job.core.config import Runtime
-    from mnist_job.training import driver
+    from mnist_job.training import ray_cluster
 
     if variant == "before":
         ray.init(address="local", include_dashboard=True, dashboard_host="127.0.0.1", log_to_driver=True)
     elif variant == "now":
-        driver.init_ray(Runtime(project_dir=Path.cwd()))
+        ray_cluster.init_ray(Runtime(project_dir=Path.cwd()))
     else:
         os.environ.update(PREVIOUS_ENV)
         ray.init(address="local", include_dashboard=True, dashboard_host="127.0.0.1", log_to_driver=True,
@@ -136,8 +136,8 @@ def one(variant: str, storage: Path) -> dict:
     logs = Path(ray._private.worker._global_node.get_logs_dir_path())
     marks = storage / f"marks-{os.getpid()}"
     marks.mkdir(parents=True)
-    if variant == "now":  # the driver's own choice (mnist_job/training/driver.py: owns_local_cluster)
-        from mnist_job.training.driver import owns_local_cluster
+    if variant == "now":  # the driver's own choice (mnist_job/training/ray_cluster.py: owns_local_cluster)
+        from mnist_job.training.ray_cluster import owns_local_cluster
 
         trainer_class = local_torch_trainer if owns_local_cluster() else TorchTrainer
     else:

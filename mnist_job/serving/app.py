@@ -134,7 +134,7 @@ def serve_forever(runtime, tracking_uri: str, model_uri: str, host: str, port: i
 
     from ray import serve
 
-    from mnist_job.training.driver import init_ray
+    from mnist_job.training.ray_cluster import init_ray
 
     init_ray(runtime)
     serve.start(http_options={"host": host, "port": port})

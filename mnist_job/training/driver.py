@@ -20,11 +20,12 @@ from pathlib import Path
 
 from mnist_job.core.config import Params, Runtime
 from mnist_job.core.console import chatter_to_file, stderr_to_file
-from mnist_job.core.errors import InvalidInput, JobError, ServiceUnavailable, Stopped
+from mnist_job.core.errors import InvalidInput, JobError, Stopped
 from mnist_job.core.files import write_atomically
 from mnist_job.data.s3 import check_s3_location
 from mnist_job.training.failures import mark_killed, root_cause, stop_on_signals
 from mnist_job.training.planning import check_every_rank_gets_data, plan_resources
+from mnist_job.training.ray_cluster import init_ray, owns_local_cluster
 
 logger = logging.getLogger(__name__)
 
@@ -64,60 +65,6 @@ def resolve_storage_path(storage_path: str, runtime: Runtime) -> str:
     if "://" in storage_path:
         raise InvalidInput(f"train.storage_path: {storage_path!r}: only local paths and s3:// are supported")
     return str(runtime.path(storage_path).resolve())
-
-
-def init_ray(runtime: Runtime):
-    import ray
-
-    if ray.is_initialized():  # e.g. inside a tuning trial: a Ray worker of the study's cluster
-        return ray
-    if runtime.ray_address:  # a cluster: the RayJob's driver, or RAY_ADDRESS set by hand
-        try:
-            ray.init(address=runtime.ray_address, log_to_driver=True)
-        except ConnectionError as exc:
-            raise ServiceUnavailable(f"Ray cluster at {runtime.ray_address} is unreachable: {exc}") from None
-    else:
-        # "local": always a fresh cluster; a stale /tmp/ray/ray_current_cluster cannot hijack it.
-        t0 = time.monotonic()
-        for name, value in LOCAL_RAY_ENV.items():
-            os.environ.setdefault(name, value)
-        # The dashboard serves the State API that Ray Train's placement-group cleaner polls.
-        ray.init(address="local", include_dashboard=True, dashboard_host="127.0.0.1", log_to_driver=True,
-                 _system_config=LOCAL_RAY_SYSTEM_CONFIG)
-        logger.debug(f"ray: local cluster started in {time.monotonic() - t0:.1f} s")
-        _owned_local_cluster.append(ray.get_runtime_context().get_job_id())
-    return ray
-
-
-# The job of the local cluster this process started. Only there may Ray Train run without its helper
-# actors (training/local_trainer.py): in a tuning trial, a Ray worker of the study, a trial that Tune stops
-# could leave its placement group holding CPUs for the rest of the study without the cleaner.
-_owned_local_cluster: list[str] = []
-
-
-def owns_local_cluster() -> bool:
-    import ray
-
-    return bool(_owned_local_cluster) and ray.is_initialized() and \
-        ray.get_runtime_context().get_job_id() == _owned_local_cluster[-1]
-
-
-# A local run lives and dies with this process on one machine: nothing scrapes its metrics and no
-# node is drained, and on a few cores every extra Ray process delays the first training step
-# (bench/startup.py measures it). Each setting is applied only where the user has not set it.
-LOCAL_RAY_ENV = {
-    "RAY_TRAIN_METRICS_ENABLED": "0",  # no metrics actors and callbacks in the controller and workers
-    "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0",  # no watcher actor polling for node drains
-    # Nothing autoscales here and plan_resources checked the CPUs before the start, so a slow start is
-    # only a busy machine (two tuning trials each starting torch workers on 2 cores took over Ray's 60 s).
-    "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": "300",
-}
-LOCAL_RAY_SYSTEM_CONFIG = {
-    "enable_metrics_collection": False,  # no metrics recording and export in every Ray process
-    # Ray prestarts one idle worker process per CPU for tasks; Ray Train's actors carry their own
-    # environment and cannot use them, so on 2 cores they only compete with the actors' start.
-    "prestart_worker_first_driver": False,
-}
 
 
 def run_training(params: Params, runtime: Runtime, verbose: bool = False, extra_tags: dict | None = None,

@@ -33,6 +33,7 @@ LIBRARIES = [
     "training.planning",
     "training.ray_output",
     "training.local_trainer",
+    "training.ray_cluster",
 ]
 STAGES = ["data.fetch", "data.prepare", "training.loop", "training.driver", "evaluation.evaluate"]
 # Using the model: above every stage (it serves what they produced), below the CLI.

@@ -66,7 +66,7 @@ def test_a_study_nests_its_trials_logs_the_best_config_and_asha_stops_weak_trial
     parent, children = _study_runs(client, "asha")
     assert len(children) == 4, text[-3000:]
     # a trial is a Ray worker, not the owner of the local cluster: it runs Ray Train's plain trainer, whose
-    # placement-group cleaner frees a stopped trial's CPUs (mnist_job/training/driver.py: owns_local_cluster)
+    # placement-group cleaner frees a stopped trial's CPUs (mnist_job/training/ray_cluster.py: owns_local_cluster)
     assert "PlacementGroupCleaner" in text
     full = [c for c in children if c.info.status == "FINISHED"]
     stopped = [c for c in children if c.data.tags.get("tune.stopped_by", "").startswith("ASHA")]

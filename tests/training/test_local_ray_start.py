@@ -1,6 +1,6 @@
 """A local run's Ray starts only what it needs: the Train controller, its synchronization actor and the workers.
 
-Runs bench/startup.py's ``now`` variant (``driver.init_ray`` and ``local_trainer.local_torch_trainer``,
+Runs bench/startup.py's ``now`` variant (``ray_cluster.init_ray`` and ``local_trainer.local_torch_trainer``,
 one DDP step on 2 workers) in a fresh process with its own Ray temp dir, then reads Ray's own logs of
 that session: which Python worker processes the raylet started. No timing
 threshold: speeds on shared cores vary too much (bench/startup.py reports them).
