@@ -219,9 +219,10 @@ def finish_study(client, experiment_id: str, parent: str, study: str, params: Pa
         value = (result.metrics or {}).get(OBJECTIVE)
         early = result.error is None and epochs < params.tune.max_epochs
         if run is not None and early:
-            # the trial may have marked its run KILLED itself when Tune stopped it (training/failures.py)
-            client.set_tag(run.info.run_id, "tune.stopped_by", f"ASHA after {epochs} epoch(s)")
-            if run.info.status == "RUNNING":
+            client.set_tag(run.info.run_id, "tune.stopped_by", f"ASHA at epoch {epochs}")
+            # a stop, not a failure: the trial may have ended its run as either when Tune stopped it
+            # (KILLED on a signal, FAILED on the error its trainer raised: training/failures.py)
+            if run.info.status != "KILLED":
                 client.set_terminated(run.info.run_id, status="KILLED")
         stopped += early
         config = {k: v for k, v in (result.config or {}).items() if k in SEARCHABLE}

@@ -78,8 +78,11 @@ def test_a_study_nests_its_trials_logs_the_best_config_and_asha_stops_weak_trial
             assert epoch_steps(client, child.info.run_id, key) == [1, 2], f"{key}: one value per epoch"
         assert "test_accuracy" in child.data.metrics
     for child in stopped:
-        assert child.info.status == "KILLED"
-        assert epoch_steps(client, child.info.run_id, "val_accuracy") == [1]
+        assert child.info.status == "KILLED" and child.data.tags["tune.stopped_by"] == "ASHA at epoch 1"
+        # Tune's decision reaches the trainer asynchronously: a stopped trial may log the next epoch before
+        # it stops, but never the end of its schedule (the test metrics, the model)
+        assert epoch_steps(client, child.info.run_id, "val_accuracy") in ([1], [1, 2])
+        assert "test_accuracy" not in child.data.metrics
 
     tags = parent.data.tags
     best = next(c for c in full if c.info.run_id == tags["best.run_id"])  # trials of one learning rate may tie
