@@ -10,7 +10,8 @@ and its time to 99% is the wall time of that whole schedule (validation passes i
 
 `final` (the default) runs what ships: params.yaml and mnist_job/presets/fast.yaml (tests/bench/test_gpu_recipes.py
 checks that the two tuples below still match those files); `candidates` runs the one-epoch candidates the fast
-preset was chosen from.
+preset was chosen from; `versus-examples` runs the fast preset and the pytorch/examples recipe
+(bench/examples_recipe.py, as that example runs on an accelerator) seed by seed, for the ratio of their times to 99%.
 """
 
 from __future__ import annotations
@@ -87,6 +88,56 @@ def run_recipe(recipe: tuple, seed: int, data: dict, device: torch.device, train
     return {"recipe": name, "seed": seed, "wall_s": wall, "images_per_s": seen / wall, "test_accuracy": correct / count}
 
 
+def run_examples(seed: int, data: dict, device: torch.device, epochs: int, train_subset: int) -> dict:
+    """The pytorch/examples recipe as that example runs on an accelerator: per-sample PIL ToTensor + Normalize in
+    a DataLoader with one loader process and pinned memory, each batch copied to the device; all training images.
+    Its per-epoch test accuracy is untimed, its time is the cumulative training time at each epoch's end."""
+    from bench.examples_recipe import ExamplesNet, PilMnist, normalised_tensor
+
+    torch.manual_seed(seed)
+    n = train_subset or len(data["train_labels"])
+    loader = torch.utils.data.DataLoader(PilMnist(data["train_images"][:n], data["train_labels"][:n]), batch_size=64,
+                                         shuffle=True, num_workers=1, pin_memory=device.type == "cuda")
+    tx = normalised_tensor(data["test_images"]).to(device)
+    ty = torch.as_tensor(data["test_labels"].astype(np.int64), device=device)
+    model = ExamplesNet().to(device)
+    optimizer = torch.optim.Adadelta(model.parameters(), lr=1.0)
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=1, gamma=0.7)
+    elapsed, per_epoch = 0.0, []
+    for epoch in range(1, epochs + 1):
+        model.train()
+        synchronize(device)
+        started = time.perf_counter()
+        for xb, yb in loader:
+            xb, yb = xb.to(device, non_blocking=True), yb.to(device, non_blocking=True)
+            optimizer.zero_grad()
+            torch.nn.functional.nll_loss(model(xb), yb).backward()
+            optimizer.step()
+        scheduler.step()
+        synchronize(device)
+        elapsed += time.perf_counter() - started
+        _, correct, count = score(model, tx, ty)
+        per_epoch.append({"epoch": epoch, "elapsed_s": elapsed, "test_accuracy": correct / count})
+    return {"recipe": "examples", "seed": seed, "epochs": per_epoch, "images_per_s": n * epochs / elapsed}
+
+
+def summarize_examples(runs: list[dict], fast_runs: list[dict]) -> dict:
+    """The examples recipe's fixed schedule (the first epoch whose MEAN test accuracy is >= 0.99), its time to 99%
+    (median cumulative time to that epoch) and, seed by seed, that time over the fast preset's wall time."""
+    epochs = len(runs[0]["epochs"])
+    means = [statistics.fmean(r["epochs"][e]["test_accuracy"] for r in runs) for e in range(epochs)]
+    reached = next((e for e, mean in enumerate(means) if mean >= 0.99), None)
+    summary = {"seeds": len(runs), "mean_test_accuracy_per_epoch": means,
+               "median_images_per_s": statistics.median(r["images_per_s"] for r in runs),
+               "schedule_epochs": None if reached is None else reached + 1, "time_to_99_s": None, "ratios": []}
+    if reached is not None:
+        times = [r["epochs"][reached]["elapsed_s"] for r in runs]
+        summary["time_to_99_s"] = statistics.median(times)
+        summary["ratios"] = [t / f["wall_s"] for t, f in zip(times, fast_runs, strict=True)]
+        summary["median_ratio_over_fast"] = statistics.median(summary["ratios"])
+    return summary
+
+
 def synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize()
@@ -108,8 +159,10 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=Path("data/mnist"))
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--seeds", type=int, default=5)
-    parser.add_argument("--recipes", choices=("final", "candidates"), default="final",
-                        help="final: default and --preset fast; candidates: the one-epoch candidates")
+    parser.add_argument("--recipes", choices=("final", "candidates", "versus-examples"), default="final",
+                        help="final: default and --preset fast; candidates: the one-epoch candidates; "
+                             "versus-examples: --preset fast and the pytorch/examples recipe, seed by seed")
+    parser.add_argument("--examples-epochs", type=int, default=5)
     parser.add_argument("--quick", action="store_true", help="a smoke run: 2,000 training images, one seed")
     args = parser.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -117,12 +170,16 @@ def main() -> None:
     data = load_verified(args.data)
     seeds = range(1 if args.quick else args.seeds)
     subset = 2000 if args.quick else 0
-    recipes = [DEFAULT, FAST] if args.recipes == "final" else [DEFAULT, *FAST_CANDIDATES]
+    recipes = [DEFAULT, *FAST_CANDIDATES] if args.recipes == "candidates" else [DEFAULT, FAST]
     if args.quick:
         recipes = [(r[0], 1, *r[2:8], min(r[8], 500)) for r in recipes[:2]]
     run_recipe(recipes[0], 12345, data, device, subset or 10000)  # warm-up: cuDNN autotuning, allocator
     results = {"device": torch.cuda.get_device_name(0) if device.type == "cuda" else "cpu",
                "torch": torch.__version__, "recipes": {}, "runs": []}
+    if args.recipes == "versus-examples":
+        versus_examples(results, data, device, seeds, subset, 1 if args.quick else args.examples_epochs, recipes[1])
+        args.out.write_text(json.dumps(results, indent=2) + "\n")
+        return
     for recipe in recipes:
         runs = [run_recipe(recipe, seed, data, device, subset) for seed in seeds]
         results["runs"] += runs
@@ -134,6 +191,24 @@ def main() -> None:
               f"({summary['min_test_accuracy']:.4f}-{summary['max_test_accuracy']:.4f}) "
               f"wall {summary['median_wall_s']:.2f} s  {summary['median_images_per_s']:.0f} img/s", flush=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
+
+
+def versus_examples(results: dict, data: dict, device: torch.device, seeds, subset: int, epochs: int,
+                    fast: tuple) -> None:
+    """Seed by seed, the fast preset then the examples recipe, so a drift of the machine hits both alike."""
+    run_examples(12345, data, device, 1, 2000)  # warm-up: the examples network's cuDNN autotuning
+    fast_runs, example_runs = [], []
+    for seed in seeds:
+        fast_runs.append(run_recipe(fast, seed, data, device, subset))
+        example_runs.append(run_examples(seed, data, device, epochs, subset))
+    results["runs"] = fast_runs + example_runs
+    results["recipes"]["fast"] = summarize(fast_runs)
+    results["recipes"]["examples"] = summarize_examples(example_runs, fast_runs)
+    examples = results["recipes"]["examples"]
+    print(f"fast: mean acc {results['recipes']['fast']['mean_test_accuracy']:.4f}, "
+          f"wall {results['recipes']['fast']['median_wall_s']:.2f} s; examples: mean acc per epoch "
+          f"{[round(m, 4) for m in examples['mean_test_accuracy_per_epoch']]}, time to 99% "
+          f"{examples['time_to_99_s']} s, ratio per seed {[round(r, 1) for r in examples['ratios']]}", flush=True)
 
 
 if __name__ == "__main__":
