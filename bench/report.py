@@ -66,7 +66,8 @@ def markdown(result: dict) -> str:
               "| round | kept | " + " | ".join(f"`{n}`" for n in names) + " | start-up | " + " | ".join(s["ratios"]) + " |",
               "|---:|:--:|" + "---:|" * (len(names) + 1 + len(s["ratios"]))]
     for r in rounds:
-        walls = [_f(r["runs"][n]["wall_s"]) if n in r["runs"] else "failed" for n in names]
+        walls = [_f(r["runs"][n]["wall_s"]) if n in r["runs"] else "failed" if n in r["failed"] else "not run"
+                 for n in names]  # not run: examples after its reference rounds (bench/run.py)
         walls.append(_f(r["runs"].get("ray_2", {}).get("startup_s")))
         ratios = [_f(r["ratios"][k], ".2f") for k in s["ratios"]]
         lines.append(f"| {r['round']} | {'yes' if r['kept'] else 'no'} | " + " | ".join(walls + ratios) + " |")
@@ -76,7 +77,7 @@ def markdown(result: dict) -> str:
     lines += ["", "| target (issue 14) | value | bound | met |", "|---|---:|---:|:--:|"]
     for key, t in result["targets"].items():
         met = "-" if t["met"] is None else ("yes" if t["met"] else "**no**")
-        lines.append(f"| {key} ({t['basis']}) | {_f(t['value'], '.3f', 'n/a')} | {t['target']} | {met} |")
+        lines.append(f"| {key} ({t['basis']}) | {_f(t['value'], '.4g', 'n/a')} | {t['target']} | {met} |")
     if s["dataset_ready_s"]:
         lines += ["", f"Dataset ready on a worker (dvc pull from moto S3 into an empty cache + verify + load): "
                       f"{_s(s['dataset_ready_s'], '.2f')} s over {s['dataset_ready_s']['n']} rounds."]
