@@ -95,7 +95,7 @@ def run_project_single(cfg: dict, preset: str, folder: Path) -> dict:
     test_x, test_y = test_tensors(data, cfg["test_subset"])
     (train_x, train_y), (val_x, val_y) = split_train_validation(
         data.train_images, data.train_labels, params.data.validation_size, params.data.train_subset)
-    x, y = images_to_tensor(train_x), torch.as_tensor(train_y.astype(np.int64))
+    x, y = torch.as_tensor(train_x), torch.as_tensor(train_y.astype(np.int64))  # uint8: run_epoch normalises
     vx, vy = images_to_tensor(val_x), torch.as_tensor(val_y.astype(np.int64))
     model = build_model(params.model.width, params.model.dropout)
     batch = params.train.batch_size

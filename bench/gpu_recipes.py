@@ -67,7 +67,7 @@ def run_recipe(recipe: tuple, seed: int, data: dict, device: torch.device, train
     name, epochs, width, dropout, batch, kind, lr, weight_decay, validation = recipe
     (train_x, train_y), (val_x, val_y) = split_train_validation(data["train_images"], data["train_labels"],
                                                                  validation, train_subset)
-    x, y = images_to_tensor(train_x, device), torch.as_tensor(train_y.astype(np.int64), device=device)
+    x, y = torch.as_tensor(train_x).to(device), torch.as_tensor(train_y.astype(np.int64), device=device)
     vx, vy = images_to_tensor(val_x, device), torch.as_tensor(val_y.astype(np.int64), device=device)
     tx = images_to_tensor(data["test_images"], device)
     ty = torch.as_tensor(data["test_labels"].astype(np.int64), device=device)

@@ -41,15 +41,17 @@ class Evaluation:
 
 
 @torch.no_grad()
-def predict_logits(model: torch.nn.Module, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
+def predict_logits(model: torch.nn.Module, images: np.ndarray, device: str | torch.device,
+                   batch_size: int = 250) -> torch.Tensor:
+    """Logits of uint8 images, normalised a batch at a time: small batches keep a worker's peak memory down."""
     model.eval()
-    return torch.cat([model(x[i : i + batch_size]) for i in range(0, len(x), batch_size)])
+    return torch.cat([model(images_to_tensor(images[i : i + batch_size], device))
+                      for i in range(0, len(images), batch_size)])
 
 
 def evaluate(model: torch.nn.Module, images: np.ndarray, labels: np.ndarray, device: str | torch.device = "cpu") -> Evaluation:
-    x = images_to_tensor(images, device)
     y = torch.as_tensor(labels.astype(np.int64), device=device)
-    logits = predict_logits(model, x)
+    logits = predict_logits(model, images, device)
     loss = torch.nn.functional.cross_entropy(logits, y).item()
     predicted = logits.argmax(1).cpu().numpy()
     truth = labels.astype(np.int64)

@@ -45,7 +45,7 @@ def build_model(width: int, dropout: float) -> MnistCNN:
 
 
 def images_to_tensor(images: np.ndarray | torch.Tensor, device: torch.device | str = "cpu") -> torch.Tensor:
-    """uint8 (N, 28, 28) -> normalised float32 (N, 1, 28, 28), channels_last, done once per dataset."""
+    """uint8 (N, 28, 28) -> normalised float32 (N, 1, 28, 28), channels_last (training: one batch at a time)."""
     x = torch.as_tensor(images).to(device)
     x = x.unsqueeze(1).float().div_(255.0).sub_(PIXEL_MEAN).div_(PIXEL_STD)
     return x.contiguous(memory_format=torch.channels_last)

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from mnist_job.evaluation.scoring import evaluate
 from mnist_job.model.network import PIXEL_MEAN, PIXEL_STD, build_model, count_flops_per_image, images_to_tensor
-from mnist_job.training.loop import shard_indices, split_train_validation
+from mnist_job.training.loop import run_epoch, shard_indices, split_train_validation
 
 
 def test_output_shape_and_channels_last():
@@ -69,6 +70,37 @@ def test_shards_are_disjoint_equal_and_cover_the_epoch():
     joined = torch.cat(shards)
     assert len(set(joined.tolist())) == len(joined)
     assert not torch.equal(shard_indices(1003, 2, 1, 0, 3), shard_indices(1003, 3, 1, 0, 3))  # reshuffled per epoch
+
+
+def _trained(images: torch.Tensor, labels: torch.Tensor, step_on_floats: bool) -> list[torch.Tensor]:
+    torch.manual_seed(0)
+    model = build_model(8, 0.0)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
+    shard = shard_indices(len(images), epoch=1, seed=3, rank=0, world=1)
+    if step_on_floats:  # the old way: the whole set normalised once, then sliced
+        x = images_to_tensor(images)
+        for step in range(len(shard) // 32):
+            idx = shard[step * 32 : (step + 1) * 32]
+            loss = torch.nn.functional.cross_entropy(model(x[idx]), labels[idx])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+    else:
+        run_epoch(model, optimizer, scheduler, images, labels, shard, 32)
+    return [p.detach().clone() for p in model.parameters()]
+
+
+def test_an_epoch_on_uint8_pixels_equals_one_on_the_normalised_set():
+    """run_epoch normalises each batch (no float copy of the training set): the same numbers, bit for bit."""
+    generator = torch.Generator().manual_seed(1)
+    images = torch.randint(0, 256, (160, 28, 28), dtype=torch.uint8, generator=generator)
+    labels = torch.randint(0, 10, (160,), generator=generator)
+    for per_batch, whole_set in zip(_trained(images, labels, False), _trained(images, labels, True), strict=True):
+        assert torch.equal(per_batch, whole_set)
+    with pytest.raises(TypeError, match="uint8"):
+        run_epoch(build_model(8, 0.0), None, None, images_to_tensor(images), labels, torch.arange(32), 32)
 
 
 def test_validation_is_held_out_from_training():
