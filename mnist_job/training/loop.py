@@ -229,7 +229,11 @@ def train_loop_per_worker(config: dict) -> None:
             ray.train.report(metrics, checkpoint=None)
 
     if rank == 0:
-        finish_run(params, config, unwrap(model), data, history, metrics_logger, device)
+        test = (data.test_images, data.test_labels)
+        # the evaluation, plots and model export that follow are the worker's memory peak: the training set,
+        # its views and the optimiser's state go first
+        del data, train_x, train_y, val_x, val_y, x, y, vx, vy, optimizer, scheduler
+        finish_run(params, config, unwrap(model), test, history, metrics_logger, device)
 
 
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:
@@ -248,8 +252,8 @@ def _mlflow_logger(config: dict):
     return EpochMetricsLogger(client, config["run_id"])
 
 
-def finish_run(params, config: dict, model: torch.nn.Module, data, history: list[dict], metrics_logger,
-               device) -> None:
+def finish_run(params, config: dict, model: torch.nn.Module, test: tuple[np.ndarray, np.ndarray],
+               history: list[dict], metrics_logger, device) -> None:
     """Rank 0, after the last epoch: test metrics, plots, model, registry. Idempotent across restarts."""
     from mnist_job.evaluation.scoring import evaluate, plot_confusion, plot_curves
     from mnist_job.tracking.registry import FINAL_TAG, log_final_results
@@ -263,8 +267,8 @@ def finish_run(params, config: dict, model: torch.nn.Module, data, history: list
         logger.info("final evaluation was logged before a restart; nothing to redo")
         return
 
-    n_test = params.data.test_subset or len(data.test_labels)
-    test_images, test_labels = data.test_images[:n_test], data.test_labels[:n_test]
+    n_test = params.data.test_subset or len(test[1])
+    test_images, test_labels = test[0][:n_test], test[1][:n_test]
     evaluation = evaluate(model, test_images, test_labels, device)
     logger.info(f"test accuracy {evaluation.accuracy:.4f} on {evaluation.count} images")
     model = model.to("cpu").eval()
