@@ -1,6 +1,6 @@
 # Benchmark against the peers (bench/). Included from the Makefile (include mk/*.mk).
 # `make bench`: full run, 5 interleaved rounds = 5 seeds of every contender's fixed schedule (whole dataset;
-#   about 3 hours on 2 idle cores, more under load: bench/README.md), then the serving figure.
+#   about 70 minutes on 2 idle cores, more under load: bench/README.md), then the serving figure.
 # `make bench-quick`: the CI smoke run (2 rounds on a subset, one epoch; a few minutes on idle cores).
 # `make bench-micro`: micro-benchmarks of the project's training step (width, threads, batch, layout, mkldnn).
 # `make bench-serving`: requests/s and p50/p99 latency of `mnist-job serve` (single images, batches of 64).
