@@ -75,12 +75,15 @@ def normalised_tensor(images: np.ndarray) -> torch.Tensor:
     return (x - 0.1307) / 0.3081
 
 
-def run(cfg: dict, data, test_x, test_y, report, preloaded: bool = False) -> dict:
+def run(cfg: dict, data, test_x, test_y, report, preloaded: bool = False,
+        device: torch.device = torch.device("cpu")) -> dict:
     """The recipe's fixed schedule: ``cfg['epochs']`` epochs with ``torch.manual_seed(cfg['seed'])``.
 
     ``preloaded``: the same model, optimiser, seed, shuffling and batches, but each batch is sliced
     from one normalised tensor prepared before training instead of built image by image; the two
     draw the same random numbers in the same order, so they differ only in the data path.
+    ``device``: on an accelerator the loader runs as the example runs it there (one loader process,
+    pinned memory) and each batch is copied over; ``test_x`` and ``test_y`` must be on the device.
     Returns the model, the seconds spent scoring the test set (untimed) and a description.
     """
     from bench.common import test_accuracy
@@ -88,12 +91,15 @@ def run(cfg: dict, data, test_x, test_y, report, preloaded: bool = False) -> dic
     torch.manual_seed(cfg["seed"])
     n = cfg["train_subset"] or len(data.train_labels)
     images, labels = data.train_images[:n], data.train_labels[:n]
+    accelerated = device.type != "cpu"
+    loader_options = {"batch_size": 64, "shuffle": True, "num_workers": 1 if accelerated else 0,
+                      "pin_memory": accelerated}
     if preloaded:
         x_all, y_all = normalised_tensor(images), torch.as_tensor(labels.astype(np.int64))
-        loader = torch.utils.data.DataLoader(IndexDataset(n), batch_size=64, shuffle=True, num_workers=0)
+        loader = torch.utils.data.DataLoader(IndexDataset(n), **loader_options)
     else:
-        loader = torch.utils.data.DataLoader(PilMnist(images, labels), batch_size=64, shuffle=True, num_workers=0)
-    model = ExamplesNet()
+        loader = torch.utils.data.DataLoader(PilMnist(images, labels), **loader_options)
+    model = ExamplesNet().to(device)
     optimizer = torch.optim.Adadelta(model.parameters(), lr=1.0)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=1, gamma=0.7)
     elapsed = scoring = 0.0
@@ -103,12 +109,15 @@ def run(cfg: dict, data, test_x, test_y, report, preloaded: bool = False) -> dic
         t0 = time.perf_counter()
         for batch in loader:
             xb, yb = (x_all[batch], y_all[batch]) if preloaded else batch
+            xb, yb = xb.to(device, non_blocking=True), yb.to(device, non_blocking=True)
             optimizer.zero_grad()
             loss = F.nll_loss(model(xb), yb)
             loss.backward()
             optimizer.step()
             seen += len(yb)
         scheduler.step()
+        if accelerated:
+            torch.cuda.synchronize()
         train_s = time.perf_counter() - t0
         elapsed += train_s
         t1 = time.perf_counter()

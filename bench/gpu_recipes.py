@@ -89,36 +89,20 @@ def run_recipe(recipe: tuple, seed: int, data: dict, device: torch.device, train
 
 
 def run_examples(seed: int, data: dict, device: torch.device, epochs: int, train_subset: int) -> dict:
-    """The pytorch/examples recipe as that example runs on an accelerator: per-sample PIL ToTensor + Normalize in
-    a DataLoader with one loader process and pinned memory, each batch copied to the device; all training images.
-    Its per-epoch test accuracy is untimed, its time is the cumulative training time at each epoch's end."""
-    from bench.examples_recipe import ExamplesNet, PilMnist, normalised_tensor
+    """The pytorch/examples recipe (bench/examples_recipe.py) on ``device``, as that example runs on an
+    accelerator; its per-epoch test accuracy is untimed, its time the cumulative training time per epoch."""
+    from types import SimpleNamespace
 
-    torch.manual_seed(seed)
-    n = train_subset or len(data["train_labels"])
-    loader = torch.utils.data.DataLoader(PilMnist(data["train_images"][:n], data["train_labels"][:n]), batch_size=64,
-                                         shuffle=True, num_workers=1, pin_memory=device.type == "cuda")
-    tx = normalised_tensor(data["test_images"]).to(device)
-    ty = torch.as_tensor(data["test_labels"].astype(np.int64), device=device)
-    model = ExamplesNet().to(device)
-    optimizer = torch.optim.Adadelta(model.parameters(), lr=1.0)
-    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=1, gamma=0.7)
-    elapsed, per_epoch = 0.0, []
-    for epoch in range(1, epochs + 1):
-        model.train()
-        synchronize(device)
-        started = time.perf_counter()
-        for xb, yb in loader:
-            xb, yb = xb.to(device, non_blocking=True), yb.to(device, non_blocking=True)
-            optimizer.zero_grad()
-            torch.nn.functional.nll_loss(model(xb), yb).backward()
-            optimizer.step()
-        scheduler.step()
-        synchronize(device)
-        elapsed += time.perf_counter() - started
-        _, correct, count = score(model, tx, ty)
-        per_epoch.append({"epoch": epoch, "elapsed_s": elapsed, "test_accuracy": correct / count})
-    return {"recipe": "examples", "seed": seed, "epochs": per_epoch, "images_per_s": n * epochs / elapsed}
+    from bench import examples_recipe
+
+    per_epoch: list[dict] = []
+    test_x = examples_recipe.normalised_tensor(data["test_images"]).to(device)
+    test_y = torch.as_tensor(data["test_labels"].astype(np.int64), device=device)
+    examples_recipe.run({"seed": seed, "epochs": epochs, "train_subset": train_subset}, SimpleNamespace(**data),
+                        test_x, test_y, per_epoch.append, device=device)
+    images = sum(e["images"] for e in per_epoch)
+    return {"recipe": "examples", "seed": seed, "images_per_s": images / per_epoch[-1]["elapsed_s"],
+            "epochs": [{k: e[k] for k in ("epoch", "elapsed_s", "test_accuracy")} for e in per_epoch]}
 
 
 def summarize_examples(runs: list[dict], fast_runs: list[dict]) -> dict:
