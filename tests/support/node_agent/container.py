@@ -1,0 +1,146 @@
+"""One container: its root filesystem, mounts, user and environment, run in the pod's namespaces.
+
+The container's root is an overlay: this host's filesystem stands for the image's (the venv stands for the
+image's Python, as images.py says), the image's own files (its /app, /etc/passwd) come first, and a tmpfs is
+the writable layer, remounted read-only when the container asks for ``readOnlyRootFilesystem``. Nothing a
+container writes reaches the host, except through a volume. The process chain execs all the way down
+(nsenter, unshare, bash, chroot, setpriv, env), so the PID the agent holds is the container's main process:
+SIGTERM reaches it as a runtime delivers it.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import signal
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tests.support.node_agent.network import HOST_ENV
+
+WRITABLE_LAYER = "256m"  # the container's writable layer (a tmpfs); ephemeral-storage limits are not enforced
+DEV_SHM = "64m"  # what a container runtime gives /dev/shm unless a volume replaces it
+
+
+def q(value) -> str:
+    return shlex.quote(str(value))
+
+
+@dataclass(frozen=True)
+class Mount:
+    source: Path  # on the host, or in the pod holder's mount namespace (an emptyDir)
+    path: str  # inside the container
+    read_only: bool = False
+
+
+@dataclass
+class ContainerSpec:
+    pod: str  # namespace/name
+    name: str
+    argv: list[str]
+    env: dict[str, str]
+    workdir: str
+    uid: int
+    gid: int
+    groups: list[int]
+    read_only_root: bool
+    mounts: list[Mount]
+    image_layer: Path  # the image's own files, laid over this host's
+    hosts: Path  # the pod's /etc/hosts
+    state: Path  # this container's folder (root mount point, env file, log)
+
+    def script(self) -> str:
+        m = "mount -n"
+        root, writable = self.state / "root", self.state / "writable"
+        lines = ["set -euo pipefail", f"{m} --make-rprivate /",
+                 f"{m} -t tmpfs -o size={WRITABLE_LAYER},mode=0755 tmpfs {q(writable)}",
+                 f"mkdir -p {q(writable)}/upper {q(writable)}/work",
+                 f"cp -a {q(self.image_layer)}/. {q(writable)}/upper/",
+                 f"{m} -t overlay overlay -o lowerdir=/,upperdir={q(writable)}/upper,workdir={q(writable)}/work "
+                 f"{q(root)}",
+                 # the image's /tmp is empty; this host's is not the container's business
+                 f"{m} -t tmpfs -o size=64m,mode=1777 tmpfs {q(root)}/tmp"]
+        lines += [f"{m} --rbind /{d} {q(root)}/{d}" for d in ("proc", "sys", "dev")]
+        lines += [f"{m} -t tmpfs -o size={DEV_SHM},mode=1777 shm {q(root)}/dev/shm",
+                  f"{m} --bind {q(self.hosts)} {q(root)}/etc/hosts",
+                  f"{m} --bind {q(self.hosts.with_name('resolv.conf'))} {q(root)}/etc/resolv.conf"]
+        for mount in sorted(self.mounts, key=lambda m: m.path.rstrip("/").count("/")):  # parents first
+            target = f"{q(root)}{q(mount.path)}"
+            make = f"mkdir -p {target}" if mount.source.is_dir() else f"mkdir -p $(dirname {target}); touch {target}"
+            lines += [make, f"{m} --bind {q(mount.source)} {target}"]
+            if mount.read_only:
+                lines.append(f"{m} -o remount,bind,ro {target}")
+        if self.read_only_root:
+            lines += [f"{m} -o remount,ro {q(root)}/tmp", f"{m} -o remount,ro {q(root)}"]
+        groups = f"--groups={','.join(map(str, self.groups))}" if self.groups else "--clear-groups"
+        lines += ["mapfile -d '' keep < " + q(self.state / "env"),
+                  f"exec chroot {q(root)} setpriv --reuid={self.uid} --regid={self.gid} {groups} --no-new-privs "
+                  f'--inh-caps=-all --bounding-set=-all env -i --chdir={q(self.workdir)} "${{keep[@]}}" "$@"']
+        return "\n".join(lines)
+
+    def prepare(self) -> None:
+        (self.state / "root").mkdir(parents=True, exist_ok=True)
+        (self.state / "writable").mkdir(exist_ok=True)
+        env_file = self.state / "env"  # may hold Secret values: root's alone, as the kubelet's copies are
+        env_file.touch(mode=0o600)
+        env_file.write_bytes(b"".join(f"{k}={v}".encode() + b"\0" for k, v in self.env.items()))
+
+    def command(self, holder_pid: int, argv: list[str] | None = None) -> list[str]:
+        return ["nsenter", f"--target={holder_pid}", "--net", "--uts", "--ipc", "--mount",
+                "unshare", "--mount", "bash", "-c", self.script(), self.name, *(argv or self.argv)]
+
+
+@dataclass
+class Running:
+    """A started container: its process (the container's main process) and its log."""
+
+    spec: ContainerSpec
+    popen: subprocess.Popen
+    log: Path
+    started_at: str
+    exit_code: int | None = field(default=None)
+
+    def poll(self) -> int | None:
+        code = self.popen.poll()
+        if code is not None and self.exit_code is None:
+            self.exit_code = 128 - code if code < 0 else code  # a signal: 128 + its number, as a runtime says
+        return self.exit_code
+
+    def signal(self, sig: int) -> None:
+        try:
+            os.kill(self.popen.pid, sig)
+        except ProcessLookupError:
+            pass
+
+    def kill(self) -> None:
+        try:
+            os.killpg(self.popen.pid, signal.SIGKILL)  # the process and whatever it left in its group
+        except ProcessLookupError:
+            pass
+        self.popen.wait()
+        self.poll()
+
+
+def start(spec: ContainerSpec, holder_pid: int, log: Path, started_at: str) -> Running:
+    spec.prepare()
+    handle = log.open("ab")
+    popen = subprocess.Popen(spec.command(holder_pid), stdout=handle, stderr=subprocess.STDOUT, env=HOST_ENV,
+                             start_new_session=True)
+    handle.close()
+    return Running(spec, popen, log, started_at)
+
+
+def exec_in(running: Running, argv: list[str], timeout: float) -> subprocess.CompletedProcess:
+    """``argv`` inside a running container (an exec probe): its namespaces, root, workdir, user and env."""
+    spec, pid = running.spec, running.popen.pid
+    groups = f"--groups={','.join(map(str, spec.groups))}" if spec.groups else "--clear-groups"
+    command = ["/usr/bin/nsenter", f"--target={pid}", "--all", "--root", "--wd", "/usr/bin/setpriv",
+               f"--reuid={spec.uid}", f"--regid={spec.gid}", groups, "--no-new-privs", "--inh-caps=-all",
+               "--bounding-set=-all", *argv]
+    return subprocess.run(command, env=spec.env, capture_output=True, text=True, timeout=timeout)
+
+
+def remove_state(state: Path) -> None:
+    shutil.rmtree(state, ignore_errors=True)

@@ -1,0 +1,428 @@
+"""One pod's life on the node, as the kubelet lives it: sandbox, volumes, init containers, containers, probes,
+restarts by the pod's restartPolicy, status reported to the API server, and a graceful stop on deletion."""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import shutil
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from kubernetes import client
+
+from tests.support.kuberay.sandbox import quantity
+from tests.support.node_agent import container as containers
+from tests.support.node_agent.images import Image, ImageNotRunnable, home_of, resolve
+from tests.support.node_agent.network import AddressPool, PodNetwork, start_pod_network
+from tests.support.node_agent.podspec import PodConfigError, Sources, container_env, volume_files, write_files
+from tests.support.node_agent.probes import Prober
+from tests.support.node_agent.service_map import ServiceMap
+
+log = logging.getLogger("node-agent")
+BACKOFF_START_S, BACKOFF_MAX_S = 10, 300  # the kubelet's crash-loop back-off
+EMPTY_DIR_DEFAULT = "4Gi"  # an emptyDir without sizeLimit (a tmpfs only takes what is written)
+
+
+def now() -> str:
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass
+class Node:
+    """What every pod worker shares: the API, the node's identity and its network."""
+
+    core: client.CoreV1Api
+    name: str
+    host_ip: str
+    bridge: str
+    pool: AddressPool
+    allocatable: dict[str, str]
+    state: Path
+    hosts: ServiceMap
+
+    @property
+    def sources(self) -> Sources:
+        return Sources(self.core)
+
+
+@dataclass
+class ContainerState:
+    spec: dict
+    image: Image | None = None
+    running: containers.Running | None = None
+    restarts: int = 0
+    state: dict = field(default_factory=lambda: {"waiting": {"reason": "ContainerCreating"}})
+    last_state: dict = field(default_factory=dict)
+    ready: bool = False
+    started: bool = False
+    probes: dict[str, Prober] = field(default_factory=dict)
+    backoff_until: float = 0.0
+    backoff: float = BACKOFF_START_S
+    done: bool = False  # terminated and not to be restarted
+
+
+class PodWorker(threading.Thread):
+    def __init__(self, node: Node, pod: dict):
+        super().__init__(name=f"pod-{pod['metadata']['name']}", daemon=True)
+        self.node, self.pod = node, pod
+        meta = pod["metadata"]
+        self.key, self.uid = f"{meta['namespace']}/{meta['name']}", meta["uid"]
+        self.folder = node.state / "pods" / self.uid
+        self.stop_requested = threading.Event()
+        self.grace = float(pod["spec"].get("terminationGracePeriodSeconds", 30))
+        self.network: PodNetwork | None = None
+        self.phase, self.reason, self.message = "Pending", None, None
+        self.initialized = False
+        self.init = [ContainerState(c) for c in pod["spec"].get("initContainers") or []]
+        self.main = [ContainerState(c) for c in pod["spec"]["containers"]]
+        self.mounts: dict[str, containers.Mount | Path] = {}
+        self.conditions: dict[str, dict] = {}
+        self.started_at = now()
+        self.reported: dict | None = None
+        self.reporting = True
+        self.deleting = False  # the agent is finishing this pod's deletion
+        self.finished = threading.Event()
+
+    # ------------------------------------------------------------ lifecycle
+
+    def run(self) -> None:
+        try:
+            self.start_sandbox()
+            if self.run_init_containers():
+                self.initialized = True
+                self.run_containers()
+        except Exception as exc:  # noqa: BLE001 - a pod's failure must not end the agent
+            log.exception("%s: %s", self.key, exc)
+            self.phase, self.reason, self.message = "Failed", "NodeAgentError", str(exc)
+            self.report()
+        finally:
+            self.stop_all(self.grace)
+            self.report()
+            self.teardown()
+            self.finished.set()
+
+    def request_stop(self, grace: float | None, report: bool = True) -> None:
+        """Stop the pod's containers; ``report=False`` when the agent itself goes down (a kubelet that stops
+        reports nothing: the pod's status stays as it was)."""
+        if grace is not None:
+            self.grace = min(self.grace, grace)
+        self.reporting = self.reporting and report
+        self.stop_requested.set()
+
+    def start_sandbox(self) -> None:
+        meta, spec = self.pod["metadata"], self.pod["spec"]
+        ip = self.node.pool.take(self.uid)
+        self.pod.setdefault("status", {}).update(podIP=ip, podIPs=[{"ip": ip}], hostIP=self.node.host_ip,
+                                                 hostIPs=[{"ip": self.node.host_ip}])
+        self.report()
+        hostname = spec.get("hostname") or meta["name"]
+        self.folder.mkdir(parents=True, exist_ok=True)
+        holder = self.holder_script()
+        self.network = start_pod_network(self.key, self.uid, hostname[:63], ip, self.node.pool, self.node.bridge,
+                                         holder, self.folder / "logs")
+        subdomain = spec.get("subdomain")
+        fqdn = f"{hostname}.{subdomain}.{meta['namespace']}.svc.cluster.local" if subdomain else None
+        self.node.hosts.add_pod(self.uid, meta["namespace"], ip, hostname, fqdn, self.folder / "hosts",
+                                meta.get("labels") or {}, spec["containers"])
+        self.set_condition("PodReadyToStartContainers", True)
+        self.report()
+
+    def holder_script(self) -> str:
+        """The holder's mount namespace: the pod's emptyDirs (tmpfs, fsGroup's, world-writable as the kubelet's)."""
+        fs_group = (self.pod["spec"].get("securityContext") or {}).get("fsGroup")
+        lines = ["set -eu", "mount -n --make-rprivate /"]
+        for volume in self.pod["spec"].get("volumes") or []:
+            if "emptyDir" in volume:
+                empty_dir = volume["emptyDir"] or {}
+                size = int(quantity(empty_dir.get("sizeLimit") or EMPTY_DIR_DEFAULT))
+                stage = self.folder / "volumes" / volume["name"]
+                stage.mkdir(parents=True, exist_ok=True)
+                gid = f",gid={fs_group}" if fs_group is not None else ""
+                lines.append(f"mount -n -t tmpfs -o size={size},mode=2777{gid} tmpfs {containers.q(stage)}")
+                self.mounts[volume["name"]] = stage
+        return "\n".join([*lines, "echo holder-ready", "exec sleep infinity"])
+
+    def volume_source(self, name: str) -> Path:
+        if name in self.mounts:
+            return self.mounts[name]
+        volume = next((v for v in self.pod["spec"].get("volumes") or [] if v["name"] == name), None)
+        if volume is None:
+            raise PodConfigError(f"volumeMount {name!r} names no volume of the pod")
+        fs_group = (self.pod["spec"].get("securityContext") or {}).get("fsGroup")
+        files = volume_files(self.pod, volume, self.node.sources, self.node.allocatable)
+        if files is not None:
+            folder = write_files(self.folder / "files" / name, files, fs_group)
+        elif "persistentVolumeClaim" in volume:
+            folder = self.claim_folder(volume["persistentVolumeClaim"]["claimName"], fs_group)
+        else:
+            raise PodConfigError(f"volume {name!r} ({', '.join(sorted(set(volume) - {'name'}))}) is not supported "
+                                 "by this node (tests/support/node_agent)")
+        self.mounts[name] = folder
+        return folder
+
+    def claim_folder(self, claim: str, fs_group: int | None) -> Path:
+        """A PVC's volume: the hostPath of the PersistentVolume bound to it (provisioner.py makes them)."""
+        pvc = self.node.core.read_namespaced_persistent_volume_claim(claim, self.pod["metadata"]["namespace"])
+        if pvc.status.phase != "Bound" or not pvc.spec.volume_name:
+            raise PodConfigError(f"persistentvolumeclaim {claim!r} is not bound")
+        pv = self.node.core.read_persistent_volume(pvc.spec.volume_name)
+        if pv.spec.host_path is None:
+            raise PodConfigError(f"persistentvolume {pv.metadata.name!r} is not a hostPath volume")
+        folder = Path(pv.spec.host_path.path)
+        folder.mkdir(parents=True, exist_ok=True)
+        if fs_group is not None:
+            shutil.chown(folder, group=int(fs_group))
+            folder.chmod(0o2775)
+        return folder
+
+    # ------------------------------------------------------------ containers
+
+    def container_spec(self, cs: ContainerState) -> containers.ContainerSpec:
+        c, pod_spec = cs.spec, self.pod["spec"]
+        cs.image = resolve(c["image"])
+        pod_sc, sc = pod_spec.get("securityContext") or {}, c.get("securityContext") or {}
+        uid = int(sc.get("runAsUser", pod_sc.get("runAsUser", cs.image.uid)))
+        gid = int(sc.get("runAsGroup", pod_sc.get("runAsGroup", cs.image.gid)))
+        if sc.get("runAsNonRoot", pod_sc.get("runAsNonRoot")) and uid == 0:
+            raise PodConfigError("container has runAsNonRoot and image will run as root")
+        groups = ([int(pod_sc["fsGroup"])] if "fsGroup" in pod_sc else []) + \
+            [int(g) for g in pod_sc.get("supplementalGroups") or []]
+        state = self.folder / "containers" / c["name"]
+        layer = state / "image"
+        shutil.rmtree(layer, ignore_errors=True)
+        layer.mkdir(parents=True)
+        cs.image.files(layer)
+        env = {**cs.image.env, **container_env(self.pod, c, self.node.sources, self.node.allocatable)}
+        env.setdefault("HOSTNAME", (self.pod["spec"].get("hostname") or self.pod["metadata"]["name"])[:63])
+        env.setdefault("HOME", home_of(uid, layer))
+        mounts = []
+        for m in c.get("volumeMounts") or []:
+            source = self.volume_source(m["name"])
+            if m.get("subPath"):
+                source = source / m["subPath"]
+                source.mkdir(parents=True, exist_ok=True) if not source.exists() else None
+            mounts.append(containers.Mount(source, m["mountPath"], bool(m.get("readOnly"))))
+        return containers.ContainerSpec(
+            self.key, c["name"], cs.image.argv(c.get("command"), c.get("args")), env,
+            c.get("workingDir") or cs.image.workdir, uid, gid, groups, bool(sc.get("readOnlyRootFilesystem")),
+            mounts, layer, self.folder / "hosts", state)
+
+    def log_path(self, name: str) -> Path:
+        meta = self.pod["metadata"]
+        return self.node.state / "logs" / f"{meta['namespace']}_{meta['name']}_{name}.log"
+
+    def start_container(self, cs: ContainerState) -> bool:
+        """Start ``cs``; False (and a waiting reason) when it cannot start now."""
+        try:
+            spec = self.container_spec(cs)
+        except ImageNotRunnable as exc:
+            cs.state = {"waiting": {"reason": "ErrImagePull", "message": str(exc)}}
+            return False
+        except PodConfigError as exc:
+            cs.state = {"waiting": {"reason": "CreateContainerConfigError", "message": str(exc)}}
+            return False
+        log_file = self.log_path(cs.spec["name"])
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        if log_file.exists():
+            log_file.replace(log_file.with_suffix(".previous"))  # kubectl logs --previous
+        started = now()
+        cs.running = containers.start(spec, self.network.pid, log_file, started)
+        cs.state = {"running": {"startedAt": started}}
+        cs.ready, cs.started = False, False
+        cs.probes = {kind: Prober(kind, cs.spec[f"{kind}Probe"], cs.spec,
+                                  lambda argv, t, r=cs.running: containers.exec_in(r, argv, t))
+                     for kind in ("startup", "readiness", "liveness") if cs.spec.get(f"{kind}Probe")}
+        if "startup" not in cs.probes:
+            cs.started = True
+        log.info("%s: container %s started (pid %d) as %s", self.key, cs.spec["name"], cs.running.popen.pid,
+                 cs.image.stands_for)
+        return True
+
+    def record_exit(self, cs: ContainerState) -> int:
+        code = cs.running.poll()
+        started = cs.running.started_at
+        cs.state = {"terminated": {"exitCode": code, "reason": "Completed" if code == 0 else "Error",
+                                   "startedAt": started, "finishedAt": now(),
+                                   "containerID": f"agent://{cs.running.popen.pid}"}}
+        cs.running, cs.ready, cs.started = None, False, False
+        log.info("%s: container %s exited %d", self.key, cs.spec["name"], code)
+        return code
+
+    def run_init_containers(self) -> bool:
+        policy = self.pod["spec"].get("restartPolicy", "Always")
+        for cs in self.init:
+            while not self.stop_requested.is_set():
+                if cs.running is None and time.monotonic() >= cs.backoff_until:
+                    if not self.start_container(cs):
+                        self.report()
+                        self.stop_requested.wait(5)
+                        continue
+                    self.report()
+                if cs.running is not None and cs.running.poll() is not None:
+                    if self.record_exit(cs) == 0:
+                        cs.done = True
+                        break
+                    if policy == "Never":
+                        self.phase, cs.done = "Failed", True
+                        self.report()
+                        return False
+                    self.back_off(cs)
+                self.report()
+                self.stop_requested.wait(0.5)
+            if self.stop_requested.is_set():
+                return False
+        self.set_condition("Initialized", True)
+        return True
+
+    def back_off(self, cs: ContainerState) -> None:
+        cs.last_state, cs.restarts = cs.state, cs.restarts + 1
+        cs.state = {"waiting": {"reason": "CrashLoopBackOff",
+                                "message": f"back-off {cs.backoff:g}s restarting failed container={cs.spec['name']}"}}
+        cs.backoff_until = time.monotonic() + cs.backoff
+        cs.backoff = min(cs.backoff * 2, BACKOFF_MAX_S)
+
+    def run_containers(self) -> None:
+        policy = self.pod["spec"].get("restartPolicy", "Always")
+        while not self.stop_requested.is_set():
+            for cs in self.main:
+                if cs.done:
+                    continue
+                if cs.running is None and time.monotonic() >= cs.backoff_until:
+                    self.start_container(cs)
+                elif cs.running is not None and cs.running.poll() is not None:
+                    code = self.record_exit(cs)
+                    if policy == "Never" or (policy == "OnFailure" and code == 0):
+                        cs.done = True
+                    else:
+                        self.back_off(cs)
+                elif cs.running is not None:
+                    self.run_probes(cs)
+            self.update_phase(policy)
+            self.report()
+            if self.phase in ("Succeeded", "Failed"):
+                return
+            self.stop_requested.wait(0.5)
+
+    def run_probes(self, cs: ContainerState) -> None:
+        t = time.monotonic()
+        for kind, prober in cs.probes.items():
+            if kind != "startup" and not cs.started:
+                continue
+            if (kind == "startup" and cs.started) or not prober.due(t):
+                continue
+            result = prober.check(self.network.ip)
+            if kind == "startup" and result:
+                cs.started = True
+            elif kind == "readiness":
+                cs.ready = bool(result)
+            elif kind in ("liveness", "startup") and result is False:
+                log.info("%s: container %s failed its %s probe: %s; restarting it", self.key, cs.spec["name"],
+                         kind, prober.message)
+                self.stop_container(cs, float(self.pod["spec"].get("terminationGracePeriodSeconds", 30)))
+                return
+
+    def update_phase(self, policy: str) -> None:
+        if all(cs.done for cs in self.main):
+            failed = any(cs.state.get("terminated", {}).get("exitCode") for cs in self.main)
+            self.phase = "Failed" if failed else "Succeeded"
+        elif any(cs.running is not None for cs in self.main) or policy != "Never":
+            self.phase = "Running" if any(cs.running or cs.restarts for cs in self.main) else "Pending"
+        ready = all(cs.ready or (cs.running is not None and "readiness" not in cs.probes and cs.started)
+                    for cs in self.main)
+        self.set_condition("ContainersReady", ready)
+        self.set_condition("Ready", ready)
+        self.node.hosts.set_ready(self.uid, ready)
+
+    # ------------------------------------------------------------ stopping
+
+    def stop_container(self, cs: ContainerState, grace: float) -> None:
+        running = cs.running
+        if running is None:
+            return
+        running.signal(signal.SIGTERM)
+        try:
+            running.popen.wait(timeout=max(grace, 0))
+        except Exception:  # noqa: BLE001 - subprocess.TimeoutExpired
+            pass
+        running.kill()
+        self.record_exit(cs)
+
+    def stop_all(self, grace: float) -> None:
+        live = [cs for cs in self.init + self.main if cs.running is not None]
+        for cs in live:
+            cs.running.signal(signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        for cs in live:
+            try:
+                cs.running.popen.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except Exception:  # noqa: BLE001 - past the grace period
+                pass
+            cs.running.kill()
+            self.record_exit(cs)
+            cs.done = True
+        if live and self.phase not in ("Succeeded", "Failed"):
+            self.update_phase(self.pod["spec"].get("restartPolicy", "Always"))
+
+    def teardown(self) -> None:
+        self.node.hosts.remove_pod(self.uid)
+        if self.network is not None:
+            self.network.stop()
+
+    def forget(self) -> None:
+        """The pod is gone from the API: its files and address go too."""
+        self.node.pool.release(self.uid)
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+    # ------------------------------------------------------------ status
+
+    def set_condition(self, kind: str, value: bool) -> None:
+        status = "True" if value else "False"
+        old = self.conditions.get(kind)
+        if old is None or old["status"] != status:
+            self.conditions[kind] = {"type": kind, "status": status, "lastTransitionTime": now()}
+
+    def container_status(self, cs: ContainerState) -> dict:
+        out = {"name": cs.spec["name"], "image": cs.spec["image"], "imageID": "", "ready": cs.ready,
+               "restartCount": cs.restarts, "state": cs.state, "started": cs.running is not None and cs.started}
+        if cs.running is not None:
+            out["containerID"] = f"agent://{cs.running.popen.pid}"
+        if cs.last_state:
+            out["lastState"] = cs.last_state
+        return out
+
+    def status(self) -> dict:
+        for kind in ("Initialized", "ContainersReady", "Ready", "PodReadyToStartContainers"):
+            self.conditions.setdefault(kind, {"type": kind, "status": "False", "lastTransitionTime": now()})
+        if not self.init:
+            self.set_condition("Initialized", True)
+        base = self.pod.get("status") or {}
+        scheduled = [c for c in base.get("conditions") or [] if c["type"] == "PodScheduled"]
+        status = {"phase": self.phase, "conditions": scheduled + list(self.conditions.values()),
+                  "hostIP": base.get("hostIP"), "hostIPs": base.get("hostIPs"), "podIP": base.get("podIP"),
+                  "podIPs": base.get("podIPs"), "startTime": self.started_at, "qosClass": base.get("qosClass"),
+                  "containerStatuses": [self.container_status(cs) for cs in self.main]}
+        if self.init:
+            status["initContainerStatuses"] = [self.container_status(cs) for cs in self.init]
+        if self.reason:
+            status.update(reason=self.reason, message=self.message)
+        return {k: v for k, v in status.items() if v is not None}
+
+    def report(self) -> None:
+        status = self.status()
+        if status == self.reported or not self.reporting:
+            return
+        meta = self.pod["metadata"]
+        try:
+            self.node.core.patch_namespaced_pod_status(meta["name"], meta["namespace"], {"status": status})
+            self.reported = status
+        except client.ApiException as exc:
+            if exc.status == 404:
+                self.stop_requested.set()  # the pod is gone: nothing to report to
+            else:
+                log.warning("%s: status not reported: %s %s", self.key, exc.status, exc.reason)
+        except Exception as exc:  # noqa: BLE001 - the API server may be restarting; the next report retries
+            log.warning("%s: status not reported: %s", self.key, exc)
