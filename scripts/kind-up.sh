@@ -7,7 +7,7 @@
 # machines this project is built on (no Docker engine, no cluster).
 #
 #   scripts/kind-up.sh   # env: KIND_CLUSTER, NAMESPACE, PLATFORM_RELEASE, LOCAL_IMAGE,
-#                        #      OPERATOR_NAMESPACE, PY, SKIP_CAPACITY_CHECK=1
+#                        #      OPERATOR_NAMESPACE, PY, SKIP_CAPACITY_CHECK=1, LOCAL_S3_PORT
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -26,7 +26,6 @@ TOOLS="$ROOT/.tools/bin"
 export PATH="$TOOLS:$PATH"
 CHART="$ROOT/charts/kuberay-mnist-platform"
 RAYJOB_CHART="$ROOT/charts/kuberay-mnist-rayjob"
-LOCAL_S3_PORT=${LOCAL_S3_PORT:-19000}
 
 step() { printf '\n==> %s\n' "$*"; }
 die() { printf 'kind-up: ERROR: %s\n' "$*" >&2; exit 1; }
@@ -40,12 +39,7 @@ docker info >/dev/null 2>&1 || die "no Docker engine answers (docker info failed
 bash "$ROOT/scripts/install-tools.sh" helm kubectl
 
 WORK=$(mktemp -d)
-pf=""
-cleanup() {
-  if [[ -n "$pf" ]]; then kill "$pf" 2>/dev/null || true; fi
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
+trap 'rm -rf "$WORK"' EXIT
 
 step "kind cluster '$KIND_CLUSTER'"
 if kind get clusters | grep -qx "$KIND_CLUSTER"; then
@@ -92,43 +86,8 @@ helm upgrade --install kuberay-operator kuberay/kuberay-operator --version "$OPE
   --namespace "$OPERATOR_NAMESPACE" --create-namespace --wait --timeout 5m
 kubectl wait --for condition=established --timeout=60s crd/rayjobs.ray.io
 
-step "platform (release $PLATFORM_RELEASE, namespace $NAMESPACE)"
-helm upgrade --install "$PLATFORM_RELEASE" "$CHART" \
-  --namespace "$NAMESPACE" --create-namespace \
-  -f "$CHART/values-dev.yaml" \
-  --set-string image.repository="${LOCAL_IMAGE%%:*}" --set-string image.tag="${LOCAL_IMAGE##*:}" \
-  --wait --timeout 10m
-kubectl -n "$NAMESPACE" rollout status deploy/"$PLATFORM_RELEASE"-minio --timeout=5m
-kubectl -n "$NAMESPACE" rollout status deploy/"$PLATFORM_RELEASE"-mlflow --timeout=5m
-kubectl -n "$NAMESPACE" get pods -o wide
-
-step "dataset -> MinIO (dvc push through a port-forward)"
-# Only the in-cluster MinIO's dev credentials: nothing from this laptop's own AWS
-# setup (profiles, SSO, session tokens, config files) may reach DVC.
-while read -r var; do unset "$var"; done < <(compgen -e | grep -E '^AWS_' || true)
-export AWS_CONFIG_FILE=/dev/null AWS_SHARED_CREDENTIALS_FILE=/dev/null AWS_EC2_METADATA_DISABLED=true
-# The dev Secret the platform generated at install (values-dev.yaml): it must be
-# marked as development credentials, so that the production path refuses it.
-secret="$PLATFORM_RELEASE-dev-s3-credentials"
-mark=$(kubectl -n "$NAMESPACE" get secret "$secret" -o 'jsonpath={.metadata.annotations.kuberay-mnist/development-credentials}')
-[[ "$mark" == "true" ]] || die "Secret $secret lacks the annotation kuberay-mnist/development-credentials=true (charts/kuberay-mnist-platform/templates/secret-dev.yaml)"
-AWS_ACCESS_KEY_ID=$(kubectl -n "$NAMESPACE" get secret "$secret" -o jsonpath='{.data.AWS_ACCESS_KEY_ID}' | base64 -d)
-AWS_SECRET_ACCESS_KEY=$(kubectl -n "$NAMESPACE" get secret "$secret" -o jsonpath='{.data.AWS_SECRET_ACCESS_KEY}' | base64 -d)
-AWS_DEFAULT_REGION=$(kubectl -n "$NAMESPACE" get configmap "$PLATFORM_RELEASE-endpoints" -o jsonpath='{.data.AWS_DEFAULT_REGION}')
-dvc_url=$(kubectl -n "$NAMESPACE" get configmap "$PLATFORM_RELEASE-endpoints" -o jsonpath='{.data.MNIST_DVC_REMOTE_URL}')
-export AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY AWS_DEFAULT_REGION
-kubectl -n "$NAMESPACE" port-forward svc/"$PLATFORM_RELEASE"-minio "$LOCAL_S3_PORT":9000 >/dev/null 2>&1 &
-pf=$!
-for _ in $(seq 1 30); do
-  curl -fsS "http://127.0.0.1:$LOCAL_S3_PORT/minio/health/ready" >/dev/null 2>&1 && break
-  sleep 1
-done
-# A local-only remote "kind" (in .dvc/config.local, which DVC keeps out of git)
-# points at the in-cluster bucket through the forward.
-DVC="$(dirname "$PY")/dvc"
-"$DVC" remote add --local --force kind "$dvc_url"
-"$DVC" remote modify --local kind endpointurl "http://127.0.0.1:$LOCAL_S3_PORT"
-"$DVC" push -r kind
+# The platform chart and the dataset pushed to its MinIO (shared with scripts/cluster-up.sh).
+bash "$ROOT/scripts/platform-up.sh" --s3 port-forward
 
 step "ready"
 echo "Run the training job:  make deploy-rayjob PROFILE=cpu-kind"

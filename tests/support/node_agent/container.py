@@ -73,7 +73,9 @@ class ContainerSpec:
             if mount.read_only:
                 lines.append(f"{m} -o remount,bind,ro {target}")
         if self.read_only_root:
-            lines += [f"{m} -o remount,ro {q(root)}/tmp", f"{m} -o remount,ro {q(root)}"]
+            if all(mount.path.rstrip("/") != "/tmp" for mount in self.mounts):  # else a volume covers the tmpfs
+                lines.append(f"{m} -o remount,ro {q(root)}/tmp")
+            lines.append(f"{m} -o remount,ro {q(root)}")
         groups = f"--groups={','.join(map(str, self.groups))}" if self.groups else "--clear-groups"
         lines += ["mapfile -d '' keep < " + q(self.state / "env"),
                   f"exec chroot {q(root)} setpriv --reuid={self.uid} --regid={self.gid} {groups} --no-new-privs "

@@ -6,7 +6,9 @@ Each entry maps an image repository to what runs instead, and says why it is fai
   same pinned packages; its /app files, ENV, USER and WORKDIR are read from image/Dockerfile
   (tests/support/kuberay/rendering.py ``image_spec``), its accounts from the Dockerfile's ``useradd``s;
 * MinIO (``minio/minio``): ``moto_server`` behind MinIO's health paths (minio_standin.py); it takes any
-  credentials and keeps buckets in memory.
+  credentials and keeps buckets in memory;
+* MinIO's client (``minio/mc``): the ``mc`` subcommands the platform chart runs, on moto's S3 and IAM
+  (mc_standin.py).
 
 Any other image fails as an image that cannot be pulled does: the container waits with ``ErrImagePull``.
 """
@@ -87,9 +89,23 @@ def minio_image(reference: str) -> Image:
                  entrypoint, ["server", "/data"], env, 0, 0, "/", files)  # MinIO's image has no USER
 
 
+def mc_image(reference: str) -> Image:
+    def files(root: Path) -> None:
+        readable_venv(root)
+        mc = root / "usr" / "bin" / "mc"
+        mc.parent.mkdir(parents=True, exist_ok=True)
+        mc.write_text(f'#!/bin/sh\nexec {VENV_BIN / "python"} -m tests.support.node_agent.mc_standin "$@"\n')
+        mc.chmod(0o755)
+
+    env = {"PATH": SYSTEM_PATH, "PYTHONPATH": str(ROOT), "PYTHONDONTWRITEBYTECODE": "1"}
+    return Image(reference, "an mc stand-in for the chart's subcommands (tests/support/node_agent/mc_standin.py)",
+                 ["mc"], [], env, 0, 0, "/", files)
+
+
 IMAGES: dict[str, Callable[[str], Image]] = {
     "kuberay-mnist": project_image,
     "minio/minio": minio_image,
+    "minio/mc": mc_image,
 }
 
 

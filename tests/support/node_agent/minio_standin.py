@@ -2,11 +2,14 @@
 
 Takes MinIO's own arguments (``server /data --address=:9000 ...``); serves S3 on the ``--address`` port and
 answers ``/minio/health/live`` and ``/minio/health/ready`` as MinIO does, so the chart's probes are real.
+Object bodies go to the data path (the chart's PVC); the bucket index is in memory, so a restarted pod
+starts empty (MinIO would find its buckets again).
 """
 
 from __future__ import annotations
 
 import argparse
+import tempfile
 
 from moto.server import DomainDispatcherApplication, create_backend_app
 from werkzeug.serving import run_simple
@@ -33,7 +36,9 @@ def main() -> None:
     parser.add_argument("--certs-dir")
     args = parser.parse_args()
     host, _, port = args.address.rpartition(":")
-    app = app_with_health(DomainDispatcherApplication(create_backend_app, service="s3"))
+    if args.paths:  # moto spools object bodies to temporary files: on MinIO's data volume, as MinIO stores them
+        tempfile.tempdir = args.paths[0]
+    app = app_with_health(DomainDispatcherApplication(create_backend_app))
     print(f"S3 stand-in for MinIO on {args.address} (moto; buckets in memory)", flush=True)
     run_simple(host or "0.0.0.0", int(port), app, threaded=True)
 
