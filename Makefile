@@ -52,12 +52,17 @@ mlflow-ui: venv ## MLflow UI on the local runs (http://127.0.0.1:5000)
 	mlflow ui --backend-store-uri "$$($(PY) -c 'from mnist_job.core.config import Runtime; print(Runtime.from_env().mlflow_uri)')" \
 		--host 127.0.0.1 --port 5000
 
+# Before anything is installed: a project under /tmp cannot run the pod tests (scripts/run-tests.sh says why).
+.PHONY: test-location
+test-location:
+	@scripts/run-tests.sh --check-location
+
 .PHONY: test
-test: data tools ## every test, inside a network namespace with only loopback
+test: test-location data tools cluster-tools ## every test, inside a network namespace with only loopback (the local cluster's included)
 	scripts/run-tests.sh
 
 .PHONY: test-fast
-test-fast: data tools ## the tests not marked slow
+test-fast: test-location data tools cluster-tools ## the tests not marked slow
 	scripts/run-tests.sh -m "not slow"
 
 .PHONY: lint

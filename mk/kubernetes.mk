@@ -15,6 +15,8 @@ VARIANT ?= cpu
 # charts' default (ghcr.io/kuberay-mnist/kuberay-mnist, published by
 # .github/workflows/release.yml), or the local kuberay-mnist:dev-cpu for kind.
 IMAGE ?=
+# `make deploy-rayjob SET="lifecycle.deleteClusterAfterSeconds=60"`: chart values for this deployment only.
+SET ?=
 # `make image` builds $(IMAGE_REPO):$(IMAGE_TAG) (local kuberay-mnist:dev-<variant> by default).
 IMAGE_REPO ?= $(if $(IMAGE),$(IMAGE),kuberay-mnist)
 IMAGE_TAG ?= dev-$(VARIANT)
@@ -115,10 +117,10 @@ manifests: ## regenerate the static k8s/*.yaml from the charts (IMAGE=<your repo
 	SERVE_RELEASE=$(SERVE_RELEASE) IMAGE=$(IMAGE) bash scripts/render-manifests.sh k8s
 
 .PHONY: deploy-rayjob
-deploy-rayjob: ## render a new RayJob <release>-<UTC time> (PROFILE=cpu-kind|gpu, IMAGE=...), apply it, wait for the end
+deploy-rayjob: ## render a new RayJob <release>-<UTC time> (PROFILE=cpu-kind|gpu, IMAGE=..., SET="key=value ..."), apply it, wait for the end
 	bash scripts/install-tools.sh helm kubectl
 	NAMESPACE=$(NAMESPACE) PLATFORM_RELEASE=$(PLATFORM_RELEASE) RAYJOB_RELEASE=$(RAYJOB_RELEASE) \
-	PROFILE=$(PROFILE) IMAGE=$(IMAGE) bash scripts/deploy-rayjob.sh
+	PROFILE=$(PROFILE) IMAGE=$(IMAGE) bash scripts/deploy-rayjob.sh $(if $(SET),-- $(addprefix --set ,$(SET)))
 
 .PHONY: deploy-rayservice
 deploy-rayservice: ## render the RayService serving the champion (PROFILE=cpu-kind|gpu, IMAGE=...), apply it, wait until ready

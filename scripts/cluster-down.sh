@@ -9,7 +9,7 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-STATE=$ROOT/.cluster
+STATE=${CLUSTER_STATE:-$ROOT/.cluster}  # CLUSTER_STATE: another folder (the tests use their own)
 PIDS=$STATE/pids
 BRIDGE=mnistbr0
 STOP_TIMEOUT=20

@@ -14,7 +14,7 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-STATE=$ROOT/.cluster
+STATE=${CLUSTER_STATE:-$ROOT/.cluster}  # CLUSTER_STATE: another folder (the tests use their own)
 PKI=$STATE/pki
 LOGS=$STATE/logs
 PIDS=$STATE/pids

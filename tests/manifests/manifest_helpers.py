@@ -10,6 +10,7 @@ from pathlib import Path
 
 import yaml
 
+from tests.support.local_cluster import operator_source
 from tests.support.project_env import PROJECT_ENV
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -27,8 +28,10 @@ K8S_VERSIONS = ("1.29", "1.33", "1.35")
 
 
 def crds_dir() -> Path:
+    """The CRDs of the KubeRay operator that the local cluster runs, from its Go module (cluster-tools/go.mod
+    pins it; `make cluster-tools` downloads it); KUBERAY_CRDS_DIR: another version's."""
     env = os.environ.get("KUBERAY_CRDS_DIR")
-    return Path(env) if env else (ROOT / ".." / "shared" / "kuberay" / "crds").resolve()
+    return Path(env) if env else operator_source() / "config" / "crd" / "bases"
 
 
 @dataclass(frozen=True)

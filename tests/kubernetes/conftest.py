@@ -1,0 +1,33 @@
+"""One local Kubernetes cluster for the session: upstream control plane and KubeRay operator, the node agent,
+the platform chart and the dataset, as `make cluster-up` leaves them (tests/support/local_cluster.py).
+
+Its state lives under /var/tmp (the pods' folders; each pod has its own /tmp), apart from a developer's
+.cluster, and goes with the session; cluster-down stops every process it started, also when a test fails.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from tests.support import local_cluster
+
+
+@pytest.fixture(scope="session")
+def cluster():
+    state = Path(tempfile.mkdtemp(prefix="kuberay-cluster-", dir="/var/tmp"))
+    started = local_cluster.start(state)
+    try:
+        yield started
+    finally:
+        local_cluster.stop(started)
+        shutil.rmtree(state / "node", ignore_errors=True)
+        print(f"local cluster: logs kept in {state / 'logs'}", flush=True)
+
+
+@pytest.fixture(scope="session")
+def mlflow(cluster):
+    return local_cluster.MlflowReader.of(cluster)

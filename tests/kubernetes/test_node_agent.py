@@ -1,0 +1,85 @@
+"""The node agent's own rules, without a cluster: what the kubelet does with env, commands, DNS and images.
+(The agent running real pods is what the other tests of this folder prove.)"""
+
+from __future__ import annotations
+
+import socket
+import struct
+
+import pytest
+
+from tests.support.node_agent import dns, images
+from tests.support.node_agent.podspec import container_env, expand, field_value
+
+POD = {"metadata": {"name": "p", "namespace": "ns", "uid": "u-1", "labels": {"app": "web"}},
+       "spec": {"nodeName": "n", "serviceAccountName": "sa", "containers": [
+           {"name": "c", "resources": {"limits": {"cpu": "1500m", "memory": "2Gi"}}}]},
+       "status": {"podIP": "10.244.0.9", "hostIP": "10.244.0.1"}}
+
+
+class NoSources:
+    def configmap(self, namespace, name, optional):
+        return {"greeting": b"hello"} if name == "cm" else None
+
+    def secret(self, namespace, name, optional):
+        return None
+
+
+def test_env_expands_earlier_variables_and_keeps_unknown_and_escaped_references():
+    env = {"A": "x"}
+    assert expand("$(A)-$(B)-$$(A)", env) == "x-$(B)-$(A)"
+
+
+def test_env_resolves_the_downward_api_resources_and_configmap_keys_in_order():
+    container = {"name": "c", "env": [
+        {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
+        {"name": "APP", "valueFrom": {"fieldRef": {"fieldPath": "metadata.labels['app']"}}},
+        {"name": "CPUS", "valueFrom": {"resourceFieldRef": {"resource": "limits.cpu"}}},
+        {"name": "MEM_MI", "valueFrom": {"resourceFieldRef": {"resource": "limits.memory", "divisor": "1Mi"}}},
+        {"name": "GREETING", "valueFrom": {"configMapKeyRef": {"name": "cm", "key": "greeting"}}},
+        {"name": "URL", "value": "http://$(POD_IP):80"}]}
+    env = container_env(POD, container, NoSources(), {"cpu": "4"})
+    assert env == {"POD_IP": "10.244.0.9", "APP": "web", "CPUS": "2", "MEM_MI": "2048", "GREETING": "hello",
+                   "URL": "http://10.244.0.9:80"}
+
+
+def test_an_unsupported_field_path_is_a_config_error():
+    with pytest.raises(Exception, match="not supported"):
+        field_value(POD, "spec.nothing")
+
+
+def test_command_replaces_the_entrypoint_and_args_the_cmd():
+    image = images.Image("x", "", ["ep"], ["cmd"], {}, 0, 0, "/", lambda root: None)
+    assert image.argv(None, None) == ["ep", "cmd"]
+    assert image.argv(None, ["a"]) == ["ep", "a"]
+    assert image.argv(["c"], None) == ["c"]
+    assert image.argv(["c"], ["a"]) == ["c", "a"]
+
+
+def test_only_the_mapped_images_run_and_any_other_is_an_image_pull_error():
+    assert images.resolve("ghcr.io/acme/kuberay-mnist:0.1.0-cpu").uid == images.image_spec().uid
+    assert "moto" in images.resolve("quay.io/minio/minio:RELEASE.2025-09-07T16-13-09Z").stands_for
+    with pytest.raises(images.ImageNotRunnable, match="cannot be pulled here"):
+        images.resolve("docker.io/library/busybox:1.36")
+
+
+def query(name: str, qtype: int = dns.A) -> bytes:
+    labels = b"".join(bytes([len(p)]) + p.encode() for p in name.split("."))
+    return struct.pack("!HHHHHH", 7, 0x0100, 1, 0, 0, 0) + labels + b"\0" + struct.pack("!HH", qtype, 1)
+
+
+def test_dns_answers_a_records_empty_for_other_types_and_nxdomain_for_unknown_names():
+    records = {"svc.ns.svc.cluster.local": ["10.96.0.10", "10.96.0.11"]}
+    reply = dns.answer(query("svc.ns.svc.cluster.local"), records.get)
+    ident, flags, _, count, _, _ = struct.unpack("!HHHHHH", reply[:12])
+    assert (ident, flags & 0xF, count) == (7, dns.NOERROR, 2)
+    assert socket.inet_aton("10.96.0.11") in reply
+    aaaa = dns.answer(query("svc.ns.svc.cluster.local", 28), records.get)
+    assert struct.unpack("!HHHHHH", aaaa[:12])[3] == 0 and struct.unpack("!HHHHHH", aaaa[:12])[1] & 0xF == 0
+    unknown = dns.answer(query("svc.ns.svc.cluster.local.ns.svc.cluster.local"), records.get)
+    assert struct.unpack("!HHHHHH", unknown[:12])[1] & 0xF == dns.NXDOMAIN
+
+
+def test_resolv_conf_is_the_kubelets_cluster_first():
+    assert dns.resolv_conf("mnist", "10.244.0.1") == (
+        "nameserver 10.244.0.1\nsearch mnist.svc.cluster.local svc.cluster.local cluster.local\noptions ndots:5\n")

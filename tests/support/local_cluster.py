@@ -1,0 +1,146 @@
+"""The local Kubernetes cluster for tests: started by the user's own script (scripts/cluster-up.sh) in a state
+folder of the test session's, driven with the real kubectl, helm and make, read through the API.
+
+The control plane, the KubeRay operator and the Kubernetes objects are upstream's; only the node is ours
+(tests/support/node_agent). Each helper says what a user would type.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import subprocess
+import time
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from tests.support.polling import wait_until
+from tests.support.project_env import PROJECT_ENV
+
+ROOT = Path(__file__).resolve().parents[2]
+TOOLS = ROOT / ".tools" / "bin"
+NAMESPACE = PROJECT_ENV["NAMESPACE"]
+PLATFORM_RELEASE = PROJECT_ENV["PLATFORM_RELEASE"]
+
+
+def operator_source() -> Path:
+    """The KubeRay operator's module (its CRDs and RBAC), at the version cluster-tools/go.mod pins."""
+    out = subprocess.run(["go", "list", "-m", "-f", "{{.Dir}}", "github.com/ray-project/kuberay/ray-operator"],
+                         cwd=ROOT / "cluster-tools", capture_output=True, text=True, check=True)
+    return Path(out.stdout.strip())
+
+
+@dataclass
+class LocalCluster:
+    state: Path
+
+    @property
+    def kubeconfig(self) -> Path:
+        return self.state / "kubeconfig"
+
+    def env(self, **extra: str) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "MLFLOW_", "RAY_ADDRESS"))}
+        env.update(KUBECONFIG=str(self.kubeconfig), CLUSTER_STATE=str(self.state),
+                   PATH=f"{TOOLS}:{ROOT / '.venv' / 'bin'}:{env.get('PATH', '')}")
+        env.update(extra)
+        return env
+
+    def run(self, *argv: str, timeout: float = 120, check: bool = True, **env: str) -> subprocess.CompletedProcess:
+        done = subprocess.run(list(argv), cwd=ROOT, env=self.env(**env), capture_output=True, text=True,
+                              timeout=timeout)
+        if check and done.returncode != 0:
+            raise AssertionError(f"{' '.join(argv)} exited {done.returncode}:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+        return done
+
+    def kubectl(self, *args: str, timeout: float = 60, check: bool = True) -> subprocess.CompletedProcess:
+        return self.run(str(TOOLS / "kubectl"), *args, timeout=timeout, check=check)
+
+    def get(self, *args: str) -> dict:
+        return json.loads(self.kubectl("get", *args, "-o", "json").stdout)
+
+    def items(self, *args: str) -> list[dict]:
+        return self.get(*args)["items"]
+
+    def wait_rayjob(self, name: str, timeout: float, namespace: str = NAMESPACE) -> dict:
+        """Until the RayJob's jobDeploymentStatus is terminal (KubeRay's Complete, Failed, ValidationFailed)."""
+        last = {}
+
+        def ended() -> bool:
+            last.update(self.get("rayjob", name, "-n", namespace))
+            return last.get("status", {}).get("jobDeploymentStatus") in ("Complete", "Failed", "ValidationFailed")
+
+        wait_until(ended, timeout, lambda: f"RayJob {name} did not end in {timeout} s: {last.get('status')}\n"
+                   f"{self.diagnostics(namespace)}", interval=3)
+        return last
+
+    def diagnostics(self, namespace: str = NAMESPACE) -> str:
+        pods = self.kubectl("get", "pods", "-n", namespace, "-o", "wide", check=False).stdout
+        agent = (self.state / "logs" / "node-agent.log")
+        tail = "\n".join(agent.read_text(errors="replace").splitlines()[-30:]) if agent.exists() else ""
+        return f"pods:\n{pods}\nnode agent (last lines):\n{tail}"
+
+    def secret_value(self, name: str, key: str, namespace: str = NAMESPACE) -> str:
+        return base64.b64decode(self.get("secret", name, "-n", namespace)["data"][key]).decode()
+
+    def cluster_ip(self, service: str, namespace: str = NAMESPACE) -> str:
+        return self.get("service", service, "-n", namespace)["spec"]["clusterIP"]
+
+
+@dataclass
+class MlflowReader:
+    """The platform's MLflow server, read over its REST API from the host (its ClusterIP is a bridge address),
+    as the admin, with the Host header the server allows (its Service name)."""
+
+    url: str
+    user: str
+    password: str
+    host: str
+
+    @classmethod
+    def of(cls, cluster: LocalCluster) -> MlflowReader:
+        service = f"{PLATFORM_RELEASE}-mlflow"
+        return cls(f"http://{cluster.cluster_ip(service)}:5000", "admin",
+                   cluster.secret_value(f"{PLATFORM_RELEASE}-mlflow-admin", "password"), f"{service}:5000")
+
+    def call(self, path: str, body: dict | None = None) -> dict:
+        credentials = base64.b64encode(f"{self.user}:{self.password}".encode()).decode()
+        request = urllib.request.Request(
+            f"{self.url}/api/2.0/mlflow/{path}", data=None if body is None else json.dumps(body).encode(),
+            headers={"Host": self.host, "Authorization": f"Basic {credentials}", "Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=30) as answer:
+            return json.loads(answer.read())
+
+    def run_named(self, experiment: str, run_name: str) -> dict:
+        exp = self.call(f"experiments/get-by-name?{urllib.parse.urlencode({'experiment_name': experiment})}")["experiment"]
+        runs = self.call("runs/search", {"experiment_ids": [exp["experiment_id"]],
+                                         "filter": f"attributes.run_name = '{run_name}'"}).get("runs", [])
+        assert len(runs) == 1, f"expected one MLflow run named {run_name!r}, found {len(runs)}"
+        return runs[0]
+
+    def metric_history(self, run_id: str, key: str) -> list[dict]:
+        query = urllib.parse.urlencode({"run_id": run_id, "metric_key": key})
+        return self.call(f"metrics/get-history?{query}").get("metrics", [])
+
+    def model_versions(self, run_id: str) -> list[dict]:
+        query = urllib.parse.urlencode({"filter": f"run_id = '{run_id}'"})
+        return self.call(f"model-versions/search?{query}").get("model_versions", [])
+
+
+def start(state: Path, timeout: float = 600) -> LocalCluster:
+    cluster = LocalCluster(state)
+    started = time.monotonic()
+    done = cluster.run("bash", "scripts/cluster-up.sh", timeout=timeout, check=False)
+    print(f"\nlocal cluster: cluster-up in {time.monotonic() - started:.0f} s (state {state})\n{done.stdout[-1500:]}",
+          flush=True)
+    if done.returncode != 0:
+        stop(cluster)
+        raise AssertionError(f"cluster-up failed ({done.returncode}):\n{done.stdout[-4000:]}\n{done.stderr[-4000:]}")
+    return cluster
+
+
+def stop(cluster: LocalCluster) -> None:
+    done = cluster.run("bash", "scripts/cluster-down.sh", timeout=180, check=False)
+    print(f"\nlocal cluster: {done.stdout.strip().splitlines()[-1] if done.stdout.strip() else done.stderr}", flush=True)
