@@ -1,5 +1,6 @@
-"""One local Kubernetes cluster for the session: upstream control plane and KubeRay operator, the node agent,
-the platform chart and the dataset, as `make cluster-up` leaves them (tests/support/local_cluster.py).
+"""One local Kubernetes cluster for this folder's tests: upstream control plane and KubeRay operator, the node
+agent, the platform chart and the dataset, as `make cluster-up` leaves them (tests/support/local_cluster.py).
+Stopped after the folder's last test, so the rest of the suite runs on idle cores.
 
 Its state lives under /var/tmp (the pods' folders; each pod has its own /tmp), apart from a developer's
 .cluster, and goes with the session; cluster-down stops every process it started, also when a test fails.
@@ -16,7 +17,7 @@ import pytest
 from tests.support import local_cluster
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def cluster():
     state = Path(tempfile.mkdtemp(prefix="kuberay-cluster-", dir="/var/tmp"))
     started = local_cluster.start(state)
@@ -28,6 +29,6 @@ def cluster():
         print(f"local cluster: logs kept in {state / 'logs'}", flush=True)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def mlflow(cluster):
     return local_cluster.MlflowReader.of(cluster)

@@ -10,8 +10,10 @@ from __future__ import annotations
 import base64
 import json
 import os
+import ssl
 import subprocess
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass
@@ -84,6 +86,20 @@ class LocalCluster:
 
     def secret_value(self, name: str, key: str, namespace: str = NAMESPACE) -> str:
         return base64.b64decode(self.get("secret", name, "-n", namespace)["data"][key]).decode()
+
+    def through_api(self, path: str, body: bytes | None = None, content_type: str = "application/json",
+                    timeout: float = 30) -> tuple[int, bytes]:
+        """(status, body) of a request to the API server as the admin: a Service's proxy path, for example."""
+        pki = self.state / "pki"
+        context = ssl.create_default_context(cafile=str(pki / "ca.crt"))
+        context.load_cert_chain(pki / "admin.crt", pki / "admin.key")
+        headers = {"Content-Type": content_type} if body is not None else {}
+        request = urllib.request.Request(f"https://127.0.0.1:16443{path}", data=body, headers=headers)
+        try:
+            with urllib.request.urlopen(request, timeout=timeout, context=context) as answer:
+                return answer.status, answer.read()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read()
 
     def cluster_ip(self, service: str, namespace: str = NAMESPACE) -> str:
         return self.get("service", service, "-n", namespace)["spec"]["clusterIP"]
