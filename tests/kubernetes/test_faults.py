@@ -1,0 +1,80 @@
+"""Faults a cluster has, through the real API: each ends with the RayJob Complete and exactly one metric value per
+epoch in MLflow."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+
+import pytest
+
+from mnist_job.tracking.runs import RUN_NAME_TAG
+from tests.support.local_cluster import NAMESPACE, ROOT
+from tests.support.polling import wait_until
+from tests.support.training import EPOCH_METRICS
+
+pytestmark = [pytest.mark.kubernetes, pytest.mark.slow]
+
+EPOCHS = 4  # long enough to lose a worker in the middle
+JOB_TIMEOUT_S = 900
+
+
+def start_deploy(cluster, *sets: str) -> subprocess.Popen:
+    """scripts/deploy-rayjob.sh as `make deploy-rayjob` runs it, with chart values of this test's."""
+    args = [a for s in sets for a in ("--set", s)]
+    return subprocess.Popen(["bash", "scripts/deploy-rayjob.sh", "--profile", "cpu-kind", "--", *args], cwd=ROOT,
+                            env=cluster.env(NAMESPACE=NAMESPACE), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+
+
+def newest_rayjob(cluster) -> dict | None:
+    jobs = sorted(cluster.items("rayjobs", "-n", NAMESPACE), key=lambda j: j["metadata"]["creationTimestamp"])
+    return jobs[-1] if jobs else None
+
+
+def run_of(mlflow, run_name: str) -> dict | None:
+    exp = mlflow.call("experiments/get-by-name?experiment_name=mnist")["experiment"]
+    runs = mlflow.call("runs/search", {"experiment_ids": [exp["experiment_id"]],
+                                       "filter": f"tags.`{RUN_NAME_TAG}` = '{run_name}'"}).get("runs", [])
+    return runs[0] if runs else None
+
+
+def epochs_logged(mlflow, run_name: str) -> int:
+    run = run_of(mlflow, run_name)
+    return len(mlflow.metric_history(run["info"]["run_id"], "val_accuracy")) if run else 0
+
+
+def worker_names(cluster, cluster_name: str) -> dict[str, str]:
+    pods = cluster.items("pods", "-n", NAMESPACE, "-l", f"ray.io/cluster={cluster_name},ray.io/node-type=worker")
+    return {p["metadata"]["name"]: p["status"].get("phase", "") for p in pods}
+
+
+def test_a_worker_pod_deleted_during_training_is_recreated_and_training_resumes(cluster, mlflow):
+    started = time.monotonic()
+    deploy = start_deploy(cluster, rf"job.set.train\.epochs={EPOCHS}")
+    try:
+        job = wait_until(lambda: newest_rayjob(cluster) if deploy.poll() is None else pytest.fail(deploy.stdout.read()),
+                         120, "no RayJob appeared")
+        name = job["metadata"]["name"]
+        wait_until(lambda: epochs_logged(mlflow, name) >= 1, 600, f"{name}: no epoch logged", interval=2)
+        cluster_name = cluster.get("rayjob", name, "-n", NAMESPACE)["status"]["rayClusterName"]
+        before = worker_names(cluster, cluster_name)
+        victim = sorted(before)[0]
+        cluster.kubectl("delete", "pod", victim, "-n", NAMESPACE, "--wait=false")
+        print(f"deleted worker pod {victim} after epoch 1 ({time.monotonic() - started:.0f} s)")
+        # the operator replaces it: a pod of another name, Running, while the job goes on
+        wait_until(lambda: any(n not in before and phase == "Running" for n, phase in
+                               worker_names(cluster, cluster_name).items()), 180,
+                   f"the operator did not replace worker pod {victim}", interval=2)
+        out, _ = deploy.communicate(timeout=JOB_TIMEOUT_S)
+    finally:
+        if deploy.poll() is None:
+            deploy.kill()
+    print(f"deploy: exit {deploy.returncode} in {time.monotonic() - started:.0f} s\n{out[-1500:]}")
+    assert deploy.returncode == 0, f"{out[-3000:]}\n{cluster.diagnostics()}"
+    # Ray Train went on from the last checkpoint: exactly one value per epoch, none repeated by the restart
+    run = run_of(mlflow, name)
+    assert run["info"]["status"] == "FINISHED"
+    for key in EPOCH_METRICS:
+        steps = sorted(m["step"] for m in mlflow.metric_history(run["info"]["run_id"], key))
+        assert steps == list(range(1, EPOCHS + 1)), f"{key}: steps {steps}"
