@@ -2,7 +2,7 @@
 
 Order matters: everything that can be found wrong without training (params,
 services, data, cluster size) is checked before a worker starts, so a bad
-setting costs seconds, not an epoch. The per-worker loop is in train_loop.py.
+setting costs seconds, not an epoch. The per-worker loop is in loop.py.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import sys
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 
 from mnist_job.core.config import Params, Runtime
@@ -24,7 +25,7 @@ from mnist_job.core.errors import InvalidInput, JobError, Stopped
 from mnist_job.core.files import write_atomically
 from mnist_job.data.s3 import check_s3_location
 from mnist_job.training.failures import mark_killed, root_cause, stop_on_signals
-from mnist_job.training.planning import check_every_rank_gets_data, plan_resources
+from mnist_job.training.planning import WorkerPlan, plan_batches, plan_resources
 from mnist_job.training.ray_cluster import init_ray, owns_local_cluster
 
 logger = logging.getLogger(__name__)
@@ -121,7 +122,7 @@ def _train(params: Params, runtime: Runtime, log_file: Path, verbose: bool, extr
     # 2. data: verified here too, so a corrupt dataset fails in seconds (exit 4)
     data_dir = ensure_dataset(params.data, runtime)
     manifest = json.loads((data_dir / MANIFEST).read_text())  # verified by ensure_dataset
-    check_every_rank_gets_data(params, manifest["files"][SPLIT_FILES["train_labels"]]["shape"][0])
+    batch = plan_batches(params, manifest["files"][SPLIT_FILES["train_labels"]]["shape"][0])
 
     # 3. the Ray cluster and what it can run; what Ray and its workers print goes to the log file
     t_ray = time.monotonic()
@@ -164,17 +165,11 @@ def _train(params: Params, runtime: Runtime, log_file: Path, verbose: bool, extr
         f"{params.mlflow.experiment!r} at {tracking.redact(tracking_uri)}")
 
     # 5. train (a local cluster: without the helper actors only a cluster needs)
+    # everything the workers are told, decided here once: they take it as it is
+    plan = WorkerPlan(params=params, runtime=runtime, tracking_uri=tracking_uri, run_id=run_id,
+                      threads_per_worker=cpus_per_worker, batch=batch, verbose=verbose, progress=progress)
     trainer = (local_torch_trainer if owns_local_cluster() else TorchTrainer)(
-        train_loop_per_worker,
-        train_loop_config={
-            "params": params,  # frozen and validated once, here: the workers take them as they are
-            "runtime": runtime,
-            "tracking_uri": tracking_uri,
-            "run_id": run_id,
-            "threads_per_worker": cpus_per_worker,
-            "verbose": verbose,
-            "progress": progress,
-        },
+        partial(train_loop_per_worker, plan),
         scaling_config=ScalingConfig(num_workers=params.train.num_workers, use_gpu=use_gpu,
                                      resources_per_worker={"CPU": cpus_per_worker}),
         run_config=RunConfig(

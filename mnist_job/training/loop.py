@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from mnist_job.model.network import images_to_tensor
+from mnist_job.training.planning import WorkerPlan
 
 CHECKPOINT_FILE = "checkpoint.pt"
 
@@ -123,24 +124,23 @@ def score(model, x: torch.Tensor, y: torch.Tensor, batch: int = 250) -> tuple[fl
     return loss_sum, correct, len(x)
 
 
-def train_loop_per_worker(config: dict) -> None:
+def train_loop_per_worker(plan: WorkerPlan) -> None:
     import ray.train
     import ray.train.torch
 
-    from mnist_job.core.config import Params, Runtime
     from mnist_job.core.console import report_progress, show_on_stdout
     from mnist_job.data.dvc_store import ensure_dataset
     from mnist_job.data.format import load_dataset
     from mnist_job.model.network import build_model, load_checkpoint
 
-    params: Params = config["params"]
-    runtime: Runtime = config["runtime"].for_this_node()  # this node's own paths and endpoints
+    params = plan.params
+    runtime = plan.runtime.for_this_node()  # this node's own paths and endpoints
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
-    show_on_stdout(rank=rank, verbose=config.get("verbose", False))
+    show_on_stdout(rank=rank, verbose=plan.verbose)
     device = ray.train.torch.get_device()
     if device.type == "cpu":
-        torch.set_num_threads(config["threads_per_worker"])
+        torch.set_num_threads(plan.threads_per_worker)
     torch.manual_seed(params.train.seed)  # the same initial weights on every rank
 
     started = time.monotonic()
@@ -158,14 +158,10 @@ def train_loop_per_worker(config: dict) -> None:
 
     model = ray.train.torch.prepare_model(build_model(params.model.width, params.model.dropout))
     torch.manual_seed(rank_seed(params.train.seed, rank))  # from here on (dropout) every rank draws its own numbers
-    local_batch = max(1, params.train.batch_size // world)
-    steps_per_epoch = (len(x) // world) // local_batch
-    if steps_per_epoch == 0:
-        raise ValueError(f"train.batch_size {params.train.batch_size} is larger than the training set of {len(x)}")
     optimizer = torch.optim.AdamW(model.parameters(), lr=params.train.learning_rate, weight_decay=params.train.weight_decay,
                                   betas=tuple(params.train.adam_betas))
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=params.train.learning_rate, total_steps=params.train.epochs * steps_per_epoch)
+        optimizer, max_lr=params.train.learning_rate, total_steps=params.train.epochs * plan.batch.steps_per_epoch)
 
     history: list[dict] = []
     start_epoch = 1
@@ -184,7 +180,7 @@ def train_loop_per_worker(config: dict) -> None:
 
     metrics_logger = None
     if rank == 0:
-        metrics_logger = _mlflow_logger(config)
+        metrics_logger = _mlflow_logger(plan)
         if history:
             metrics_logger.backfill(history)
 
@@ -192,12 +188,12 @@ def train_loop_per_worker(config: dict) -> None:
         t0 = time.monotonic()
         shard = shard_indices(len(x), epoch, params.train.seed, rank, world)
         progress = None
-        if rank == 0 and config.get("progress"):  # the driver's terminal draws it as a bar
+        if rank == 0 and plan.progress:  # the driver's terminal draws it as a bar
 
             def progress(step, steps, epoch=epoch):
                 report_progress(epoch, params.train.epochs, step, steps)
 
-        loss_sum, correct, seen = run_epoch(model, optimizer, scheduler, x, y, shard, local_batch, progress)
+        loss_sum, correct, seen = run_epoch(model, optimizer, scheduler, x, y, shard, plan.batch.per_worker, progress)
         train_time = time.monotonic() - t0
         v_loss, v_correct, v_seen = score(unwrap(model), vx, vy)  # no DDP forward: no hidden collective
         loss_sum, correct, seen, v_loss, v_correct, v_seen = _all_reduce(
@@ -233,14 +229,14 @@ def train_loop_per_worker(config: dict) -> None:
         # the evaluation, plots and model export that follow are the worker's memory peak: the training set,
         # its views and the optimiser's state go first
         del data, train_x, train_y, val_x, val_y, x, y, vx, vy, optimizer, scheduler
-        finish_run(params, config, unwrap(model), test, history, metrics_logger, device)
+        finish_run(plan, unwrap(model), test, history, metrics_logger, device)
 
 
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:
     return model.module if hasattr(model, "module") else model
 
 
-def _mlflow_logger(config: dict):
+def _mlflow_logger(plan: WorkerPlan):
     from mlflow import MlflowClient
 
     from mnist_job.tracking.runs import EpochMetricsLogger
@@ -248,18 +244,18 @@ def _mlflow_logger(config: dict):
     # Fail a request in seconds rather than minutes so an outage only delays logging.
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
-    client = MlflowClient(tracking_uri=config["tracking_uri"])
-    return EpochMetricsLogger(client, config["run_id"])
+    client = MlflowClient(tracking_uri=plan.tracking_uri)
+    return EpochMetricsLogger(client, plan.run_id)
 
 
-def finish_run(params, config: dict, model: torch.nn.Module, test: tuple[np.ndarray, np.ndarray],
+def finish_run(plan: WorkerPlan, model: torch.nn.Module, test: tuple[np.ndarray, np.ndarray],
                history: list[dict], metrics_logger, device) -> None:
     """Rank 0, after the last epoch: test metrics, plots, model, registry. Idempotent across restarts."""
     from mnist_job.evaluation.scoring import evaluate, plot_confusion, plot_curves
     from mnist_job.tracking.registry import FINAL_TAG, log_final_results
     from mnist_job.tracking.runs import retry
 
-    client, run_id = metrics_logger.client, config["run_id"]
+    params, client, run_id = plan.params, metrics_logger.client, plan.run_id
     timeout = params.mlflow.flush_timeout_s
     metrics_logger.flush(timeout)
     run = retry(lambda: client.get_run(run_id), "read the run", timeout)
@@ -283,7 +279,7 @@ def finish_run(params, config: dict, model: torch.nn.Module, test: tuple[np.ndar
         (folder / "metrics" / "test_metrics.json").write_text(json.dumps(evaluation.to_json(), indent=2))
 
         def log_everything():
-            return log_final_results(client, config["tracking_uri"], run_id, model, evaluation, folder,
+            return log_final_results(client, plan.tracking_uri, run_id, model, evaluation, folder,
                                      np.asarray(test_images[:2]),
                                      params.mlflow.registered_model if register else None,
                                      int(history[-1]["epoch"]) if history else 0)
