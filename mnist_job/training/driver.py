@@ -21,9 +21,10 @@ from pathlib import Path
 from typing import Any
 
 from mnist_job.core.config import Params, Runtime
-from mnist_job.core.console import chatter_to_file, stderr_to_file
+from mnist_job.core.console import chatter_to_file, stderr_to_file, to_log_file_only
 from mnist_job.core.errors import InvalidInput, JobError, Stopped
 from mnist_job.core.files import write_atomically
+from mnist_job.core.phases import WORKER_PHASES, PhaseClock, metric_key
 from mnist_job.data.s3 import check_s3_location
 from mnist_job.training.failures import mark_killed, root_cause, stop_on_signals
 from mnist_job.training.planning import BatchPlan, WorkerPlan, plan_batches, plan_resources
@@ -42,9 +43,11 @@ class TrainingResult:
     model_dir: Path
     resumed: bool
     log_file: Path
+    phases: str = ""  # where the time went (mnist_job/core/phases.py)
 
     def summary_lines(self) -> list[str]:
-        """What a person needs at the end: the run, how good, where the model, the plots and the log are."""
+        """What a person needs at the end: the run, how good, where the model and the plots are, where the time
+        went, and the log."""
         from mnist_job.tracking.runs import redact
 
         accuracy = "n/a" if self.test_accuracy is None else f"{self.test_accuracy:.4f}"
@@ -54,7 +57,7 @@ class TrainingResult:
         return [f"run id: {self.run_id}", f"test accuracy: {accuracy}", f"registered: {self.registered}",
                 f"model: {self.model_dir}",
                 f"plots: plots/training_curves.png, plots/confusion_matrix.png in the run's artifacts at {where}",
-                f"log: {self.log_file}"]
+                *([f"phases: {self.phases}"] if self.phases else []), f"log: {self.log_file}"]
 
 
 def default_run_name() -> str:
@@ -91,18 +94,28 @@ def run_training(params: Params, runtime: Runtime, verbose: bool = False, extra_
 
 def _train(params: Params, runtime: Runtime, log_file: Path, verbose: bool, extra_tags: dict | None,
            callbacks) -> TrainingResult:
-    """The run's phases, in order: each one a function below, each failing before the next one starts."""
-    t_start = time.monotonic()
+    """The run's phases, in order: each one a function below, timed, each failing before the next one starts."""
+    clock, t_start = PhaseClock(), time.monotonic()
     base_name = params.train.run_name or default_run_name()
-    checked = _check_services_and_data(params, runtime)
-    cluster = _start_cluster(params, runtime, log_file, verbose)
-    run = _start_run(params, runtime, checked, cluster, base_name, extra_tags)
+    with clock.phase("checks"):
+        checked = _check_services_and_data(params, runtime)
+    with clock.phase("ray_start"):
+        cluster = _start_cluster(params, runtime, log_file, verbose)
+    with clock.phase("run_start"):
+        run = _start_run(params, runtime, checked, cluster, base_name, extra_tags)
     # everything the workers are told, decided here once: they take it as it is
     plan = WorkerPlan(params=params, runtime=runtime, tracking_uri=checked.tracking_uri, run_id=run.run_id,
                       threads_per_worker=cluster.cpus_per_worker, batch=checked.batch, verbose=verbose,
-                      progress=cluster.progress)
-    fitted, fit_seconds = _fit(plan, cluster, run, checked.storage_path, base_name, log_file, callbacks)
-    return _final_outputs(fitted, run, checked, log_file, fit_seconds, t_start)
+                      progress=cluster.progress, handed_over_at=time.time())
+    with clock.phase("fit"):
+        fitted = _fit(_trainer(plan, cluster, run.run_name, checked.storage_path, callbacks), cluster, run, base_name,
+                      log_file)
+    with clock.phase("outputs"):
+        outputs = _final_outputs(fitted, run, checked, log_file, clock.seconds("fit"), t_start)
+    if cluster.started_here:  # a local cluster this call started; a connected one is left as it is
+        with clock.phase("shutdown"), stderr_to_file(log_file, enabled=not verbose):
+            cluster.ray.shutdown()
+    return _finish(outputs, run, checked, clock, log_file, time.monotonic() - t_start)
 
 
 @dataclass(frozen=True)
@@ -123,6 +136,7 @@ class _Cluster:
     use_gpu: bool
     cpus_per_worker: int
     progress: bool  # a progress bar: the output is a terminal, and not --verbose
+    started_here: bool  # a local cluster this call started (and shuts down at the end)
 
 
 @dataclass(frozen=True)
@@ -159,9 +173,11 @@ def _check_services_and_data(params: Params, runtime: Runtime) -> _Checked:
 
 def _start_cluster(params: Params, runtime: Runtime, log_file: Path, verbose: bool) -> _Cluster:
     """The Ray cluster and what it can run; what Ray and its workers print goes to the log file."""
+    import ray
+
     from mnist_job.training.ray_output import route_ray_output
 
-    t_ray = time.monotonic()
+    t_ray, was_running = time.monotonic(), ray.is_initialized()  # e.g. a tuning trial, in the study's Ray
     with stderr_to_file(log_file, enabled=not verbose):  # Ray's C++ core writes its warnings to fd 2
         ray = init_ray(runtime)
     progress = sys.stdout.isatty() and not verbose
@@ -172,7 +188,7 @@ def _start_cluster(params: Params, runtime: Runtime, log_file: Path, verbose: bo
                 f"({int(resources.get('CPU', 0))} CPUs, {int(resources.get('GPU', 0))} GPUs) in "
                 f"{time.monotonic() - t_ray:.1f} s; {params.train.num_workers} workers x "
                 f"{'1 GPU' if use_gpu else f'{cpus_per_worker} CPUs'}; details in {log_file}")
-    return _Cluster(ray, use_gpu, cpus_per_worker, progress)
+    return _Cluster(ray, use_gpu, cpus_per_worker, progress, not was_running and owns_local_cluster())
 
 
 def _start_run(params: Params, runtime: Runtime, checked: _Checked, cluster: _Cluster, base_name: str,
@@ -222,14 +238,11 @@ def _run_tags(params: Params, runtime: Runtime, checked: _Checked, cluster: _Clu
     }
 
 
-def _fit(plan: WorkerPlan, cluster: _Cluster, run: _StartedRun, storage_path: str, base_name: str, log_file: Path,
-         callbacks):
-    """(Ray Train's result, seconds): the worker group trains; a signal marks the run KILLED, a failure FAILED."""
-    trainer = _trainer(plan, cluster, run.run_name, storage_path, callbacks)
-    t_fit = time.monotonic()
+def _fit(trainer, cluster: _Cluster, run: _StartedRun, base_name: str, log_file: Path):
+    """Ray Train's result: the worker group trains; a signal marks the run KILLED, a failure FAILED."""
     with stop_on_signals() as received:
         try:
-            result = trainer.fit()
+            return trainer.fit()
         except KeyboardInterrupt:
             signum = received[-1] if received else signal.SIGINT
             mark_killed(run.client, run.run_id, signum)
@@ -239,7 +252,6 @@ def _fit(plan: WorkerPlan, cluster: _Cluster, run: _StartedRun, storage_path: st
         except Exception as exc:  # noqa: BLE001 (Ray wraps worker errors; report the root cause)
             run.client.set_terminated(run.run_id, status="FAILED")
             raise root_cause(exc, log_file) from None
-    return result, time.monotonic() - t_fit
 
 
 def _trainer(plan: WorkerPlan, cluster: _Cluster, run_name: str, storage_path: str, callbacks):
@@ -265,9 +277,20 @@ def _trainer(plan: WorkerPlan, cluster: _Cluster, run_name: str, storage_path: s
     )
 
 
+@dataclass(frozen=True)
+class _Outputs:
+    """What the run left: the model next to the project, what MLflow holds of it, and the seconds fit took."""
+
+    model_dir: Path
+    test_accuracy: float | None
+    registered: str
+    fit_seconds: float
+    inside_fit: PhaseClock  # rank 0's phases, read back from the run
+
+
 def _final_outputs(fitted, run: _StartedRun, checked: _Checked, log_file: Path, fit_seconds: float,
-                   t_start: float) -> TrainingResult:
-    """The final model next to the project, run.json, and the summary; the run FINISHED only after all of it."""
+                   t_start: float) -> _Outputs:
+    """The final model next to the project and run.json; what rank 0 logged, read back."""
     from mnist_job.tracking.runs import redact
     from mnist_job.training.loop import CHECKPOINT_FILE
 
@@ -282,7 +305,6 @@ def _final_outputs(fitted, run: _StartedRun, checked: _Checked, log_file: Path, 
     logged = client.get_run(run_id)
     test_accuracy = logged.data.metrics.get("test_accuracy")
     registered = logged.data.tags.get("model.registered", "false")
-    client.log_metric(run_id, "fit_wall_s", fit_seconds)
     summary = {
         "run_id": run_id, "run_name": run.run_name, "experiment_id": run.experiment_id,
         "tracking_uri": redact(checked.tracking_uri), "test_accuracy": test_accuracy, "registered": registered,
@@ -290,7 +312,29 @@ def _final_outputs(fitted, run: _StartedRun, checked: _Checked, log_file: Path, 
         "storage_path": f"{checked.storage_path}/{run.run_name}",
     }
     write_atomically(out_dir / "run.json", json.dumps(summary, indent=2) + "\n")
-    # FINISHED only once everything the driver writes is written: a run marked finished is complete
-    client.set_terminated(run_id, status="FINISHED")
-    return TrainingResult(run_id, run.experiment_id, checked.tracking_uri, test_accuracy, registered, model_dir,
-                          run.resumed, log_file)
+    return _Outputs(model_dir, test_accuracy, registered, fit_seconds, _phases_inside_fit(client, logged))
+
+
+def _phases_inside_fit(client, logged) -> PhaseClock:
+    """Rank 0's phases as it logged them with the final results (each epoch a step of ``phase_epoch_s``)."""
+    metrics = logged.data.metrics
+    entries = [(key, value, 0) for key, value in metrics.items() if key != metric_key("epoch")]
+    if metric_key("epoch") in metrics:
+        entries += [(m.key, m.value, m.step) for m in client.get_metric_history(logged.info.run_id, metric_key("epoch"))]
+    return PhaseClock.from_metrics(entries, WORKER_PHASES)
+
+
+def _finish(outputs: _Outputs, run: _StartedRun, checked: _Checked, clock: PhaseClock, log_file: Path,
+            total_seconds: float) -> TrainingResult:
+    """The phase breakdown to train.log and MLflow; then FINISHED, once everything the driver writes is written."""
+    from mlflow.entities import Metric
+
+    phases = f"{clock.describe({'fit': outputs.inside_fit})}; total {total_seconds:.1f} s"
+    to_log_file_only(logger, f"phases: {phases}")
+    now = int(time.time() * 1000)
+    run.client.log_batch(run.run_id, metrics=[Metric("fit_wall_s", outputs.fit_seconds, now, 0)]
+                         + [Metric(key, value, now, step) for key, value, step in clock.metrics()])
+    # a run marked finished is complete
+    run.client.set_terminated(run.run_id, status="FINISHED")
+    return TrainingResult(run.run_id, run.experiment_id, checked.tracking_uri, outputs.test_accuracy,
+                          outputs.registered, outputs.model_dir, run.resumed, log_file, phases)

@@ -4,6 +4,10 @@ Rank 0 also checkpoints, logs to MLflow (Ray Train V2 has no MLflow callback)
 and, after the last epoch, evaluates on the test set, logs the plots and the
 model, and registers it when it is good enough. Every rank calls
 ``ray.train.report`` each epoch; only rank 0 passes a checkpoint.
+
+A worker is told everything by the driver's ``WorkerPlan`` (mnist_job/training/planning.py) and
+computes none of it again. ``train_loop_per_worker`` reads as its phases, each a function; rank 0
+times them (mnist_job/core/phases.py) and logs them with the final results.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from mnist_job.core.phases import PhaseClock
 from mnist_job.model.network import images_to_tensor
 from mnist_job.training.planning import WorkerPlan
 
@@ -133,19 +138,26 @@ def score(model, x: torch.Tensor, y: torch.Tensor, batch: int = 250) -> tuple[fl
 def train_loop_per_worker(plan: WorkerPlan) -> None:
     """One worker's run, phase by phase: its data, its model (restored from the last checkpoint), the epochs
     (each followed by a checkpoint), and on rank 0 the final evaluation and logging."""
+    clock = PhaseClock()  # rank 0's goes to MLflow with the final results, where the driver reads it back
     worker = _join(plan)
-    shard = _load_shard(plan, worker)
-    training = _build_and_restore(plan, worker)
+    clock.add("workers_ready", max(0.0, time.time() - plan.handed_over_at))  # on the driver's clock
+    with clock.phase("data_ready"):
+        shard = _load_shard(plan, worker)
+    with clock.phase("model_ready"):
+        training = _build_and_restore(plan, worker)
     for epoch in range(training.start_epoch, plan.params.train.epochs + 1):
-        metrics = _train_epoch(plan, worker, shard, training, epoch)
-        _checkpoint(plan, worker, training, epoch, metrics)
+        with clock.phase("epoch", step=epoch):
+            metrics = _train_epoch(plan, worker, shard, training, epoch)
+        with clock.phase("checkpoint"):
+            _checkpoint(plan, worker, training, epoch, metrics)
     if worker.rank == 0:
         test = (shard.data.test_images, shard.data.test_labels)
         # the evaluation, plots and model export that follow are the worker's memory peak: the training set,
         # its views and the optimiser's state go first
         del shard
         training.optimizer = training.scheduler = None
-        finish_run(plan, unwrap(training.model), test, training.history, training.metrics_logger, worker.device)
+        finish_run(plan, unwrap(training.model), test, training.history, training.metrics_logger, worker.device,
+                   clock)
 
 
 @dataclass(frozen=True)
@@ -334,30 +346,37 @@ def _mlflow_logger(plan: WorkerPlan):
 
 
 def finish_run(plan: WorkerPlan, model: torch.nn.Module, test: tuple[np.ndarray, np.ndarray],
-               history: list[dict], metrics_logger, device) -> None:
-    """Rank 0, after the last epoch: test metrics, plots, model, registry. Idempotent across restarts."""
+               history: list[dict], metrics_logger, device, clock: PhaseClock | None = None) -> None:
+    """Rank 0, after the last epoch: test metrics, plots, model, registry. Idempotent across restarts.
+
+    ``clock``: rank 0's phases so far; the final ones are added, and all of them logged with the results.
+    """
     from mnist_job.tracking.registry import FINAL_TAG, log_final_results
     from mnist_job.tracking.runs import retry
 
     params, client, run_id = plan.params, metrics_logger.client, plan.run_id
+    clock = clock or PhaseClock()
     timeout = params.mlflow.flush_timeout_s
-    metrics_logger.flush(timeout)
-    run = retry(lambda: client.get_run(run_id), "read the run", timeout)
+    with clock.phase("mlflow_logging"):
+        metrics_logger.flush(timeout)
+        run = retry(lambda: client.get_run(run_id), "read the run", timeout)
     if run.data.tags.get(FINAL_TAG) == "true":
         logger.info("final evaluation was logged before a restart; nothing to redo")
         return
-    evaluation, example = _evaluate_on_test(params, model, test, device)
-    model = model.to("cpu").eval()
+    with clock.phase("evaluate"):
+        evaluation, example = _evaluate_on_test(params, model, test, device)
+        model = model.to("cpu").eval()
     register = evaluation.accuracy >= params.mlflow.register_min_accuracy
 
     with tempfile.TemporaryDirectory() as folder:
         folder = Path(folder)
-        _write_plots_and_metrics(folder, history, evaluation)
+        with clock.phase("plots"):
+            _write_plots_and_metrics(folder, history, evaluation)
 
         def log_everything():
             return log_final_results(client, plan.tracking_uri, run_id, model, evaluation, folder, example,
                                      params.mlflow.registered_model if register else None,
-                                     int(history[-1]["epoch"]) if history else 0)
+                                     int(history[-1]["epoch"]) if history else 0, phases=clock)
 
         version = retry(log_everything, "log the final model and plots", timeout)
     if register:

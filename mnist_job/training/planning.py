@@ -89,3 +89,4 @@ class WorkerPlan:
     batch: BatchPlan
     verbose: bool  # the job's debug lines too
     progress: bool  # rank 0 reports its place within each epoch (the driver draws a bar on a terminal)
+    handed_over_at: float  # time.time() on the driver as it handed the plan to Ray Train: the worker group's start

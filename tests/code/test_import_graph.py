@@ -17,7 +17,7 @@ import ast
 from tests.support.services import PROJECT_DIR
 
 PACKAGE = PROJECT_DIR / "mnist_job"
-FOUNDATION = ["core.errors", "core.tuning_params", "core.config", "core.presets", "core.files", "core.paths",
+FOUNDATION = ["core.errors", "core.tuning_params", "core.config", "core.presets", "core.files", "core.paths", "core.phases",
               "core.console"]
 LIBRARIES = [
     "data.format",
