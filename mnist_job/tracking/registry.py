@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from mnist_job.core.errors import InvalidInput
-from mnist_job.core.phases import PREFIX, PhaseClock
+from mnist_job.core.phases import PREFIX, WORKER_PHASES, PhaseClock, metric_key
 
 FINAL_TAG = "final.logged"  # set last: the whole final logging of the run is done
 CHAMPION = "champion"
@@ -57,6 +57,15 @@ def log_final_results(client, tracking_uri: str, run_id: str, model, evaluation,
         client.log_batch(run_id, metrics=[Metric(k, v, now, s) for k, v, s in phases.metrics()])
     client.set_tag(run_id, FINAL_TAG, "true")
     return version
+
+
+def logged_phases(client, run) -> PhaseClock:
+    """The phases rank 0 logged with the final results, read back (each epoch a step of ``phase_epoch_s``)."""
+    metrics, epoch = run.data.metrics, metric_key("epoch")
+    entries = [(key, value, 0) for key, value in metrics.items() if key != epoch]
+    if epoch in metrics:
+        entries += [(m.key, m.value, m.step) for m in client.get_metric_history(run.info.run_id, epoch)]
+    return PhaseClock.from_metrics(entries, WORKER_PHASES)
 
 
 def _log_test_metrics_and_files(client, run, evaluation, folder: Path, step: int) -> None:

@@ -11,10 +11,9 @@ import json
 import logging
 import os
 import secrets
-import signal
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
@@ -22,12 +21,12 @@ from typing import Any
 
 from mnist_job.core.config import Params, Runtime
 from mnist_job.core.console import chatter_to_file, stderr_to_file, to_log_file_only
-from mnist_job.core.errors import InvalidInput, JobError, Stopped
+from mnist_job.core.errors import InvalidInput, JobError
 from mnist_job.core.files import write_atomically
-from mnist_job.core.phases import WORKER_PHASES, PhaseClock, metric_key
+from mnist_job.core.phases import PhaseClock
 from mnist_job.data.s3 import check_s3_location
-from mnist_job.training.failures import mark_killed, root_cause, stop_on_signals
-from mnist_job.training.planning import BatchPlan, WorkerPlan, plan_batches, plan_resources
+from mnist_job.training.failures import fit_or_stop
+from mnist_job.training.planning import BatchPlan, WorkerPlan, plan_batches, plan_resources, resolve_storage_path
 from mnist_job.training.ray_cluster import init_ray, owns_local_cluster
 
 logger = logging.getLogger(__name__)
@@ -62,14 +61,6 @@ class TrainingResult:
 
 def default_run_name() -> str:
     return f"mnist-{datetime.now(UTC):%Y%m%d-%H%M%S}-{secrets.token_hex(2)}"
-
-
-def resolve_storage_path(storage_path: str, runtime: Runtime) -> str:
-    if storage_path.startswith("s3://"):
-        return storage_path
-    if "://" in storage_path:
-        raise InvalidInput(f"train.storage_path: {storage_path!r}: only local paths and s3:// are supported")
-    return str(runtime.path(storage_path).resolve())
 
 
 def run_training(params: Params, runtime: Runtime, verbose: bool = False, extra_tags: dict | None = None,
@@ -108,14 +99,14 @@ def _train(params: Params, runtime: Runtime, log_file: Path, verbose: bool, extr
                       threads_per_worker=cluster.cpus_per_worker, batch=checked.batch, verbose=verbose,
                       progress=cluster.progress, handed_over_at=time.time())
     with clock.phase("fit"):
-        fitted = _fit(_trainer(plan, cluster, run.run_name, checked.storage_path, callbacks), cluster, run, base_name,
-                      log_file)
+        fitted = fit_or_stop(_trainer(plan, cluster, run.run_name, checked.storage_path, callbacks), cluster.ray,
+                             run.client, run.run_id, base_name, log_file)
     with clock.phase("outputs"):
-        outputs = _final_outputs(fitted, run, checked, log_file, clock.seconds("fit"), t_start)
+        result, logged = _final_outputs(fitted, run, checked, log_file, clock.seconds("fit"), t_start)
     if cluster.started_here:  # a local cluster this call started; a connected one is left as it is
         with clock.phase("shutdown"), stderr_to_file(log_file, enabled=not verbose):
             cluster.ray.shutdown()
-    return _finish(outputs, run, checked, clock, log_file, time.monotonic() - t_start)
+    return _finish(result, logged, run, clock, time.monotonic() - t_start)
 
 
 @dataclass(frozen=True)
@@ -238,22 +229,6 @@ def _run_tags(params: Params, runtime: Runtime, checked: _Checked, cluster: _Clu
     }
 
 
-def _fit(trainer, cluster: _Cluster, run: _StartedRun, base_name: str, log_file: Path):
-    """Ray Train's result: the worker group trains; a signal marks the run KILLED, a failure FAILED."""
-    with stop_on_signals() as received:
-        try:
-            return trainer.fit()
-        except KeyboardInterrupt:
-            signum = received[-1] if received else signal.SIGINT
-            mark_killed(run.client, run.run_id, signum)
-            cluster.ray.shutdown()
-            raise Stopped(f"stopped by {signal.Signals(signum).name}: Ray shut down, MLflow run {run.run_id} marked "
-                          f"KILLED; run again with train.run_name={base_name} to resume it", signum) from None
-        except Exception as exc:  # noqa: BLE001 (Ray wraps worker errors; report the root cause)
-            run.client.set_terminated(run.run_id, status="FAILED")
-            raise root_cause(exc, log_file) from None
-
-
 def _trainer(plan: WorkerPlan, cluster: _Cluster, run_name: str, storage_path: str, callbacks):
     """Ray Train's trainer for the plan (a local cluster: without the helper actors only a cluster needs)."""
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
@@ -277,20 +252,9 @@ def _trainer(plan: WorkerPlan, cluster: _Cluster, run_name: str, storage_path: s
     )
 
 
-@dataclass(frozen=True)
-class _Outputs:
-    """What the run left: the model next to the project, what MLflow holds of it, and the seconds fit took."""
-
-    model_dir: Path
-    test_accuracy: float | None
-    registered: str
-    fit_seconds: float
-    inside_fit: PhaseClock  # rank 0's phases, read back from the run
-
-
 def _final_outputs(fitted, run: _StartedRun, checked: _Checked, log_file: Path, fit_seconds: float,
-                   t_start: float) -> _Outputs:
-    """The final model next to the project and run.json; what rank 0 logged, read back."""
+                   t_start: float):
+    """(the result, the run as MLflow holds it): the final model next to the project, and run.json."""
     from mnist_job.tracking.runs import redact
     from mnist_job.training.loop import CHECKPOINT_FILE
 
@@ -312,29 +276,21 @@ def _final_outputs(fitted, run: _StartedRun, checked: _Checked, log_file: Path, 
         "storage_path": f"{checked.storage_path}/{run.run_name}",
     }
     write_atomically(out_dir / "run.json", json.dumps(summary, indent=2) + "\n")
-    return _Outputs(model_dir, test_accuracy, registered, fit_seconds, _phases_inside_fit(client, logged))
+    return TrainingResult(run_id, run.experiment_id, checked.tracking_uri, test_accuracy, registered, model_dir,
+                          run.resumed, log_file), logged
 
 
-def _phases_inside_fit(client, logged) -> PhaseClock:
-    """Rank 0's phases as it logged them with the final results (each epoch a step of ``phase_epoch_s``)."""
-    metrics = logged.data.metrics
-    entries = [(key, value, 0) for key, value in metrics.items() if key != metric_key("epoch")]
-    if metric_key("epoch") in metrics:
-        entries += [(m.key, m.value, m.step) for m in client.get_metric_history(logged.info.run_id, metric_key("epoch"))]
-    return PhaseClock.from_metrics(entries, WORKER_PHASES)
-
-
-def _finish(outputs: _Outputs, run: _StartedRun, checked: _Checked, clock: PhaseClock, log_file: Path,
-            total_seconds: float) -> TrainingResult:
-    """The phase breakdown to train.log and MLflow; then FINISHED, once everything the driver writes is written."""
+def _finish(result: TrainingResult, logged, run: _StartedRun, clock: PhaseClock, total_seconds: float) -> TrainingResult:
+    """The phase breakdown (rank 0's inside fit) to train.log and MLflow; then FINISHED: a run marked finished
+    is complete."""
     from mlflow.entities import Metric
 
-    phases = f"{clock.describe({'fit': outputs.inside_fit})}; total {total_seconds:.1f} s"
+    from mnist_job.tracking.registry import logged_phases
+
+    phases = f"{clock.describe({'fit': logged_phases(run.client, logged)})}; total {total_seconds:.1f} s"
     to_log_file_only(logger, f"phases: {phases}")
     now = int(time.time() * 1000)
-    run.client.log_batch(run.run_id, metrics=[Metric("fit_wall_s", outputs.fit_seconds, now, 0)]
+    run.client.log_batch(run.run_id, metrics=[Metric("fit_wall_s", clock.seconds("fit"), now, 0)]
                          + [Metric(key, value, now, step) for key, value, step in clock.metrics()])
-    # a run marked finished is complete
     run.client.set_terminated(run.run_id, status="FINISHED")
-    return TrainingResult(run.run_id, run.experiment_id, checked.tracking_uri, outputs.test_accuracy,
-                          outputs.registered, outputs.model_dir, run.resumed, log_file, phases)
+    return replace(result, phases=phases)

@@ -17,122 +17,34 @@ import logging
 import os
 import tempfile
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from mnist_job.core.phases import PhaseClock
 from mnist_job.model.network import images_to_tensor
+from mnist_job.training.epoch import (
+    Shard,
+    TrainingState,
+    Worker,
+    all_reduce,
+    gather,
+    rank_seed,
+    rng_state,
+    run_epoch,
+    score,
+    set_rng_state,
+    shard_indices,
+    split_train_validation,
+    unwrap,
+)
 from mnist_job.training.planning import WorkerPlan
-
-if TYPE_CHECKING:
-    from mnist_job.data.format import MnistArrays
-    from mnist_job.tracking.runs import EpochMetricsLogger
 
 CHECKPOINT_FILE = "checkpoint.pt"
 
 
 logger = logging.getLogger(__name__)
-
-
-def split_train_validation(train_images: np.ndarray, train_labels: np.ndarray, validation_size: int, subset: int):
-    """Deterministic: the last ``validation_size`` images (of the subset) are held out."""
-    if subset:
-        train_images, train_labels = train_images[:subset], train_labels[:subset]
-    cut = len(train_images) - validation_size
-    return (train_images[:cut], train_labels[:cut]), (train_images[cut:], train_labels[cut:])
-
-
-def shard_indices(n: int, epoch: int, seed: int, rank: int, world: int) -> torch.Tensor:
-    """This rank's share of one epoch's shuffled order; every rank gets the same count."""
-    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1000 + epoch))
-    per_rank = n // world
-    return order[rank * per_rank : (rank + 1) * per_rank]
-
-
-def _all_reduce(values: list[float], device: torch.device, world: int) -> list[float]:
-    if world == 1:
-        return values
-    import torch.distributed as dist
-
-    tensor = torch.tensor(values, dtype=torch.float64, device=device)
-    dist.all_reduce(tensor)
-    return tensor.tolist()
-
-
-def rank_seed(seed: int, rank: int) -> int:
-    """A seed per rank: dropout masks differ between ranks but repeat from run to run."""
-    return seed * 1_000_003 + rank + 1
-
-
-def rng_state() -> dict[str, torch.Tensor]:
-    state = {"cpu": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state()
-    return state
-
-
-def set_rng_state(state: dict[str, torch.Tensor]) -> None:
-    torch.set_rng_state(state["cpu"].cpu())  # the checkpoint may have been mapped onto the GPU
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state(state["cuda"].cpu())
-
-
-def _gather(value, world: int) -> list:
-    if world == 1:
-        return [value]
-    import torch.distributed as dist
-
-    gathered: list = [None] * world
-    dist.all_gather_object(gathered, value)
-    return gathered
-
-
-def run_epoch(model, optimizer, scheduler, images: torch.Tensor, y: torch.Tensor, shard: torch.Tensor,
-              local_batch: int, on_progress=None):
-    """One pass over this rank's shard; returns (loss sum, correct, seen).
-
-    ``images`` are the raw uint8 pixels (N, 28, 28), normalised a batch at a time (four element-wise
-    operations): a float32 copy of the whole training set would cost every worker 172 MB more.
-    ``on_progress(step, steps)``, if given, is called about 20 times per epoch (rank 0's progress bar).
-    """
-    if images.dtype != torch.uint8:  # normalising normalised floats again would train on garbage, silently
-        raise TypeError(f"run_epoch takes uint8 pixels, not {images.dtype}")
-    model.train()
-    loss_fn = torch.nn.functional.cross_entropy
-    loss_sum = torch.zeros((), device=images.device, dtype=torch.float64)
-    correct = torch.zeros((), device=images.device, dtype=torch.int64)
-    steps = len(shard) // local_batch  # equal on every rank: no rank waits on a missing all-reduce
-    shard = shard.to(images.device)
-    every = max(1, steps // 20)
-    for step in range(steps):
-        if on_progress and step % every == 0:
-            on_progress(step, steps)
-        idx = shard[step * local_batch : (step + 1) * local_batch]
-        xb, yb = images_to_tensor(images[idx], images.device), y[idx]
-        logits = model(xb)
-        loss = loss_fn(logits, yb)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        scheduler.step()
-        loss_sum += loss.detach() * len(yb)
-        correct += (logits.argmax(1) == yb).sum()
-    return loss_sum.item(), correct.item(), steps * local_batch
-
-
-@torch.no_grad()
-def score(model, x: torch.Tensor, y: torch.Tensor, batch: int = 250) -> tuple[float, float, int]:
-    model.eval()
-    loss_sum, correct = 0.0, 0
-    for i in range(0, len(x), batch):
-        logits = model(x[i : i + batch])
-        loss_sum += torch.nn.functional.cross_entropy(logits, y[i : i + batch], reduction="sum").item()
-        correct += (logits.argmax(1) == y[i : i + batch]).sum().item()
-    return loss_sum, correct, len(x)
 
 
 def train_loop_per_worker(plan: WorkerPlan) -> None:
@@ -160,40 +72,7 @@ def train_loop_per_worker(plan: WorkerPlan) -> None:
                    clock)
 
 
-@dataclass(frozen=True)
-class _Worker:
-    """This worker's place in the group."""
-
-    rank: int
-    world: int
-    device: torch.device
-
-
-@dataclass(frozen=True)
-class _Shard:
-    """What this rank trains and scores on: the training set (each epoch it takes its share of the order)
-    and its own slice of the validation set, summed over the ranks after each epoch."""
-
-    data: MnistArrays  # the whole dataset as loaded: its test split is rank 0's final evaluation
-    x: torch.Tensor  # uint8 training images: run_epoch normalises each batch
-    y: torch.Tensor
-    vx: torch.Tensor
-    vy: torch.Tensor
-
-
-@dataclass
-class _Training:
-    """What the epochs change and a checkpoint keeps; ``metrics_logger`` on rank 0 only."""
-
-    model: torch.nn.Module
-    optimizer: torch.optim.Optimizer | None
-    scheduler: torch.optim.lr_scheduler.LRScheduler | None
-    history: list[dict] = field(default_factory=list)
-    start_epoch: int = 1
-    metrics_logger: EpochMetricsLogger | None = None
-
-
-def _join(plan: WorkerPlan) -> _Worker:
+def _join(plan: WorkerPlan) -> Worker:
     """This worker's rank, device, threads and lines; the same seed on every rank for the initial weights."""
     import ray.train
     import ray.train.torch
@@ -207,10 +86,10 @@ def _join(plan: WorkerPlan) -> _Worker:
     if device.type == "cpu":
         torch.set_num_threads(plan.threads_per_worker)
     torch.manual_seed(plan.params.train.seed)  # the same initial weights on every rank
-    return _Worker(rank, world, device)
+    return Worker(rank, world, device)
 
 
-def _load_shard(plan: WorkerPlan, worker: _Worker) -> _Shard:
+def _load_shard(plan: WorkerPlan, worker: Worker) -> Shard:
     """The dataset from this node's copy (pulled once per node), split, on this worker's device."""
     from mnist_job.data.dvc_store import ensure_dataset
     from mnist_job.data.format import load_dataset
@@ -228,10 +107,10 @@ def _load_shard(plan: WorkerPlan, worker: _Worker) -> _Shard:
     vy = torch.as_tensor(val_y[rank::world].astype(np.int64), device=device)
     logger.info(f"data ready in {time.monotonic() - started:.1f} s: {len(x)} train / {len(val_x)} validation images "
                f"from {data_dir} on {device}")
-    return _Shard(data, x, y, vx, vy)
+    return Shard(data, x, y, vx, vy)
 
 
-def _build_and_restore(plan: WorkerPlan, worker: _Worker) -> _Training:
+def _build_and_restore(plan: WorkerPlan, worker: Worker) -> TrainingState:
     """The model (wrapped for DDP), its optimiser and schedule, restored from the run's last checkpoint if any;
     rank 0's MLflow logger, given the restored epochs the server may not have yet."""
     import ray.train.torch
@@ -245,7 +124,7 @@ def _build_and_restore(plan: WorkerPlan, worker: _Worker) -> _Training:
                                   betas=tuple(train.adam_betas))
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
         optimizer, max_lr=train.learning_rate, total_steps=train.epochs * plan.batch.steps_per_epoch)
-    training = _Training(model, optimizer, scheduler)
+    training = TrainingState(model, optimizer, scheduler)
     _restore(training, worker)
     if worker.rank == 0:
         training.metrics_logger = _mlflow_logger(plan)
@@ -254,7 +133,7 @@ def _build_and_restore(plan: WorkerPlan, worker: _Worker) -> _Training:
     return training
 
 
-def _restore(training: _Training, worker: _Worker) -> None:
+def _restore(training: TrainingState, worker: Worker) -> None:
     """From Ray Train's last checkpoint of this run, if it has one: where every rank left off."""
     import ray.train
 
@@ -275,7 +154,7 @@ def _restore(training: _Training, worker: _Worker) -> None:
     logger.info(f"resumed from the checkpoint of epoch {state['epoch']}")
 
 
-def _train_epoch(plan: WorkerPlan, worker: _Worker, shard: _Shard, training: _Training, epoch: int) -> dict:
+def _train_epoch(plan: WorkerPlan, worker: Worker, shard: Shard, training: TrainingState, epoch: int) -> dict:
     """One epoch on this rank's share, scored on its validation slice; the metrics summed over the ranks."""
     from mnist_job.core.console import report_progress
 
@@ -293,7 +172,7 @@ def _train_epoch(plan: WorkerPlan, worker: _Worker, shard: _Shard, training: _Tr
                                         plan.batch.per_worker, progress)
     train_time = time.monotonic() - t0
     v_loss, v_correct, v_seen = score(unwrap(model), shard.vx, shard.vy)  # no DDP forward: no hidden collective
-    loss_sum, correct, seen, v_loss, v_correct, v_seen = _all_reduce(
+    loss_sum, correct, seen, v_loss, v_correct, v_seen = all_reduce(
         [loss_sum, correct, seen, v_loss, v_correct, v_seen], worker.device, world)
     metrics = {
         "epoch": epoch,
@@ -312,11 +191,11 @@ def _train_epoch(plan: WorkerPlan, worker: _Worker, shard: _Shard, training: _Tr
     return metrics
 
 
-def _checkpoint(plan: WorkerPlan, worker: _Worker, training: _Training, epoch: int, metrics: dict) -> None:
+def _checkpoint(plan: WorkerPlan, worker: Worker, training: TrainingState, epoch: int, metrics: dict) -> None:
     """Every rank reports the epoch to Ray Train; rank 0 with the checkpoint, then logs the epoch to MLflow."""
     import ray.train
 
-    rng = _gather(rng_state(), worker.world)  # every rank takes part; rank 0 keeps them all in the checkpoint
+    rng = gather(rng_state(), worker.world)  # every rank takes part; rank 0 keeps them all in the checkpoint
     if worker.rank != 0:
         ray.train.report(metrics, checkpoint=None)
         return
@@ -327,10 +206,6 @@ def _checkpoint(plan: WorkerPlan, worker: _Worker, training: _Training, epoch: i
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder))
     # after the checkpoint is safe: a restart re-trains at most the epochs not logged yet
     training.metrics_logger.log(epoch, {k: v for k, v in metrics.items() if k != "epoch"})
-
-
-def unwrap(model: torch.nn.Module) -> torch.nn.Module:
-    return model.module if hasattr(model, "module") else model
 
 
 def _mlflow_logger(plan: WorkerPlan):

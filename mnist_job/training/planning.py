@@ -14,6 +14,15 @@ from mnist_job.core.config import Params, Runtime
 from mnist_job.core.errors import InvalidInput
 
 
+def resolve_storage_path(storage_path: str, runtime: Runtime) -> str:
+    """``train.storage_path`` as Ray Train takes it: s3:// as it is, a local path absolute."""
+    if storage_path.startswith("s3://"):
+        return storage_path
+    if "://" in storage_path:
+        raise InvalidInput(f"train.storage_path: {storage_path!r}: only local paths and s3:// are supported")
+    return str(runtime.path(storage_path).resolve())
+
+
 def plan_resources(params: Params, ray) -> tuple[bool, int]:
     """(use_gpu, CPUs per worker), refusing combinations the cluster cannot run."""
     resources = ray.cluster_resources()

@@ -35,7 +35,7 @@ LIBRARIES = [
     "training.local_trainer",
     "training.ray_cluster",
 ]
-STAGES = ["data.fetch", "data.prepare", "training.loop", "training.driver", "evaluation.evaluate"]
+STAGES = ["data.fetch", "data.prepare", "training.epoch", "training.loop", "training.driver", "evaluation.evaluate"]
 # Using the model: above every stage (it serves what they produced), below the CLI.
 SERVING = ["serving.images", "serving.predict", "serving.app"]
 EXPERIMENTS = ["experiments.compare", "experiments.baseline", "experiments.tune", "experiments.study_report"]

@@ -16,7 +16,8 @@ import pytest
 
 from mnist_job.core.config import Runtime, load_params
 from mnist_job.core.errors import InvalidInput
-from mnist_job.training.loop import shard_indices, split_train_validation, train_loop_per_worker
+from mnist_job.training.epoch import shard_indices, split_train_validation
+from mnist_job.training.loop import train_loop_per_worker
 from mnist_job.training.planning import BatchPlan, WorkerPlan, plan_batches
 
 
