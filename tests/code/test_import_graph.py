@@ -95,6 +95,12 @@ def test_subpackages_keep_the_package_readable():
         assert len(list(folder.glob("*.py"))) <= 9, f"{folder.name}/ has grown past 8 modules: split it"
 
 
+def test_no_module_grows_past_300_lines():
+    """A module longer than a few screens does more than one thing: split it (as training/epoch.py from loop.py)."""
+    long = {module_name(p): n for p in PACKAGE.rglob("*.py") if (n := len(p.read_text().splitlines())) > 300}
+    assert long == {}, long
+
+
 def test_no_arrow_points_to_a_later_stage_or_a_higher_layer():
     graph = import_graph()
     print("\n".join(f"{m:>20} -> {', '.join(sorted(t)) or '-'}" for m, t in sorted(graph.items(), key=lambda i: rank(i[0]))))
