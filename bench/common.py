@@ -32,7 +32,7 @@ def test_tensors(data, test_subset: int):
 
 def test_accuracy(model, x, y) -> float:
     """Accuracy on the test tensors (argmax of logits or log-probabilities); untimed by every contender."""
-    from mnist_job.training.loop import score
+    from mnist_job.training.epoch import score
 
     _, correct, seen = score(model, x, y)
     return correct / seen

@@ -86,7 +86,7 @@ def run_project_single(cfg: dict, preset: str, folder: Path) -> dict:
 
     from mnist_job.core.presets import preset_overrides
     from mnist_job.model.network import build_model, count_flops_per_image, images_to_tensor
-    from mnist_job.training.loop import run_epoch, score, shard_indices, split_train_validation
+    from mnist_job.training.epoch import run_epoch, score, shard_indices, split_train_validation
 
     params = project_params(cfg, preset_overrides(preset))
     torch.set_num_threads(cfg["threads"])

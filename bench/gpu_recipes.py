@@ -1,7 +1,7 @@
 """The single-process training loop of the default recipe and fast-recipe candidates, on one GPU.
 
 For the lent GPU machine, which has PyTorch and NumPy but neither Ray nor MLflow: it uses only the
-project's model and per-epoch loop (mnist_job/model/network.py, mnist_job/training/loop.py) and the prepared
+project's model and per-epoch loop (mnist_job/model/network.py, mnist_job/training/epoch.py) and the prepared
 dataset, checksum-verified here against its manifest. Every recipe is a fixed schedule run over
 several seeds; a recipe "reaches 99%" when the MEAN final test accuracy over the seeds is >= 0.99,
 and its time to 99% is the wall time of that whole schedule (validation passes included).
@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from mnist_job.model.network import build_model, images_to_tensor
-from mnist_job.training.loop import run_epoch, score, shard_indices, split_train_validation
+from mnist_job.training.epoch import run_epoch, score, shard_indices, split_train_validation
 
 # (name, epochs, width, dropout, batch, optimizer, lr, weight decay, validation images held out)
 DEFAULT = ("default", 5, 32, 0.1, 256, "adamw", 0.004, 1e-4, 5000)  # params.yaml

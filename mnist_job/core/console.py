@@ -138,6 +138,15 @@ def chatter_to_file(log_file: Path, verbose: bool):
             handler.close()
 
 
+def to_log_file_only(logger: logging.Logger, message: str) -> None:
+    """``message`` as an INFO record of ``logger`` in the run's log file (``chatter_to_file``'s), not on the terminal:
+    for a line the terminal gets another way (the driver's summary)."""
+    record = logger.makeRecord(logger.name, logging.INFO, "", 0, message, None, None)
+    for handler in logging.getLogger(PACKAGE_LOGGER).handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(record)
+
+
 @contextlib.contextmanager
 def stderr_to_file(log_file: Path, enabled: bool = True):
     """File descriptor 2 into ``log_file`` for a while: for libraries whose C++ core writes there directly."""

@@ -160,7 +160,7 @@ def run_study(params: Params, runtime: Runtime) -> StudyResult:
 
     from mnist_job.data.dvc_store import ensure_dataset
     from mnist_job.tracking import runs as tracking
-    from mnist_job.training.driver import resolve_storage_path
+    from mnist_job.training.planning import resolve_storage_path
     from mnist_job.training.ray_cluster import init_ray
 
     study = params.tune.study_name or f"study-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}"

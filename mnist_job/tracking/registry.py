@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 from mnist_job.core.errors import InvalidInput
+from mnist_job.core.phases import PREFIX, WORKER_PHASES, PhaseClock, metric_key
 
 FINAL_TAG = "final.logged"  # set last: the whole final logging of the run is done
 CHAMPION = "champion"
@@ -28,21 +29,50 @@ logger = logging.getLogger(__name__)
 
 
 def log_final_results(client, tracking_uri: str, run_id: str, model, evaluation, folder: Path, example,
-                      registered_model: str | None, step: int) -> str | None:
+                      registered_model: str | None, step: int, phases: PhaseClock | None = None) -> str | None:
     """Test metrics, plots, the model and its registry version: each written once, however often this is retried.
 
     ``example`` is a few raw uint8 test images (N, 28, 28): the model's input example. A retry after
     a partial failure (the server went away midway) re-reads the run and skips every step whose result
     is already there: the metrics, the artifacts, the logged model (tag ``model.uri``) and the registered
     version (found by run id), so nothing is logged twice. Returns the registered version, or None when
-    ``registered_model`` is None.
+    ``registered_model`` is None. ``phases``, rank 0's clock (mnist_job/core/phases.py), times the steps
+    here too and is logged as ``phase_*_s`` metrics, once, just before the run's final tag.
     """
-    import mlflow
     from mlflow.entities import Metric
 
-    from mnist_job.model.export import log_pixel_model
-
+    clock = phases or PhaseClock()
     run = client.get_run(run_id)
+    with clock.phase("mlflow_logging"):
+        _log_test_metrics_and_files(client, run, evaluation, folder, step)
+    with clock.phase("export"):
+        model_uri = _log_model_once(client, tracking_uri, run, model, example)
+    version = None
+    if registered_model:
+        with clock.phase("register"):
+            version = _register_once(client, registered_model, model_uri, run, evaluation)
+    client.set_tag(run_id, "model.registered", f"{registered_model}/{version}" if registered_model else "false")
+    if phases is not None and not any(key.startswith(PREFIX) for key in run.data.metrics):
+        now = int(time.time() * 1000)
+        client.log_batch(run_id, metrics=[Metric(k, v, now, s) for k, v, s in phases.metrics()])
+    client.set_tag(run_id, FINAL_TAG, "true")
+    return version
+
+
+def logged_phases(client, run) -> PhaseClock:
+    """The phases rank 0 logged with the final results, read back (each epoch a step of ``phase_epoch_s``)."""
+    metrics, epoch = run.data.metrics, metric_key("epoch")
+    entries = [(key, value, 0) for key, value in metrics.items() if key != epoch]
+    if epoch in metrics:
+        entries += [(m.key, m.value, m.step) for m in client.get_metric_history(run.info.run_id, epoch)]
+    return PhaseClock.from_metrics(entries, WORKER_PHASES)
+
+
+def _log_test_metrics_and_files(client, run, evaluation, folder: Path, step: int) -> None:
+    """The test metrics and the plots and metrics files, each unless an earlier attempt logged them."""
+    from mlflow.entities import Metric
+
+    run_id = run.info.run_id
     if "test_accuracy" not in run.data.metrics:
         now = int(time.time() * 1000)
         client.log_batch(run_id, metrics=[Metric(k, v, now, step) for k, v in evaluation.metrics().items()])
@@ -50,6 +80,15 @@ def log_final_results(client, tracking_uri: str, run_id: str, model, evaluation,
         client.log_artifacts(run_id, str(folder / "plots"), "plots")
         client.log_artifacts(run_id, str(folder / "metrics"), "metrics")
         client.set_tag(run_id, "final.artifacts", "true")
+
+
+def _log_model_once(client, tracking_uri: str, run, model, example) -> str:
+    """The raw-pixel model logged to the run, unless an earlier attempt did (its URI is the tag ``model.uri``)."""
+    import mlflow
+
+    from mnist_job.model.export import log_pixel_model
+
+    run_id = run.info.run_id
     model_uri = run.data.tags.get("model.uri")
     if not model_uri:
         mlflow.set_tracking_uri(tracking_uri)
@@ -58,14 +97,17 @@ def log_final_results(client, tracking_uri: str, run_id: str, model, evaluation,
         # leaving start_run() marks the run FINISHED; only the driver may, once it has written everything
         client.update_run(run_id, status="RUNNING")
         client.set_tag(run_id, "model.uri", model_uri)
-    version = None
-    if registered_model:
-        mine = client.search_model_versions(f"name='{registered_model}' and run_id='{run_id}'")
-        version = str(mine[0].version if mine else mlflow.register_model(model_uri, registered_model).version)
-        tag_version(client, registered_model, version, run, evaluation)
-        crown_if_better(client, registered_model, version)
-    client.set_tag(run_id, "model.registered", f"{registered_model}/{version}" if registered_model else "false")
-    client.set_tag(run_id, FINAL_TAG, "true")
+    return model_uri
+
+
+def _register_once(client, registered_model: str, model_uri: str, run, evaluation) -> str:
+    """The run's registry version (an earlier attempt's when there is one), tagged, crowned if it is the best."""
+    import mlflow
+
+    mine = client.search_model_versions(f"name='{registered_model}' and run_id='{run.info.run_id}'")
+    version = str(mine[0].version if mine else mlflow.register_model(model_uri, registered_model).version)
+    tag_version(client, registered_model, version, run, evaluation)
+    crown_if_better(client, registered_model, version)
     return version
 
 

@@ -1,6 +1,6 @@
 """How a fit that does not end well ends: on a signal, the run marked KILLED; on a failure, its root cause.
 
-Used by the driver (mnist_job/training/driver.py) around ``trainer.fit()``.
+Used by the driver (mnist_job/training/driver.py): ``fit_or_stop`` runs ``trainer.fit()``.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import logging
 import signal
 import threading
 
-from mnist_job.core.errors import DataError, InvalidInput, JobError, ServiceUnavailable
+from mnist_job.core.errors import DataError, InvalidInput, JobError, ServiceUnavailable, Stopped
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +37,23 @@ def stop_on_signals():
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+
+
+def fit_or_stop(trainer, ray, client, run_id: str, base_name: str, log_file=None):
+    """Ray Train's result; on SIGINT/SIGTERM the run marked KILLED and Ray shut down (``Stopped``), on a failure
+    the run marked FAILED and its root cause raised."""
+    with stop_on_signals() as received:
+        try:
+            return trainer.fit()
+        except KeyboardInterrupt:
+            signum = received[-1] if received else signal.SIGINT
+            mark_killed(client, run_id, signum)
+            ray.shutdown()
+            raise Stopped(f"stopped by {signal.Signals(signum).name}: Ray shut down, MLflow run {run_id} marked "
+                          f"KILLED; run again with train.run_name={base_name} to resume it", signum) from None
+        except Exception as exc:  # noqa: BLE001 (Ray wraps worker errors; report the root cause)
+            client.set_terminated(run_id, status="FAILED")
+            raise root_cause(exc, log_file) from None
 
 
 def mark_killed(client, run_id: str, signum: int) -> None:

@@ -1,13 +1,26 @@
-"""What a run needs before a worker starts, checked on the driver: GPUs and CPUs, and data for every rank.
+"""What a run needs before a worker starts, checked and decided once, on the driver.
 
 A setting that cannot work is refused here with exit 2, naming the field, in seconds rather than after
-the cluster has started its workers (mnist_job/training/driver.py calls these before ``fit``).
+the cluster has started its workers (mnist_job/training/driver.py calls these before Ray starts).
+What the driver decided reaches the workers as one frozen ``WorkerPlan``: they take it as it is
+(mnist_job/training/loop.py) and compute none of it again.
 """
 
 from __future__ import annotations
 
-from mnist_job.core.config import Params
+from dataclasses import dataclass
+
+from mnist_job.core.config import Params, Runtime
 from mnist_job.core.errors import InvalidInput
+
+
+def resolve_storage_path(storage_path: str, runtime: Runtime) -> str:
+    """``train.storage_path`` as Ray Train takes it: s3:// as it is, a local path absolute."""
+    if storage_path.startswith("s3://"):
+        return storage_path
+    if "://" in storage_path:
+        raise InvalidInput(f"train.storage_path: {storage_path!r}: only local paths and s3:// are supported")
+    return str(runtime.path(storage_path).resolve())
 
 
 def plan_resources(params: Params, ray) -> tuple[bool, int]:
@@ -36,22 +49,53 @@ def plan_resources(params: Params, ray) -> tuple[bool, int]:
     return use_gpu, per_worker
 
 
-def check_every_rank_gets_data(params: Params, train_images: int) -> None:
+@dataclass(frozen=True)
+class BatchPlan:
+    """The global batch split over the workers: computed and checked here only (``plan_batches``)."""
+
+    per_worker: int  # images each worker takes per step
+    steps_per_epoch: int  # equal on every rank: no rank waits on a missing all-reduce
+    train_images: int  # the training images left after the subset and the validation hold-out
+
+
+def plan_batches(params: Params, train_images: int) -> BatchPlan:
     """Refuse, before Ray starts, a run in which a rank would get no training step or no validation image.
 
     Inside the workers the first would fail only after the cluster started, and the second would leave
     a rank with nothing to score while the others wait for its share of the all-reduce.
+    ``train_images``: the size of the dataset's training split (its manifest says it).
+    ``TrainParams`` already refused a batch smaller than the worker count, so every worker takes at least one image.
     """
     workers = params.train.num_workers
     available = (params.data.train_subset or train_images) - params.data.validation_size
-    per_rank, local_batch = available // workers, max(1, params.train.batch_size // workers)
+    per_rank, per_worker = available // workers, params.train.batch_size // workers
     problems = []
-    if per_rank < local_batch:
+    if per_rank < per_worker:
         problems.append(f"train.batch_size: {params.train.batch_size} images per step need at least "
-                        f"{local_batch} training images on each of {workers} workers; the training set has "
+                        f"{per_worker} training images on each of {workers} workers; the training set has "
                         f"{available} ({per_rank} per worker)")
     if params.data.validation_size < workers:
         problems.append(f"data.validation_size: {params.data.validation_size} validation images leave some of "
                         f"the {workers} workers (train.num_workers) none; hold out at least {workers}")
     if problems:
         raise InvalidInput(problems)
+    return BatchPlan(per_worker=per_worker, steps_per_epoch=per_rank // per_worker, train_images=available)
+
+
+@dataclass(frozen=True)
+class WorkerPlan:
+    """Everything a Ray Train worker is told, built once by the driver just before ``fit``.
+
+    Ray pickles it to every worker, which takes it as it is: nothing is looked up by name, and a field
+    that does not exist fails where it is read, not with a ``KeyError`` inside a worker.
+    """
+
+    params: Params  # validated once, on the driver
+    runtime: Runtime  # the driver's; each worker takes ``runtime.for_this_node()``
+    tracking_uri: str
+    run_id: str  # the MLflow run rank 0 logs to (started or resumed by the driver)
+    threads_per_worker: int  # torch threads on a CPU worker: its share of the cluster's CPUs
+    batch: BatchPlan
+    verbose: bool  # the job's debug lines too
+    progress: bool  # rank 0 reports its place within each epoch (the driver draws a bar on a terminal)
+    handed_over_at: float  # time.time() on the driver as it handed the plan to Ray Train: the worker group's start

@@ -17,7 +17,7 @@ import ast
 from tests.support.services import PROJECT_DIR
 
 PACKAGE = PROJECT_DIR / "mnist_job"
-FOUNDATION = ["core.errors", "core.tuning_params", "core.config", "core.presets", "core.files", "core.paths",
+FOUNDATION = ["core.errors", "core.tuning_params", "core.config", "core.presets", "core.files", "core.paths", "core.phases",
               "core.console"]
 LIBRARIES = [
     "data.format",
@@ -35,7 +35,7 @@ LIBRARIES = [
     "training.local_trainer",
     "training.ray_cluster",
 ]
-STAGES = ["data.fetch", "data.prepare", "training.loop", "training.driver", "evaluation.evaluate"]
+STAGES = ["data.fetch", "data.prepare", "training.epoch", "training.loop", "training.driver", "evaluation.evaluate"]
 # Using the model: above every stage (it serves what they produced), below the CLI.
 SERVING = ["serving.images", "serving.predict", "serving.app"]
 EXPERIMENTS = ["experiments.compare", "experiments.baseline", "experiments.tune", "experiments.study_report"]
@@ -93,6 +93,12 @@ def test_subpackages_keep_the_package_readable():
     assert len(top_level) <= 1, f"modules at the top of mnist_job/: {sorted(p.name for p in top_level)}"
     for folder in (p for p in PACKAGE.iterdir() if p.is_dir() and (p / "__init__.py").exists()):
         assert len(list(folder.glob("*.py"))) <= 9, f"{folder.name}/ has grown past 8 modules: split it"
+
+
+def test_no_module_grows_past_300_lines():
+    """A module longer than a few screens does more than one thing: split it (as training/epoch.py from loop.py)."""
+    long = {module_name(p): n for p in PACKAGE.rglob("*.py") if (n := len(p.read_text().splitlines())) > 300}
+    assert long == {}, long
 
 
 def test_no_arrow_points_to_a_later_stage_or_a_higher_layer():

@@ -8,7 +8,7 @@ import torch
 
 from mnist_job.evaluation.scoring import evaluate
 from mnist_job.model.network import PIXEL_MEAN, PIXEL_STD, build_model, count_flops_per_image, images_to_tensor
-from mnist_job.training.loop import run_epoch, shard_indices, split_train_validation
+from mnist_job.training.epoch import run_epoch, shard_indices, split_train_validation
 
 
 def test_output_shape_and_channels_last():
