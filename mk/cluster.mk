@@ -1,6 +1,6 @@
 # A local Kubernetes cluster without Docker: upstream etcd, kube-apiserver, kube-controller-manager,
 # kube-scheduler (v1.35) and the KubeRay operator as host processes, with the project's node agent in the
-# kubelet's place (scripts/cluster-up.sh; REAL-CLUSTER.md in ../shared). Included from the Makefile
+# kubelet's place (scripts/cluster-up.sh; docs/kubernetes.md, "The local cluster"). Included from the Makefile
 # (include mk/*.mk). State, logs and certificates: .cluster/ (gitignored). Needs root and Go.
 # CLUSTER_NO_NODE=1 make cluster-up: the control plane and the operator only.
 

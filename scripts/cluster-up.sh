@@ -3,7 +3,7 @@
 # kubelet: etcd, kube-apiserver, kube-controller-manager, kube-scheduler (upstream v1.35, built by
 # scripts/cluster-tools.sh), KubeRay's CRDs + RBAC + operator, and the project's node agent in the kubelet's
 # place (pods run in network namespaces on the bridge mnistbr0). Everything listens on 127.0.0.1 only; the
-# pod bridge has no uplink, no NAT and no route out (docs: ../shared/REAL-CLUSTER.md).
+# pod bridge has no uplink, no NAT and no route out (docs/kubernetes.md, "The local cluster").
 #
 #   scripts/cluster-up.sh                    # then: export KUBECONFIG=<repo>/.cluster/kubeconfig
 #   CLUSTER_NO_NODE=1 scripts/cluster-up.sh  # control plane + operator only (no node agent)

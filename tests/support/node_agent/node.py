@@ -19,7 +19,8 @@ from kubernetes import client, watch
 
 from tests.support.node_agent.dns import DnsServer
 from tests.support.node_agent.network import AddressPool
-from tests.support.node_agent.pod_worker import Node, PodWorker, now
+from tests.support.node_agent.pod_sandbox import Node, log_path, now
+from tests.support.node_agent.pod_worker import PodWorker
 from tests.support.node_agent.service_map import ServiceMap
 
 log = logging.getLogger("node-agent")
@@ -196,7 +197,7 @@ class Agent:
 
     def log_file(self, namespace: str, pod: str, container: str, previous: bool):
         """The log of a container on this node (kubelet_api.py), and whether it is still running."""
-        path = self.node.state / "logs" / f"{namespace}_{pod}_{container}.log"
+        path = log_path(self.node.state, namespace, pod, container)
         if previous:
             path = path.with_suffix(".previous")
         with self.lock:

@@ -3,66 +3,23 @@ restarts by the pod's restartPolicy, status reported to the API server, and a gr
 
 from __future__ import annotations
 
-import datetime
 import logging
 import shutil
 import signal
 import threading
 import time
-from dataclasses import dataclass, field
-from pathlib import Path
 
 from kubernetes import client
 
-from tests.support.kuberay.sandbox import quantity
 from tests.support.node_agent import container as containers
-from tests.support.node_agent.images import Image, ImageNotRunnable, home_of, resolve
-from tests.support.node_agent.network import AddressPool, PodNetwork, start_pod_network
-from tests.support.node_agent.podspec import PodConfigError, Sources, container_env, volume_files, write_files
+from tests.support.node_agent.images import ImageNotRunnable
+from tests.support.node_agent.network import PodNetwork, start_pod_network
+from tests.support.node_agent.pod_sandbox import ContainerState, Node, PodSandbox, now
+from tests.support.node_agent.podspec import PodConfigError
 from tests.support.node_agent.probes import Prober
-from tests.support.node_agent.service_map import ServiceMap
 
 log = logging.getLogger("node-agent")
-BACKOFF_START_S, BACKOFF_MAX_S = 10, 300  # the kubelet's crash-loop back-off
-EMPTY_DIR_DEFAULT = "4Gi"  # an emptyDir without sizeLimit (a tmpfs only takes what is written)
-
-
-def now() -> str:
-    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-@dataclass
-class Node:
-    """What every pod worker shares: the API, the node's identity and its network."""
-
-    core: client.CoreV1Api
-    name: str
-    host_ip: str
-    bridge: str
-    pool: AddressPool
-    allocatable: dict[str, str]
-    state: Path
-    hosts: ServiceMap
-
-    @property
-    def sources(self) -> Sources:
-        return Sources(self.core)
-
-
-@dataclass
-class ContainerState:
-    spec: dict
-    image: Image | None = None
-    running: containers.Running | None = None
-    restarts: int = 0
-    state: dict = field(default_factory=lambda: {"waiting": {"reason": "ContainerCreating"}})
-    last_state: dict = field(default_factory=dict)
-    ready: bool = False
-    started: bool = False
-    probes: dict[str, Prober] = field(default_factory=dict)
-    backoff_until: float = 0.0
-    backoff: float = BACKOFF_START_S
-    done: bool = False  # terminated and not to be restarted
+BACKOFF_MAX_S = 300  # the kubelet's crash-loop back-off doubles up to this
 
 
 class PodWorker(threading.Thread):
@@ -76,10 +33,9 @@ class PodWorker(threading.Thread):
         self.grace = float(pod["spec"].get("terminationGracePeriodSeconds", 30))
         self.network: PodNetwork | None = None
         self.phase, self.reason, self.message = "Pending", None, None
-        self.initialized = False
         self.init = [ContainerState(c) for c in pod["spec"].get("initContainers") or []]
         self.main = [ContainerState(c) for c in pod["spec"]["containers"]]
-        self.mounts: dict[str, containers.Mount | Path] = {}
+        self.sandbox = PodSandbox(node, pod, self.folder)
         self.conditions: dict[str, dict] = {}
         self.started_at = now()
         self.reported: dict | None = None
@@ -93,7 +49,6 @@ class PodWorker(threading.Thread):
         try:
             self.start_sandbox()
             if self.run_init_containers():
-                self.initialized = True
                 self.run_containers()
         except Exception as exc:  # noqa: BLE001 - a pod's failure must not end the agent
             log.exception("%s: %s", self.key, exc)
@@ -121,7 +76,7 @@ class PodWorker(threading.Thread):
         self.report()
         hostname = spec.get("hostname") or meta["name"]
         self.folder.mkdir(parents=True, exist_ok=True)
-        holder = self.holder_script()
+        holder = self.sandbox.holder_script()
         self.network = start_pod_network(self.key, self.uid, hostname[:63], ip, self.node.pool, self.node.bridge,
                                          holder, self.folder / "logs")
         subdomain = spec.get("subdomain")
@@ -131,101 +86,17 @@ class PodWorker(threading.Thread):
         self.set_condition("PodReadyToStartContainers", True)
         self.report()
 
-    def holder_script(self) -> str:
-        """The holder's mount namespace: the pod's emptyDirs (tmpfs, fsGroup's, world-writable as the kubelet's)."""
-        fs_group = (self.pod["spec"].get("securityContext") or {}).get("fsGroup")
-        lines = ["set -eu", "mount -n --make-rprivate /"]
-        for volume in self.pod["spec"].get("volumes") or []:
-            if "emptyDir" in volume:
-                empty_dir = volume["emptyDir"] or {}
-                size = int(quantity(empty_dir.get("sizeLimit") or EMPTY_DIR_DEFAULT))
-                stage = self.folder / "volumes" / volume["name"]
-                stage.mkdir(parents=True, exist_ok=True)
-                gid = f",gid={fs_group}" if fs_group is not None else ""
-                lines.append(f"mount -n -t tmpfs -o size={size},mode=2777{gid} tmpfs {containers.q(stage)}")
-                self.mounts[volume["name"]] = stage
-        return "\n".join([*lines, "echo holder-ready", "exec sleep infinity"])
-
-    def volume_source(self, name: str) -> Path:
-        if name in self.mounts:
-            return self.mounts[name]
-        volume = next((v for v in self.pod["spec"].get("volumes") or [] if v["name"] == name), None)
-        if volume is None:
-            raise PodConfigError(f"volumeMount {name!r} names no volume of the pod")
-        fs_group = (self.pod["spec"].get("securityContext") or {}).get("fsGroup")
-        files = volume_files(self.pod, volume, self.node.sources, self.node.allocatable)
-        if files is not None:
-            folder = write_files(self.folder / "files" / name, files, fs_group)
-        elif "persistentVolumeClaim" in volume:
-            folder = self.claim_folder(volume["persistentVolumeClaim"]["claimName"], fs_group)
-        else:
-            raise PodConfigError(f"volume {name!r} ({', '.join(sorted(set(volume) - {'name'}))}) is not supported "
-                                 "by this node (tests/support/node_agent)")
-        self.mounts[name] = folder
-        return folder
-
-    def claim_folder(self, claim: str, fs_group: int | None) -> Path:
-        """A PVC's volume: the hostPath of the PersistentVolume bound to it (provisioner.py makes them)."""
-        pvc = self.node.core.read_namespaced_persistent_volume_claim(claim, self.pod["metadata"]["namespace"])
-        if pvc.status.phase != "Bound" or not pvc.spec.volume_name:
-            raise PodConfigError(f"persistentvolumeclaim {claim!r} is not bound")
-        pv = self.node.core.read_persistent_volume(pvc.spec.volume_name)
-        if pv.spec.host_path is None:
-            raise PodConfigError(f"persistentvolume {pv.metadata.name!r} is not a hostPath volume")
-        folder = Path(pv.spec.host_path.path)
-        folder.mkdir(parents=True, exist_ok=True)
-        if fs_group is not None:
-            shutil.chown(folder, group=int(fs_group))
-            folder.chmod(0o2775)
-        return folder
-
-    # ------------------------------------------------------------ containers
-
-    def container_spec(self, cs: ContainerState) -> containers.ContainerSpec:
-        c, pod_spec = cs.spec, self.pod["spec"]
-        cs.image = resolve(c["image"])
-        pod_sc, sc = pod_spec.get("securityContext") or {}, c.get("securityContext") or {}
-        uid = int(sc.get("runAsUser", pod_sc.get("runAsUser", cs.image.uid)))
-        gid = int(sc.get("runAsGroup", pod_sc.get("runAsGroup", cs.image.gid)))
-        if sc.get("runAsNonRoot", pod_sc.get("runAsNonRoot")) and uid == 0:
-            raise PodConfigError("container has runAsNonRoot and image will run as root")
-        groups = ([int(pod_sc["fsGroup"])] if "fsGroup" in pod_sc else []) + \
-            [int(g) for g in pod_sc.get("supplementalGroups") or []]
-        state = self.folder / "containers" / c["name"]
-        layer = state / "image"
-        shutil.rmtree(layer, ignore_errors=True)
-        layer.mkdir(parents=True)
-        cs.image.files(layer)
-        env = {**cs.image.env, **container_env(self.pod, c, self.node.sources, self.node.allocatable)}
-        env.setdefault("HOSTNAME", (self.pod["spec"].get("hostname") or self.pod["metadata"]["name"])[:63])
-        env.setdefault("HOME", home_of(uid, layer))
-        mounts = []
-        for m in c.get("volumeMounts") or []:
-            source = self.volume_source(m["name"])
-            if m.get("subPath"):
-                source = source / m["subPath"]
-                source.mkdir(parents=True, exist_ok=True) if not source.exists() else None
-            mounts.append(containers.Mount(source, m["mountPath"], bool(m.get("readOnly"))))
-        return containers.ContainerSpec(
-            self.key, c["name"], cs.image.argv(c.get("command"), c.get("args")), env,
-            c.get("workingDir") or cs.image.workdir, uid, gid, groups, bool(sc.get("readOnlyRootFilesystem")),
-            mounts, layer, self.folder / "hosts", state)
-
-    def log_path(self, name: str) -> Path:
-        meta = self.pod["metadata"]
-        return self.node.state / "logs" / f"{meta['namespace']}_{meta['name']}_{name}.log"
-
     def start_container(self, cs: ContainerState) -> bool:
         """Start ``cs``; False (and a waiting reason) when it cannot start now."""
         try:
-            spec = self.container_spec(cs)
+            spec = self.sandbox.container_spec(cs)
         except ImageNotRunnable as exc:
             cs.state = {"waiting": {"reason": "ErrImagePull", "message": str(exc)}}
             return False
         except PodConfigError as exc:
             cs.state = {"waiting": {"reason": "CreateContainerConfigError", "message": str(exc)}}
             return False
-        log_file = self.log_path(cs.spec["name"])
+        log_file = self.sandbox.log_path(cs.spec["name"])
         log_file.parent.mkdir(parents=True, exist_ok=True)
         if log_file.exists():
             log_file.replace(log_file.with_suffix(".previous"))  # kubectl logs --previous

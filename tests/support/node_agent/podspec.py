@@ -31,24 +31,27 @@ class Sources:
     core: client.CoreV1Api
 
     def configmap(self, namespace: str, name: str, optional: bool) -> dict[str, bytes] | None:
-        try:
-            cm = self.core.read_namespaced_config_map(name, namespace)
-        except ApiException as exc:
-            if exc.status == 404 and optional:
-                return None
-            raise PodConfigError(f'configmap "{name}" not found') from exc
+        cm = self._read(self.core.read_namespaced_config_map, "configmap", namespace, name, optional)
+        if cm is None:
+            return None
         data = {k: v.encode() for k, v in (cm.data or {}).items()}
         data.update({k: base64.b64decode(v) for k, v in (cm.binary_data or {}).items()})
         return data
 
     def secret(self, namespace: str, name: str, optional: bool) -> dict[str, bytes] | None:
+        secret = self._read(self.core.read_namespaced_secret, "secret", namespace, name, optional)
+        return None if secret is None else {k: base64.b64decode(v) for k, v in (secret.data or {}).items()}
+
+    @staticmethod
+    def _read(read, kind: str, namespace: str, name: str, optional: bool):
+        """The object, None when it is missing and optional; else the kubelet's CreateContainerConfigError."""
         try:
-            secret = self.core.read_namespaced_secret(name, namespace)
+            return read(name, namespace)
         except ApiException as exc:
             if exc.status == 404 and optional:
                 return None
-            raise PodConfigError(f'secret "{name}" not found') from exc
-        return {k: base64.b64decode(v) for k, v in (secret.data or {}).items()}
+            problem = "not found" if exc.status == 404 else f"cannot be read ({exc.status} {exc.reason})"
+            raise PodConfigError(f'{kind} "{name}" {problem}') from exc
 
     def token(self, pod: dict, audience: str | None, seconds: int) -> str:
         spec = client.V1TokenRequestSpec(
