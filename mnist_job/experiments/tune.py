@@ -26,6 +26,7 @@ logger = logging.getLogger(__name__)
 
 STUDY_TAG = "tune.study"
 TRIAL_TAG = "tune.trial_id"
+ORPHAN_TAG = "tune.orphaned"  # a trial's run that Tune's saved state never knew: its driver was killed first
 OBJECTIVE = "val_accuracy"  # maximized; reported by the training loop every epoch
 
 
@@ -39,6 +40,7 @@ class StudyResult:
     trials: int
     stopped_early: int
     resumed: bool
+    orphaned: int = 0
 
 
 def with_values(params: Params, values: dict) -> Params:
@@ -153,6 +155,10 @@ def run_study(params: Params, runtime: Runtime) -> StudyResult:
     import os
 
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    # Tune saves the study's state every 10 s or more by default: a trial started and killed inside that
+    # window would be unknown to the restored study. Every second, a new trial is saved before its actor
+    # has started its MLflow run; finish_study marks any run that still escaped (ORPHAN_TAG).
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "1")
     from mlflow import MlflowClient
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
@@ -212,6 +218,7 @@ def finish_study(client, experiment_id: str, parent: str, study: str, params: Pa
     children = {r.data.tags.get(TRIAL_TAG): r for r in client.search_runs(
         [experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent}'", max_results=10000)}
     rows, stopped = [], 0
+    orphaned = mark_orphans(client, children, {(r.metrics or {}).get("trial_id") for r in results})
     for result in results:
         trial_id = result.metrics.get("trial_id") if result.metrics else None
         run = children.get(trial_id)
@@ -235,14 +242,28 @@ def finish_study(client, experiment_id: str, parent: str, study: str, params: Pa
     best = max(scored, key=lambda r: (r["epochs"], r["value"]))  # a full-budget trial beats one stopped early
     log_study(client, parent, rows, best, optuna_space(params))
     client.set_terminated(parent, status="FINISHED")
-    return StudyResult(study, parent, best["config"], best["value"], best["run_id"], len(rows), stopped, resumed)
+    return StudyResult(study, parent, best["config"], best["value"], best["run_id"], len(rows), stopped, resumed,
+                       orphaned)
+
+
+def mark_orphans(client, children: dict, trial_ids: set) -> int:
+    """Runs of trials the study's results do not hold: started after Tune last saved its state and before
+    the driver was killed, they ran again under new ids. Tagged, and ended as KILLED if they were left open."""
+    orphans = [run for trial_id, run in children.items() if trial_id not in trial_ids]
+    for run in orphans:
+        client.set_tag(run.info.run_id, ORPHAN_TAG, "started before the study's driver was killed, unknown to "
+                                                    "its saved state; the study ran the trial again")
+        if run.info.status not in ("FINISHED", "KILLED", "FAILED"):
+            client.set_terminated(run.info.run_id, status="KILLED")
+    return len(orphans)
 
 
 def summary(result: StudyResult) -> str:
     best = ", ".join(f"{SEARCHABLE[k][0]}={v:.6g}" for k, v in sorted(result.best_params.items()))
     return "\n".join([
         f"study: {result.study}{' (resumed)' if result.resumed else ''}: {result.trials} trials, "
-        f"{result.stopped_early} stopped early by ASHA",
+        f"{result.stopped_early} stopped early by ASHA"
+        + (f", {result.orphaned} interrupted run(s) outside the study (tag {ORPHAN_TAG})" if result.orphaned else ""),
         f"best {OBJECTIVE}: {result.best_value:.4f} (MLflow run {result.best_run_id})",
         f"best params: {best}",
         f"study run: {result.parent_run_id} (best params, trials.md, search.png)",
