@@ -6,6 +6,8 @@
 #
 #   scripts/cluster-down.sh
 #   CLUSTER_KEEP_ETCD=1 scripts/cluster-down.sh   # keep the cluster's objects for the next cluster-up
+#   scripts/cluster-down.sh --only NAME           # stop one component, the rest keeps running
+#                                                 # (cluster-up.sh --only NAME starts it again)
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -103,6 +105,11 @@ remove_state() {
 main() {
   [[ -d $STATE ]] || { log "nothing to stop (no $STATE)"; return 0; }
   local name
+  if [[ ${1:-} == --only ]]; then
+    [[ $# -eq 2 && -n ${PROGRAM[$2]:-} ]] || { log "usage: --only one of: ${COMPONENTS[*]}"; return 2; }
+    stop_component "$2"
+    return
+  fi
   for name in "${COMPONENTS[@]}"; do stop_component "$name"; done
   firewall_down
   bridge_down

@@ -8,6 +8,8 @@
 #   scripts/cluster-up.sh                    # then: export KUBECONFIG=<repo>/.cluster/kubeconfig
 #   CLUSTER_NO_NODE=1 scripts/cluster-up.sh  # control plane + operator only (no node agent)
 #   scripts/cluster-down.sh                  # stop it all
+#   scripts/cluster-down.sh --only ray-operator && scripts/cluster-up.sh --only ray-operator
+#                                            # restart one component (a fault to test against, new flags)
 #
 # State in <repo>/.cluster: pki/ (made once, reused), *.kubeconfig, etcd/, logs/<component>.log,
 # pids/<component>.pid. Needs root (the bridge), openssl, curl, setsid, ss, and Go (first build only).
@@ -467,9 +469,31 @@ on_exit() {
   ((rc == 0)) || printf 'cluster-up: failed; what started is still running: inspect %s, then run scripts/cluster-down.sh\n' "$LOGS" >&2
 }
 
+# --only NAME: start one component of a running cluster again, after `cluster-down.sh --only NAME`.
+start_only() {
+  local name=$1
+  declare -A starter=(
+    [etcd]=start_etcd [kube-apiserver]=start_apiserver [kube-controller-manager]=start_controller_manager
+    [kube-scheduler]=start_scheduler [ray-operator]=start_operator [node-agent]=start_node_agent
+  )
+  [[ -n ${starter[$name]:-} ]] || die "--only: unknown component '$name' (one of: ${COMPONENTS[*]})"
+  [[ -f $KUBECONFIG_ADMIN ]] || die "--only $name: no cluster in $STATE (run scripts/cluster-up.sh first)"
+  if [[ -f $PIDS/$name.pid ]] && kill -0 -- "-$(<"$PIDS/$name.pid")" 2>/dev/null; then
+    die "--only $name: it still runs (pid $(<"$PIDS/$name.pid")); stop it with scripts/cluster-down.sh --only $name"
+  fi
+  find_tools
+  [[ -f $LOGS/$name.log ]] && mv "$LOGS/$name.log" "$LOGS/$name.before-restart.log"
+  "${starter[$name]}"
+}
+
 main() {
   T0=$SECONDS
   cd "$ROOT"
+  if [[ ${1:-} == --only ]]; then
+    [[ $# -eq 2 ]] || die "usage: scripts/cluster-up.sh [--only COMPONENT]"
+    start_only "$2"
+    return
+  fi
   check_host
   mkdir -p "$STATE" "$LOGS" "$PIDS"
   check_not_running

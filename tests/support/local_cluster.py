@@ -78,6 +78,15 @@ class LocalCluster:
                    f"{self.diagnostics(namespace)}", interval=3)
         return last
 
+    def wait_succeeded(self, name: str, timeout: float, namespace: str = NAMESPACE) -> dict:
+        """The RayJob once it ended, asserted Complete with its Ray job SUCCEEDED."""
+        rayjob = self.wait_rayjob(name, timeout, namespace)
+        status = rayjob["status"]
+        assert (status["jobDeploymentStatus"], status.get("jobStatus")) == ("Complete", "SUCCEEDED"), (
+            f"{json.dumps(status, indent=1)}\n{self.diagnostics(namespace)}")
+        assert status.get("startTime") and status.get("endTime"), status
+        return rayjob
+
     def diagnostics(self, namespace: str = NAMESPACE) -> str:
         pods = self.kubectl("get", "pods", "-n", namespace, "-o", "wide", check=False).stdout
         agent = (self.state / "logs" / "node-agent.log")
@@ -101,8 +110,39 @@ class LocalCluster:
         except urllib.error.HTTPError as exc:
             return exc.code, exc.read()
 
+    def outage(self, component: str, seconds: float) -> None:
+        """One component of the cluster stopped, down for `seconds`, started again: what the scripts' --only
+        does for a developer (scripts/cluster-down.sh, cluster-up.sh)."""
+        self.run("bash", "scripts/cluster-down.sh", "--only", component, timeout=60)
+        time.sleep(seconds)
+        self.run("bash", "scripts/cluster-up.sh", "--only", component, timeout=180)
+
     def cluster_ip(self, service: str, namespace: str = NAMESPACE) -> str:
         return self.get("service", service, "-n", namespace)["spec"]["clusterIP"]
+
+    def s3_keys(self, bucket: str, prefix: str) -> list[str]:
+        """The keys under a prefix in the platform's MinIO, read with its development credentials."""
+        import boto3
+
+        secret = f"{PLATFORM_RELEASE}-dev-s3-credentials"
+        s3 = boto3.client("s3", endpoint_url=f"http://{self.cluster_ip(f'{PLATFORM_RELEASE}-minio')}:9000",
+                          aws_access_key_id=self.secret_value(secret, "AWS_ACCESS_KEY_ID"),
+                          aws_secret_access_key=self.secret_value(secret, "AWS_SECRET_ACCESS_KEY"),
+                          region_name="us-east-1")
+        pages = s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+        return [item["Key"] for page in pages for item in page.get("Contents", [])]
+
+    def apply_edited(self, manifest: str, edit, folder: Path) -> dict:
+        """`kubectl apply` of a repository manifest after `edit(object)`: the user's file with one change."""
+        import yaml
+
+        docs = [d for d in yaml.safe_load_all((ROOT / manifest).read_text()) if d]
+        (rayjob,) = [d for d in docs if d["kind"] == "RayJob"]
+        edit(rayjob)
+        path = folder / Path(manifest).name
+        path.write_text(yaml.safe_dump_all(docs))
+        self.kubectl("apply", "-f", str(path))
+        return rayjob
 
 
 @dataclass
