@@ -15,3 +15,7 @@ cluster-up: cluster-tools venv ## start the local cluster + KubeRay operator + n
 .PHONY: cluster-down
 cluster-down: ## stop the local cluster (every process it started), remove its bridge and etcd data; keeps .cluster/pki
 	bash scripts/cluster-down.sh
+
+.PHONY: test-kubernetes
+test-kubernetes: test-location data tools cluster-tools ## tests/kubernetes alone: every cluster user path and fault on a fresh local cluster (~25 min on 2 cores)
+	scripts/run-tests.sh tests/kubernetes -s

@@ -5,6 +5,7 @@ says: `kubectl apply -f k8s/rayjob-cpu-kind.yaml` and `make deploy-rayjob PROFIL
 from __future__ import annotations
 
 import json
+import re
 import time
 
 import pytest
@@ -70,15 +71,6 @@ def workers_of(cluster, cluster_name: str) -> list[dict]:
     return cluster.items("pods", "-n", NAMESPACE, "-l", f"ray.io/cluster={cluster_name},ray.io/node-type=worker")
 
 
-def succeeded(cluster, name: str) -> dict:
-    rayjob = cluster.wait_rayjob(name, JOB_TIMEOUT_S)
-    status = rayjob["status"]
-    assert (status["jobDeploymentStatus"], status.get("jobStatus")) == ("Complete", "SUCCEEDED"), (
-        f"{json.dumps(status, indent=1)}\n{cluster.diagnostics()}")
-    assert status.get("startTime") and status.get("endTime"), status
-    return rayjob
-
-
 def test_the_cluster_is_upstream_kubernetes_with_the_kuberay_operator(cluster):
     version = json.loads(cluster.kubectl("version", "-o", "json").stdout)["serverVersion"]
     assert version["gitVersion"] == "v1.35.4", version
@@ -99,7 +91,7 @@ def test_the_cluster_is_upstream_kubernetes_with_the_kuberay_operator(cluster):
 
 def test_kubectl_apply_of_the_static_manifest_runs_to_complete(cluster, mlflow):
     cluster.kubectl("apply", "-f", STATIC)
-    rayjob = succeeded(cluster, STATIC_NAME)
+    rayjob = cluster.wait_succeeded(STATIC_NAME, JOB_TIMEOUT_S)
     check_ownership(cluster, rayjob)
     # deletion rules: the workers go at once when the job SUCCEEDED (ttl 0), the head stays for its TTL
     wait_until(lambda: not workers_of(cluster, rayjob["status"]["rayClusterName"]), 120,
@@ -108,6 +100,8 @@ def test_kubectl_apply_of_the_static_manifest_runs_to_complete(cluster, mlflow):
     seen["static_run_id"] = run["info"]["run_id"]
     logs = cluster.kubectl("logs", f"job/{STATIC_NAME}", "-n", NAMESPACE, timeout=60).stdout
     assert "test accuracy" in logs, f"kubectl logs of the submitter shows the driver's output:\n{logs[-2000:]}"
+    # the workers' pods pulled the dataset from the platform's MinIO (their image holds none)
+    assert re.search(r"data: pulled \S+ from s3://", logs), logs[-3000:]
 
 
 def test_the_static_manifest_applied_again_trains_a_new_run(cluster, mlflow):
@@ -116,7 +110,7 @@ def test_the_static_manifest_applied_again_trains_a_new_run(cluster, mlflow):
     # as the README says: a finished RayJob is deleted first, then the same file is applied again
     cluster.kubectl("delete", "rayjob", STATIC_NAME, "-n", NAMESPACE, "--wait=true", timeout=180)
     cluster.kubectl("apply", "-f", STATIC)
-    succeeded(cluster, STATIC_NAME)
+    cluster.wait_succeeded(STATIC_NAME, JOB_TIMEOUT_S)
     runs = runs_started_as(mlflow, STATIC_NAME)
     assert len(runs) == 2 and all(r["info"]["status"] == "FINISHED" for r in runs), [r["info"] for r in runs]
     new = next(r for r in runs if r["info"]["run_id"] != seen["static_run_id"])

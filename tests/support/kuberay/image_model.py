@@ -1,4 +1,4 @@
-"""What the image gives a pod sandbox (sandbox.py): its /app files, its interpreter, and which user can run it.
+"""What the image gives a pod on the node agent (tests/support/node_agent/images.py): its /app files, its accounts.
 
 The host's venv stands for the image's Python environment (same pinned packages); what it cannot stand for,
 the owners and modes of the image's files, is replaced by what image/Dockerfile proves: its last USER runs the
@@ -10,10 +10,9 @@ from __future__ import annotations
 import re
 import shlex
 import shutil
-import stat
 from pathlib import Path
 
-from tests.support.kuberay.rendering import ROOT, VENV_BIN, ContractError, ImageSpec
+from tests.support.kuberay.rendering import ROOT, ImageSpec
 
 # The base image's own account (rayproject/ray: user `ray`, uid 1000, group 100 `users`, owner of its Python).
 BASE_IMAGE_ACCOUNTS = ["ray:x:1000:100::/home/ray:/bin/bash"]
@@ -39,30 +38,6 @@ def image_passwd(dockerfile: Path = ROOT / "image" / "Dockerfile") -> str:
     host = [line for line in Path("/etc/passwd").read_text().splitlines()
             if line.count(":") == 6 and line.split(":")[2] not in taken and (int(line.split(":")[2]) < 1000 or line.startswith("nobody:"))]
     return "\n".join(host + BASE_IMAGE_ACCOUNTS + made) + "\n"
-
-
-def check_image_user(name: str, uid: int, gid: int, image: ImageSpec) -> None:
-    if (uid, gid) != (image.uid, image.gid):
-        raise ContractError(f"[chart vs image] {name}: runs as {uid}:{gid}, but image/Dockerfile proves only "
-                            f"{image.uid}:{image.gid} (its last USER, which runs the package at build time) can "
-                            "read the image's Python environment")
-
-
-def hidden_interpreter() -> tuple[Path | None, Path]:
-    """(the ancestor other users cannot enter, the interpreter's folder) for the venv's Python."""
-    interpreter = (VENV_BIN / "python").resolve().parents[1]
-    for folder in reversed(interpreter.parents):
-        if folder != Path("/") and not folder.stat().st_mode & stat.S_IXOTH:
-            return folder, interpreter
-    return None, interpreter
-
-
-def check_reachable(path: Path, uid: int) -> None:
-    for folder in [path, *path.parents]:
-        mode = folder.stat().st_mode
-        if folder.stat().st_uid != uid and not mode & stat.S_IXOTH:
-            raise ContractError(f"[harness] {path} is not reachable for uid {uid} ({folder} is mode "
-                                f"{oct(mode & 0o777)}): the pods run the venv as that user")
 
 
 def install_image_files(app: Path, image: ImageSpec) -> None:

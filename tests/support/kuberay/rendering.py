@@ -1,7 +1,7 @@
 """Rendering: the charts through `helm template`, the platform's objects, the RayJob's groups, the image.
 
-Everything the harness does is read from these rendered objects and from image/Dockerfile, never
-restated. Every place where the local run must differ is recorded in ``Substitutions`` and printed.
+The static checks and the node agent's image model read these rendered objects and image/Dockerfile,
+never a restatement. Every place where a local render must differ is recorded in ``Substitutions``.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ import secrets
 import shlex
 import shutil
 import subprocess
-import time
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -60,33 +59,6 @@ class Substitutions:
         for what, manifest, local, why in self.items:
             lines.append(f"  - {what}: {manifest!s} -> {local!s}  ({why})")
         return "\n".join(lines)
-
-
-@dataclass
-class Phases:
-    times: list[tuple[str, float]] = field(default_factory=list)
-
-    def run(self, name: str):
-        phases = self
-
-        class _Timer:
-            def __enter__(self):
-                self.t0 = time.monotonic()
-                say(f"==> {name}")
-                return self
-
-            def __exit__(self, *exc):
-                seconds = time.monotonic() - self.t0
-                phases.times.append((name, seconds))
-                say(f"<== {name}: {seconds:.1f} s{' (failed)' if exc[0] else ''}")
-                return False
-
-        return _Timer()
-
-    def render(self) -> str:
-        total = sum(s for _, s in self.times)
-        rows = [f"  {name:<72} {seconds:7.1f} s" for name, seconds in self.times]
-        return "\n".join(["phase timings:", *rows, f"  {'total':<72} {total:7.1f} s"])
 
 
 # ------------------------------------------------------------------ helm

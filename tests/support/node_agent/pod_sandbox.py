@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from kubernetes import client
+from kubernetes.utils.quantity import parse_quantity
 
-from tests.support.kuberay.sandbox import quantity
 from tests.support.node_agent import container as containers
 from tests.support.node_agent.images import Image, home_of, resolve
 from tests.support.node_agent.network import AddressPool
@@ -86,7 +86,7 @@ class PodSandbox:
         for volume in self.pod["spec"].get("volumes") or []:
             if "emptyDir" in volume:
                 empty_dir = volume["emptyDir"] or {}
-                size = int(quantity(empty_dir.get("sizeLimit") or EMPTY_DIR_DEFAULT))
+                size = int(parse_quantity(empty_dir.get("sizeLimit") or EMPTY_DIR_DEFAULT))
                 stage = self.folder / "volumes" / volume["name"]
                 stage.mkdir(parents=True, exist_ok=True)
                 gid = f",gid={fs_group}" if fs_group is not None else ""

@@ -16,8 +16,7 @@ from pathlib import Path
 
 from kubernetes import client
 from kubernetes.client.rest import ApiException
-
-from tests.support.kuberay.sandbox import quantity
+from kubernetes.utils.quantity import parse_quantity
 
 
 class PodConfigError(Exception):
@@ -94,8 +93,8 @@ def resource_value(pod: dict, ref: dict, allocatable: dict[str, str]) -> str:
     value = (resources.get(kind) or {}).get(resource)
     if value is None:
         value = allocatable.get(resource, "0") if kind == "limits" else "0"
-    divisor = quantity(ref.get("divisor") or "1")
-    return str(max(1 if resource == "cpu" else 0, math.ceil(quantity(value) / divisor)))
+    divisor = parse_quantity(ref.get("divisor") or "1")
+    return str(max(1 if resource == "cpu" else 0, math.ceil(parse_quantity(value) / divisor)))
 
 
 # ------------------------------------------------------------------ env
