@@ -27,6 +27,10 @@ def test_make_deploy_rayservice_serves_the_champion_through_the_serve_service(cl
     print(f"make deploy-rayservice: exit {done.returncode} in {time.monotonic() - started:.0f} s\n{done.stdout[-1200:]}")
     assert done.returncode == 0, f"{done.stdout[-3000:]}\n{done.stderr[-3000:]}\n{cluster.diagnostics()}"
     assert "runs with Ray token authentication" in done.stdout
+    # how to call it, once ready
+    assert f"RayService {SERVE}: ready (Ready=True, " in done.stdout, done.stdout[-2000:]
+    assert f"kubectl -n {NAMESPACE} port-forward svc/{SERVE}-serve-svc 8000:8000" in done.stdout
+    assert "localhost:8000/predict" in done.stdout and "http://localhost:8000/" in done.stdout
 
     images = np.load(ROOT / "data" / "mnist" / "test_images.npy")[:32]
     labels = np.load(ROOT / "data" / "mnist" / "test_labels.npy")[:32]

@@ -71,3 +71,16 @@ def render(helm_template):
         return res.docs
 
     return _render
+
+
+@pytest.fixture
+def no_cluster(tmp_path) -> dict[str, str]:
+    """The environment of a user whose kubectl context names a server that does not answer (nothing listens on
+    port 1): the deploy scripts' real kubectl fails there as with no cluster at all."""
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config", "current-context": "gone",
+        "clusters": [{"name": "gone", "cluster": {"server": "https://127.0.0.1:1"}}],
+        "users": [{"name": "gone", "user": {"token": "unused"}}],
+        "contexts": [{"name": "gone", "context": {"cluster": "gone", "user": "gone"}}]}))
+    return {"KUBECONFIG": str(kubeconfig), "KUBECTL": str(TOOLS / "kubectl")}

@@ -1,23 +1,18 @@
-"""scripts/deploy-rayjob.sh: one RayJob (and one run) per deployment, and the wait
-on KubeRay 1.7's terminal states.
+"""scripts/deploy-rayjob.sh without a cluster: one RayJob (and one run) per deployment as rendered,
+its argument checks, and its exit when kubectl reaches no cluster.
 
-Rendering is real (helm). The wait loop runs against tests/support/fake_kubectl.py:
-no Kubernetes API server can run on these machines.
+What it does on a cluster (the wait on KubeRay's terminal states, the Secrets and token-auth checks):
+tests/kubernetes/test_deploy_scripts.py, test_rayjob.py and test_platform.py, on the real API server.
 """
 
 from __future__ import annotations
 
 import re
-import sys
 from datetime import UTC, datetime
 
 import pytest
 import yaml
-from manifest_helpers import ROOT, mounted_secrets, one, run
-
-sys.path.insert(0, str(ROOT))
-from tests.support import deploy_scripts  # noqa: E402
-from tests.support.deploy_scripts import DEV_MARK, MLFLOW_SECRET, S3_SECRET  # noqa: E402
+from manifest_helpers import PLATFORM_RELEASE, ROOT, mounted_secrets, one, run
 
 SCRIPT = str(ROOT / "scripts" / "deploy-rayjob.sh")
 
@@ -95,135 +90,18 @@ def test_bad_arguments_exit_2(tools, args, env, message):
     assert "Traceback" not in proc.stderr
 
 
-NAME = "mnist-train-20261126-140000"
+def test_no_cluster_exits_3(tools, no_cluster):
+    proc = deploy(env=no_cluster)
+    assert proc.returncode == 3, proc.stdout + proc.stderr
+    assert "cannot list RayJobs in namespace mnist: no cluster in the current kubectl context" in proc.stderr
 
 
-def head_pod(auth_mode: str | None = "token", phase: str = "Running") -> dict:
-    return deploy_scripts.head_pod(NAME, auth_mode, phase)
-
-
-def wait_with(tmp_path, statuses, *args, **state):
-    return deploy_scripts.deploy_with("scripts/deploy-rayjob.sh", tmp_path, NAME, statuses, *args,
-                                      env={"DEPLOY_TIMESTAMP": "20261126-140000"}, **state)
-
-
-def test_wait_succeeds_on_complete(tools, tmp_path):
-    proc, state = wait_with(
-        tmp_path,
-        [{"jobDeploymentStatus": "Initializing"}, {"jobDeploymentStatus": "Running", "jobStatus": "RUNNING"},
-         {"jobDeploymentStatus": "Complete", "jobStatus": "SUCCEEDED"}],
-    )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "RayJob mnist-train-20261126-140000: SUCCEEDED" in proc.stdout
-    (applied,) = state["applied"]
-    assert one([d for d in yaml.safe_load_all(applied) if d], "RayJob")["metadata"]["name"] == "mnist-train-20261126-140000"
-
-
-@pytest.mark.parametrize(
-    "final,reason,message",
-    [
-        ({"jobDeploymentStatus": "Failed", "jobStatus": "FAILED"}, "AppFailed", "the job failed"),
-        ({"jobDeploymentStatus": "Failed"}, "PreRunningDeadlineExceeded", "The RayJob has passed the preRunningDeadlineSeconds"),
-        ({"jobDeploymentStatus": "ValidationFailed"}, "ValidationFailed", "The RayJob spec is invalid: preRunningDeadlineSeconds"),
-    ],
-    ids=["failed", "prerunning-deadline", "validation-failed"],
-)
-def test_wait_stops_on_every_terminal_failure(tools, tmp_path, final, reason, message):
-    proc, state = wait_with(tmp_path, [{"jobDeploymentStatus": "Initializing"}, {**final, "reason": reason, "message": message}])
-    assert proc.returncode == 1, proc.stdout + proc.stderr
-    assert f"jobDeploymentStatus={final['jobDeploymentStatus']}" in proc.stderr
-    assert f"reason:  {reason}" in proc.stderr and message in proc.stderr
-    assert state["polls"] <= 3, "it kept polling after a terminal state"
-
-
-def test_wait_goes_on_through_retrying(tools, tmp_path):
-    proc, state = wait_with(
-        tmp_path,
-        [{"jobDeploymentStatus": "Running"}, {"jobDeploymentStatus": "Retrying"}, {"jobDeploymentStatus": "Running"},
-         {"jobDeploymentStatus": "Complete", "jobStatus": "SUCCEEDED"}],
-    )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "deployment=Retrying" in proc.stdout and state["polls"] >= 4
-
-
-def test_redeploy_by_name_replaces_the_old_object(tools, tmp_path):
-    proc, state = wait_with(tmp_path, [{"jobDeploymentStatus": "Complete", "jobStatus": "SUCCEEDED"}], exists=True)
-    assert proc.returncode == 0, proc.stderr
-    assert state["deleted"] == ["mnist-train-20261126-140000"]
-
-
-def test_no_cluster_exits_3(tools, tmp_path):
-    proc, _ = wait_with(tmp_path, [], crd=False)
-    assert proc.returncode == 3
-    assert "KubeRay operator" in proc.stderr
-
-
-# --------------------------------------------------------------------------- trust checks
-
-RUNNING = [{"jobDeploymentStatus": "Initializing"}, {"jobDeploymentStatus": "Running", "jobStatus": "RUNNING"},
-           {"jobDeploymentStatus": "Complete", "jobStatus": "SUCCEEDED"}]
-
-
-def test_head_with_token_auth_passes_the_check(tools, tmp_path):
-    proc, state = wait_with(tmp_path, RUNNING)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert f"head pod {head_pod()['name']} runs with Ray token authentication" in proc.stdout
-    # it asked for this RayJob's head by the chart's label and KubeRay's node type
-    assert state["pod_queries"][0] == {"kuberay-mnist/rayjob": NAME, "ray.io/node-type": "head"}
-    assert state["deleted"] == []
-
-
-@pytest.mark.parametrize("auth_mode", [None, "disabled"], ids=["unset", "disabled"])
-def test_head_without_token_auth_is_refused(tools, tmp_path, auth_mode):
-    proc, state = wait_with(tmp_path, RUNNING, pods=[head_pod(auth_mode)])
-    assert proc.returncode == 4, proc.stdout + proc.stderr
-    assert f"head pod {head_pod()['name']} (Running) runs without Ray token authentication" in proc.stderr
-    assert f"RAY_AUTH_MODE={auth_mode or '<unset>'}" in proc.stderr
-    assert state["deleted"] == [NAME], "the unauthenticated cluster must not stay up"
-    assert "SUCCEEDED" not in proc.stdout
-
-
-def test_auth_is_checked_only_once_the_head_runs(tools, tmp_path):
-    """A Pending head (no env decided yet) is not judged; the check waits for Running."""
-    proc, state = wait_with(tmp_path, RUNNING, pods=[head_pod(None, phase="Pending")])
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "token authentication" not in proc.stdout + proc.stderr
-    assert len(state["pod_queries"]) >= 3
-
-
-def test_production_profile_refuses_development_credentials(tools, tmp_path):
-    proc, state = wait_with(tmp_path, RUNNING, "--profile", "gpu", secrets={S3_SECRET: DEV_MARK, MLFLOW_SECRET: {}})
-    assert proc.returncode == 4, proc.stdout + proc.stderr
-    assert f"refusing Secret {S3_SECRET}: it holds development credentials" in proc.stderr
-    assert "profile gpu" in proc.stderr
-    assert state["applied"] == [], "nothing may be applied with development credentials"
-
-
-def test_kind_profile_may_use_development_credentials(tools, tmp_path):
-    proc, state = wait_with(tmp_path, RUNNING, "--profile", "cpu-kind", secrets={S3_SECRET: DEV_MARK, MLFLOW_SECRET: {}})
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    (applied,) = state["applied"]
-    rayjob = one([d for d in yaml.safe_load_all(applied) if d], "RayJob")
+def test_kind_profile_mounts_only_the_training_users_secrets(tools):
+    """cpu-kind may run with the kind platform's development credentials (the object says so; the script then
+    skips that refusal: tests/kubernetes/test_deploy_scripts.py), yet its pods mount only the training
+    user's S3 keys and MLflow user, never the platform's root keys."""
+    rayjob = render("--profile", "cpu-kind")
+    assert rayjob["metadata"]["annotations"]["kuberay-mnist/development-credentials-allowed"] == "true"
     head = rayjob["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]
     assert mounted_secrets(head, head["spec"]["containers"][0]) == {
-        S3_SECRET, MLFLOW_SECRET}, "the training user's S3 keys and MLflow user; never the root keys"
-
-
-def test_production_profile_with_real_credentials(tools, tmp_path):
-    proc, state = wait_with(tmp_path, RUNNING, "--profile", "gpu")
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert len(state["applied"]) == 1
-
-
-def test_missing_credentials_secret_exits_3(tools, tmp_path):
-    proc, state = wait_with(tmp_path, RUNNING, secrets={MLFLOW_SECRET: {}})
-    assert proc.returncode == 3, proc.stdout + proc.stderr
-    assert f"Secret {S3_SECRET} not found in namespace mnist" in proc.stderr
-    assert state["applied"] == []
-
-
-def test_missing_mlflow_user_secret_exits_3(tools, tmp_path):
-    proc, state = wait_with(tmp_path, RUNNING, secrets={S3_SECRET: {}})
-    assert proc.returncode == 3, proc.stdout + proc.stderr
-    assert f"Secret {MLFLOW_SECRET} not found in namespace mnist" in proc.stderr
-    assert state["applied"] == []
+        f"{PLATFORM_RELEASE}-s3-training", f"{PLATFORM_RELEASE}-mlflow-training"}
