@@ -7,7 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
-# The pods of the e2e harness and of the local cluster each get their own /tmp, which hides anything of the
+# The pods of the local cluster each get their own /tmp, which hides anything of the
 # project's below it: refuse that in one line instead of failing every pod test.
 for path in "$PWD" "$(realpath -m "$VENV")"; do
   case "$path/" in /tmp/*)

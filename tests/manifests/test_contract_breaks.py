@@ -2,7 +2,7 @@
 
 Each break is checked statically (tests/support/kuberay preflight on a mutated copy of the rendered
 objects: no process started, runs in `make test-fast`). What a break does to a running job is shown on the
-real cluster (tests/kubernetes/test_failures.py).
+real cluster (tests/kubernetes).
 """
 
 from __future__ import annotations
