@@ -29,9 +29,8 @@ def start_deploy(cluster, *sets: str) -> subprocess.Popen:
                             text=True)
 
 
-def newest_rayjob(cluster) -> dict | None:
-    jobs = sorted(cluster.items("rayjobs", "-n", NAMESPACE), key=lambda j: j["metadata"]["creationTimestamp"])
-    return jobs[-1] if jobs else None
+def rayjob_names(cluster) -> set[str]:
+    return {j["metadata"]["name"] for j in cluster.items("rayjobs", "-n", NAMESPACE)}
 
 
 def run_of(mlflow, run_name: str) -> dict | None:
@@ -55,11 +54,12 @@ def run_with_fault(cluster, mlflow, epochs: int, fault) -> None:
     """`make deploy-rayjob` of an `epochs`-epoch job; `fault(rayjob name, RayCluster name)` once its first epoch
     is in MLflow; then the deploy must succeed with exactly one value per epoch of every per-epoch metric."""
     started = time.monotonic()
+    earlier = rayjob_names(cluster)  # other tests' RayJobs stay until their TTL
     deploy = start_deploy(cluster, rf"job.set.train\.epochs={epochs}")
     try:
-        job = wait_until(lambda: newest_rayjob(cluster) if deploy.poll() is None else pytest.fail(deploy.stdout.read()),
-                         120, "no RayJob appeared")
-        name = job["metadata"]["name"]
+        new = wait_until(lambda: (rayjob_names(cluster) - earlier) if deploy.poll() is None
+                         else pytest.fail(deploy.stdout.read()), 120, "no RayJob appeared")
+        (name,) = new
         wait_until(lambda: epochs_logged(mlflow, name) >= 1, 600, f"{name}: no epoch logged", interval=2)
         fault(name, cluster.get("rayjob", name, "-n", NAMESPACE)["status"]["rayClusterName"])
         print(f"fault done at {time.monotonic() - started:.0f} s")

@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -233,57 +234,36 @@ def start_ray_cluster(root: Path, head_cpus: int, worker_cpus: list[int], env: d
     dashboard = f"http://127.0.0.1:{dashboard_port}"
     wait_http(f"{dashboard}/api/version", 120, head)
     address = f"127.0.0.1:{gcs_port}"
-    workers = []
-    for i, cpus in enumerate(worker_cpus):
+
+    def start_worker(i: int) -> Managed:
         node_env = {**env, **((worker_env or [{}] * len(worker_cpus))[i])}
-        workers.append(start(f"ray-worker-{i}", [
+        return start(f"ray-worker-{i}", [
             str(VENV_BIN / "ray"), "start", "--block", f"--address={address}", "--node-ip-address=127.0.0.1",
-            f"--num-cpus={cpus}", "--num-gpus=0", f"--temp-dir={short / f'w{i}'}", "--disable-usage-stats",
-        ], log_dir, env=node_env))
-    cluster = RayCluster(head, workers, address, dashboard, short)
-    wait_nodes(cluster, 1 + len(worker_cpus), 120)
+            f"--num-cpus={worker_cpus[i]}", "--num-gpus=0", f"--temp-dir={short / f'w{i}'}", "--disable-usage-stats",
+        ], log_dir, env=node_env)
+
+    cluster = RayCluster(head, [start_worker(i) for i in range(len(worker_cpus))], address, dashboard, short)
+    wait_nodes(cluster, 1 + len(worker_cpus), 120, restart_worker=start_worker)
     return cluster
 
 
-@dataclass
-class RayNodeSpec:
-    """One node to start: the full `ray start ... --block` command line and the node's whole environment."""
-
-    name: str
-    args: list[str]
-    env: dict[str, str]
-    cwd: Path | None = None
+# `ray start` gives its raylet 30 s to register with the GCS (ray/_private/node.py, not configurable) and exits
+# when a loaded machine takes longer; a pod's container would be restarted, so is such a worker, once.
+RAYLET_TIMED_OUT = "The current node timed out during startup"
 
 
-def start_ray_nodes(head: RayNodeSpec, workers: list[RayNodeSpec], address: str, dashboard: str, log_dir: Path,
-                    timeout: float = 120, headers: dict[str, str] | None = None) -> RayCluster:
-    """Start a head and worker nodes from ready-made command lines (e.g. derived from a RayJob manifest).
-
-    Unlike start_ray_cluster, nothing is added to the commands or environments: the caller decides
-    every flag (ports, temp dirs, auth). ``headers`` go with the dashboard requests (token auth).
-    Whatever was started is stopped again if the cluster does not come up.
-    """
-    started: list[Managed] = []
-    try:
-        head_process = start(head.name, head.args, log_dir, env=head.env, cwd=head.cwd)
-        started.append(head_process)
-        wait_http(f"{dashboard}/api/version", timeout, head_process, headers=headers)
-        for spec in workers:
-            started.append(start(spec.name, spec.args, log_dir, env=spec.env, cwd=spec.cwd))
-        cluster = RayCluster(head_process, started[1:], address, dashboard, log_dir.parent)
-        wait_nodes(cluster, 1 + len(workers), timeout, headers=headers)
-        return cluster
-    except BaseException:
-        for process in reversed(started):
-            process.stop()
-        raise
-
-
-def wait_nodes(cluster: RayCluster, count: int, timeout: float, headers: dict[str, str] | None = None) -> None:
-    """Until the dashboard counts ``count`` live raylets; fails early when one of the cluster's processes exits."""
+def wait_nodes(cluster: RayCluster, count: int, timeout: float, headers: dict[str, str] | None = None,
+               restart_worker: Callable[[int], Managed] | None = None) -> None:
+    """Until the dashboard counts ``count`` live raylets; fails early when one of the cluster's processes exits
+    (``restart_worker(i)`` starts worker i again once, after its raylet timed out registering)."""
     alive = {"count": 0}
+    restarted: set[int] = set()
 
     def all_up() -> bool:
+        for i, process in enumerate(cluster.workers):
+            if restart_worker and i not in restarted and not process.alive() and RAYLET_TIMED_OUT in process.tail():
+                restarted.add(i)
+                cluster.workers[i] = restart_worker(i)
         for process in cluster.processes():
             if not process.alive():
                 raise RuntimeError(f"{process.name} exited; log {process.log}:\n{process.tail()}")
