@@ -123,10 +123,10 @@ deploy-rayjob: ## render a new RayJob <release>-<UTC time> (PROFILE=cpu-kind|gpu
 	PROFILE=$(PROFILE) IMAGE=$(IMAGE) bash scripts/deploy-rayjob.sh $(if $(SET),-- $(addprefix --set ,$(SET)))
 
 .PHONY: deploy-rayservice
-deploy-rayservice: ## render the RayService serving the champion (PROFILE=cpu-kind|gpu, IMAGE=...), apply it, wait until ready
+deploy-rayservice: ## render the RayService serving the champion (PROFILE=cpu-kind|gpu, IMAGE=..., SET="key=value ..."), apply it, wait until ready
 	bash scripts/install-tools.sh helm kubectl
 	NAMESPACE=$(NAMESPACE) PLATFORM_RELEASE=$(PLATFORM_RELEASE) SERVE_RELEASE=$(SERVE_RELEASE) \
-	PROFILE=$(PROFILE) IMAGE=$(IMAGE) bash scripts/deploy-rayservice.sh
+	PROFILE=$(PROFILE) IMAGE=$(IMAGE) bash scripts/deploy-rayservice.sh $(if $(SET),-- $(addprefix --set ,$(SET)))
 
 .PHONY: logs
 logs: ## follow the driver logs of the newest RayJob (through its submitter Job)

@@ -1,6 +1,7 @@
 """`make deploy-rayservice PROFILE=cpu-kind` on the real stack: the operator brings the RayService to Ready,
 serving the champion the RayJob tests registered, and `POST /predict` through the API server's Service proxy
-gets the right digits."""
+gets the right digits; with two replicas, deleting the pod of one under load fails at most the requests in
+flight at that moment."""
 
 from __future__ import annotations
 
@@ -10,7 +11,9 @@ import time
 import numpy as np
 import pytest
 
+from tests.support.load import Load
 from tests.support.local_cluster import NAMESPACE, ROOT
+from tests.support.polling import wait_until
 from tests.support.project_env import PROJECT_ENV
 
 pytestmark = [pytest.mark.kubernetes, pytest.mark.slow]
@@ -40,3 +43,69 @@ def test_make_deploy_rayservice_serves_the_champion_through_the_serve_service(cl
     assert len(digits) == 32 and (digits == labels).mean() >= 0.8, (digits, labels)
     status, body = cluster.through_api(PREDICT, b"{not json")
     assert status == 400 and b"JSON" in body, body[:500]
+
+
+def serve_replicas(cluster) -> list[dict]:
+    """The classifier's replicas as Ray Serve places them (state, node_ip), from the head's Serve REST API."""
+    apps = cluster.ray_dashboard(SERVE, "/api/serve/applications/")["applications"]
+    return apps["mnist"]["deployments"]["DigitClassifier"]["replicas"]
+
+
+def two_running(cluster) -> list[dict] | None:
+    running = [r for r in serve_replicas(cluster) if r["state"] == "RUNNING"]
+    return running if len(running) == 2 else None
+
+
+def pod_at(cluster, ip: str) -> str:
+    """The RayService's live pod whose IP is ``ip``: a Ray node's IP is its pod's."""
+    pods = cluster.items("pods", "-n", NAMESPACE, "-l", f"kuberay-mnist/rayjob={SERVE}")
+    (name,) = [p["metadata"]["name"] for p in pods
+               if p["status"].get("podIP") == ip and not p["metadata"].get("deletionTimestamp")]
+    return name
+
+
+def two_replicas_on_two_pods(cluster) -> list[dict]:
+    done = cluster.run("make", "deploy-rayservice", "PROFILE=cpu-kind", "SET=rayService.replicas=2", timeout=900,
+                       check=False)
+    assert done.returncode == 0, f"{done.stdout[-3000:]}\n{done.stderr[-3000:]}\n{cluster.diagnostics()}"
+    # Ready only says one endpoint answers: the second replica (a serveConfigV2 change, applied in place) may
+    # still be starting.
+    replicas = wait_until(lambda: two_running(cluster), 300,
+                          lambda: f"not two RUNNING replicas: {serve_replicas(cluster)}", interval=2)
+    assert replicas[0]["node_ip"] != replicas[1]["node_ip"], f"Serve spreads replicas over nodes: {replicas}"
+    return replicas
+
+
+def gone(cluster, pod: str) -> bool:
+    return not cluster.kubectl("get", "pod", pod, "-n", NAMESPACE, "--ignore-not-found", "-o", "name").stdout.strip()
+
+
+def test_deleting_the_pod_of_a_serve_replica_under_load_fails_only_requests_in_flight(cluster):
+    replicas = two_replicas_on_two_pods(cluster)
+    victim = pod_at(cluster, replicas[0]["node_ip"])
+    images = np.load(ROOT / "data" / "mnist" / "test_images.npy")[:4]
+    body = json.dumps({"pixels": images.tolist()}).encode()
+    # ~7 requests/s for ~45 s: the kill comes ~6 s in, and the load outlasts the pod's termination grace
+    # period (30 s), so it sees both Ray's drain on SIGTERM and the pod's end.
+    load = Load(lambda: cluster.through_api(PREDICT, body, timeout=30), total=300, threads=4, interval=0.6).start()
+    wait_until(lambda: load.done() >= 40, 120, "the load did not get going")
+    killed = time.monotonic()
+    cluster.kubectl("delete", "pod", victim, "-n", NAMESPACE, "--wait=false")
+    ended = wait_until(lambda: gone(cluster, victim) and time.monotonic(), 120, f"pod {victim} still there", 0.5)
+    outcomes = load.join(300)
+
+    in_flight = [o for o in outcomes if o.in_flight(killed)]
+    failed = [o for o in outcomes if not o.ok]
+    print(f"\nkilled {victim} (a replica on {replicas[0]['node_ip']}); gone {ended - killed:.1f} s later; "
+          f"{len(outcomes)} requests over {outcomes[-1].end - outcomes[0].start:.0f} s, {len(in_flight)} in flight "
+          f"at the kill, {sum(o.in_flight(ended) for o in outcomes)} when it was gone, {len(failed)} failed, "
+          f"{sum(o.start > ended for o in outcomes)} started after it was gone")
+    for o in failed:
+        print(f"  failed: {o.start - killed:+.2f} .. {o.end - killed:+.2f} s status {o.status} {o.detail[:160]}")
+    assert len(outcomes) == 300 and outcomes[-1].start > ended, "the load outlasts the pod"
+    assert all(o.ok for o in outcomes[-50:]), [(o.status, o.detail) for o in outcomes[-50:] if not o.ok]
+    assert len(failed) <= len(in_flight), "more failures than requests in flight at the kill"
+
+    recovered = wait_until(lambda: two_running(cluster) and time.monotonic(), 300,
+                           lambda: f"Serve did not get back to two replicas: {serve_replicas(cluster)}", interval=2)
+    print(f"two RUNNING replicas again {recovered - killed:.0f} s after the kill")

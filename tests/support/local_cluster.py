@@ -110,6 +110,19 @@ class LocalCluster:
         except urllib.error.HTTPError as exc:
             return exc.code, exc.read()
 
+    def ray_dashboard(self, release: str, path: str, namespace: str = NAMESPACE) -> dict:
+        """GET ``path`` on the Ray dashboard of a chart release's head pod, at its pod IP (the host is on the pods'
+        bridge), with the cluster's Ray token (the Secret KubeRay made, named in the head's RAY_AUTH_TOKEN)."""
+        (head,) = self.items("pods", "-n", namespace, "-l", f"kuberay-mnist/rayjob={release},ray.io/node-type=head",
+                             "--field-selector=status.phase=Running")
+        env = {e["name"]: e for e in head["spec"]["containers"][0]["env"]}
+        ref = env["RAY_AUTH_TOKEN"]["valueFrom"]["secretKeyRef"]
+        token = self.secret_value(ref["name"], ref["key"], namespace)
+        request = urllib.request.Request(f"http://{head['status']['podIP']}:8265{path}",
+                                         headers={"Authorization": f"Bearer {token}"})
+        with urllib.request.urlopen(request, timeout=30) as answer:
+            return json.loads(answer.read())
+
     def outage(self, component: str, seconds: float) -> None:
         """One component of the cluster stopped, down for `seconds`, started again: what the scripts' --only
         does for a developer (scripts/cluster-down.sh, cluster-up.sh)."""
