@@ -62,9 +62,16 @@ echo "waiting for RayJob $NAMESPACE/$name (timeout ${TIMEOUT_S}s)..."
 deadline=$((SECONDS + TIMEOUT_S))
 last=""
 while :; do
-  deploy=$(get '{.status.jobDeploymentStatus}')
-  job=$(get '{.status.jobStatus}')
-  now="deployment=${deploy:-<none>} job=${job:-<none>}"
+  # One read of both fields; a failed read (the API server restarting, a network blip) is said as such and
+  # retried, not shown as a RayJob without status.
+  if state=$(kubectl -n "$NAMESPACE" get rayjob "$name" \
+    -o 'jsonpath={.status.jobDeploymentStatus}{" "}{.status.jobStatus}' 2>&1); then
+    read -r deploy job <<<"$state" || true
+    now="deployment=${deploy:-<none>} job=${job:-<none>}"
+  else
+    deploy="" job=""
+    now="cannot read RayJob $name, retrying: $(head -n 1 <<<"$state")"
+  fi
   if [[ "$now" != "$last" ]]; then
     printf '%s  %s\n' "$(date +%H:%M:%S)" "$now"
     last=$now

@@ -50,7 +50,7 @@ def worker_names(cluster, cluster_name: str) -> dict[str, str]:
     return {p["metadata"]["name"]: p["status"].get("phase", "") for p in pods}
 
 
-def run_with_fault(cluster, mlflow, epochs: int, fault) -> None:
+def run_with_fault(cluster, mlflow, epochs: int, fault) -> str:
     """`make deploy-rayjob` of an `epochs`-epoch job; `fault(rayjob name, RayCluster name)` once its first epoch
     is in MLflow; then the deploy must succeed with exactly one value per epoch of every per-epoch metric."""
     started = time.monotonic()
@@ -75,6 +75,7 @@ def run_with_fault(cluster, mlflow, epochs: int, fault) -> None:
     for key in EPOCH_METRICS:
         steps = sorted(m["step"] for m in mlflow.metric_history(run["info"]["run_id"], key))
         assert steps == list(range(1, epochs + 1)), f"{key}: steps {steps}"
+    return out
 
 
 def test_a_worker_pod_deleted_during_training_is_recreated_and_training_resumes(cluster, mlflow):
@@ -99,4 +100,5 @@ def test_the_operator_stopped_and_restarted_during_training_changes_nothing(clus
 def test_the_api_server_stopped_and_restarted_during_training_changes_nothing(cluster, mlflow):
     # the pods run on without the API; the operator, the controllers, the node agent and the deploy script's
     # wait loop reconnect when it is back
-    run_with_fault(cluster, mlflow, 2, lambda name, _: cluster.outage("kube-apiserver", OUTAGE_S))
+    out = run_with_fault(cluster, mlflow, 2, lambda name, _: cluster.outage("kube-apiserver", OUTAGE_S))
+    assert "cannot read RayJob" in out, "the deploy script says it lost the API server, and waits on"
