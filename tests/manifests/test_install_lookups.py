@@ -25,6 +25,7 @@ PLACEHOLDER_KEYS = "kuberay-mnist/placeholder-keys"
 CREDS = {"AWS_ACCESS_KEY_ID": "id", "AWS_SECRET_ACCESS_KEY": "a-real-secret-key",
          "credentials": "[default]\naws_access_key_id = id\naws_secret_access_key = a-real-secret-key\n"}
 MLFLOW_ADMIN, MLFLOW_TRAINING = f"{PLATFORM_RELEASE}-mlflow-admin", f"{PLATFORM_RELEASE}-mlflow-training"
+MLFLOW_SERVING = f"{PLATFORM_RELEASE}-mlflow-serving"
 NEW_CLUSTER = dict([api.namespace("kube-system")])  # the release namespace does not exist yet (--create-namespace)
 
 
@@ -64,25 +65,31 @@ def test_upgrade_keeps_the_dev_password(tools, tmp_path):
 
 
 def test_install_generates_the_mlflow_passwords_and_an_upgrade_keeps_them(tools, tmp_path):
-    """The MLflow admin's password, its Flask secret key and the training user's password: random at install, kept
-    on upgrade (the admin's is what the auth store was created with; a new one would lock the users Job out)."""
+    """The MLflow admin's password, its Flask secret key and the training and serving users' passwords: random at
+    install, kept on upgrade (the admin's is what the auth store was created with; a new one would lock the users
+    Job out)."""
     generated = {}
     for attempt in (1, 2):
         proc, docs, requests = install_render(tools, tmp_path, NEW_CLUSTER, PLATFORM, PLATFORM_RELEASE,
                                               "-f", str(PLATFORM / "values-dev.yaml"))
         assert proc.returncode == 0, proc.stderr
         admin, training = one(docs, "Secret", MLFLOW_ADMIN), one(docs, "Secret", MLFLOW_TRAINING)
+        serving = one(docs, "Secret", MLFLOW_SERVING)
         values = [admin["stringData"]["password"], admin["stringData"]["flask-secret-key"],
-                  training["stringData"]["MLFLOW_TRACKING_PASSWORD"]]
-        assert all(re.fullmatch(r"[A-Za-z0-9]{40}", v) for v in values) and len(set(values)) == 3, values
-        assert PLACEHOLDER_KEYS not in (admin["metadata"].get("annotations") or {})
+                  training["stringData"]["MLFLOW_TRACKING_PASSWORD"], serving["stringData"]["MLFLOW_TRACKING_PASSWORD"]]
+        assert all(re.fullmatch(r"[A-Za-z0-9]{40}", v) for v in values) and len(set(values)) == 4, values
+        assert f"mlflow_tracking_password = {values[3]}" in serving["stringData"]["credentials"]
+        for secret in (admin, training, serving):
+            assert PLACEHOLDER_KEYS not in (secret["metadata"].get("annotations") or {})
         generated[attempt] = values
     assert not set(generated[1]) & set(generated[2]), "two installs got the same password"
     kept_admin = {"username": "admin", "password": "first-install-admin-0123456789", "flask-secret-key": "first-key-012345"}
     kept_training = {"MLFLOW_TRACKING_USERNAME": "mnist-training", "MLFLOW_TRACKING_PASSWORD": "first-install-train-0123"}
+    kept_serving = {"MLFLOW_TRACKING_USERNAME": "mnist-serving", "MLFLOW_TRACKING_PASSWORD": "first-install-serve-0123"}
     objects = dict([api.namespace("kube-system"), api.namespace(NAMESPACE), api.configmap(NAMESPACE, "kube-root-ca.crt"),
                     api.secret(NAMESPACE, MLFLOW_ADMIN, kept_admin, {}, release=PLATFORM_RELEASE),
-                    api.secret(NAMESPACE, MLFLOW_TRAINING, kept_training, {}, release=PLATFORM_RELEASE)])
+                    api.secret(NAMESPACE, MLFLOW_TRAINING, kept_training, {}, release=PLATFORM_RELEASE),
+                    api.secret(NAMESPACE, MLFLOW_SERVING, kept_serving, {}, release=PLATFORM_RELEASE)])
     proc, docs, _ = install_render(tools, tmp_path, objects, PLATFORM, PLATFORM_RELEASE, "-f", str(PLATFORM / "values-dev.yaml"))
     assert proc.returncode == 0, proc.stderr
     admin = one(docs, "Secret", MLFLOW_ADMIN)["stringData"]
@@ -91,6 +98,9 @@ def test_install_generates_the_mlflow_passwords_and_an_upgrade_keeps_them(tools,
     training = one(docs, "Secret", MLFLOW_TRAINING)["stringData"]
     assert training["MLFLOW_TRACKING_PASSWORD"] == kept_training["MLFLOW_TRACKING_PASSWORD"]
     assert "mlflow_tracking_password = first-install-train-0123" in training["credentials"]
+    serving = one(docs, "Secret", MLFLOW_SERVING)["stringData"]
+    assert serving["MLFLOW_TRACKING_PASSWORD"] == kept_serving["MLFLOW_TRACKING_PASSWORD"]
+    assert "mlflow_tracking_password = first-install-serve-0123" in serving["credentials"]
 
 
 def test_upgrade_replaces_a_placeholder(tools, tmp_path):
@@ -126,7 +136,8 @@ def test_production_platform_refuses_development_credentials(tools, tmp_path, va
     real = dict([*cluster, api.secret(NAMESPACE, PROD_SECRET, CREDS)])
     proc, docs, _ = install_render(tools, tmp_path, real, PLATFORM, PLATFORM_RELEASE, "-f", str(PLATFORM / values))
     assert proc.returncode == 0, proc.stderr
-    generated = {MLFLOW_ADMIN, MLFLOW_TRAINING} | ({S3_MLFLOW, S3_TRAINING} if values == "values.yaml" else set())
+    generated = {MLFLOW_ADMIN, MLFLOW_TRAINING, MLFLOW_SERVING} | (
+        {S3_MLFLOW, S3_TRAINING} if values == "values.yaml" else set())
     assert {d["metadata"]["name"] for d in docs if d["kind"] == "Secret"} == generated, (
         "never the root S3 Secret; the per-workload S3 users only where the chart makes them in MinIO")
     missing = dict([c for c in cluster if c[0].endswith(("kube-system", NAMESPACE, "kube-root-ca.crt"))])
@@ -185,3 +196,15 @@ def test_rayjob_chart_refuses_secrets_without_the_credentials_file(tools, tmp_pa
                                 RAYJOB, RAYJOB_RELEASE)
     assert proc.returncode != 0
     assert f'platform.credentialsSecret: Secret "{S3_TRAINING}" has no key "credentials"' in proc.stderr, proc.stderr
+
+
+def test_rayservice_refuses_a_serving_secret_without_the_credentials_file(tools, tmp_path):
+    """The RayService's MLflow user Secret gets the same key check as the training one (a RayJob never mounts it)."""
+    cluster = [api.namespace("kube-system"), api.namespace(NAMESPACE), api.secret(NAMESPACE, S3_TRAINING, CREDS),
+               api.secret(NAMESPACE, MLFLOW_SERVING, {"MLFLOW_TRACKING_USERNAME": "mnist-serving"})]
+    proc, _, _ = install_render(tools, tmp_path, dict(cluster), RAYJOB, RAYJOB_RELEASE, "--set", "rayService.enabled=true")
+    assert proc.returncode != 0
+    assert f'platform.mlflowServingCredentialsSecret: Secret "{MLFLOW_SERVING}" has no key "credentials"' in proc.stderr, (
+        proc.stderr)
+    proc, docs, _ = install_render(tools, tmp_path, dict(cluster), RAYJOB, RAYJOB_RELEASE)
+    assert proc.returncode == 0 and one(docs, "RayJob"), proc.stderr
