@@ -77,7 +77,6 @@ def test_the_training_user_logs_a_run_in_its_experiment_and_nothing_else(server)
     assert refused.value.get_http_status_code() == 403
 
 
-@pytest.mark.filterwarnings("ignore:Add type hints to the `predict` method")
 def test_the_serving_user_loads_the_champion_and_may_write_nothing(server, monkeypatch):
     """READ on the registered model and on the experiment: `models:/mnist-cnn@champion` loads (its files are the
     experiment's: READ on the model alone gets 403 on their download); every write to them is refused."""
