@@ -59,6 +59,7 @@ deploy_render() {
   shift
   local args=("${values[@]}" --set-string "nameOverride=$name" --set-string "platform.endpointsConfigMap=$PLATFORM_RELEASE-endpoints"
     --set-string "platform.mlflowCredentialsSecret=$PLATFORM_RELEASE-mlflow-training"
+    --set-string "platform.mlflowServingCredentialsSecret=$PLATFORM_RELEASE-mlflow-serving"
     --set-string "platform.credentialsSecret=$PLATFORM_RELEASE-s3-training" "$@")
   if [[ -n "$IMAGE" ]]; then
     args+=(--set-string "image.repository=$IMAGE" --set-string "ray.workers.image.repository=$IMAGE")

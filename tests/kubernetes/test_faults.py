@@ -50,12 +50,12 @@ def worker_names(cluster, cluster_name: str) -> dict[str, str]:
     return {p["metadata"]["name"]: p["status"].get("phase", "") for p in pods}
 
 
-def run_with_fault(cluster, mlflow, epochs: int, fault) -> str:
+def run_with_fault(cluster, mlflow, epochs: int, fault, *sets: str) -> str:
     """`make deploy-rayjob` of an `epochs`-epoch job; `fault(rayjob name, RayCluster name)` once its first epoch
     is in MLflow; then the deploy must succeed with exactly one value per epoch of every per-epoch metric."""
     started = time.monotonic()
     earlier = rayjob_names(cluster)  # other tests' RayJobs stay until their TTL
-    deploy = start_deploy(cluster, rf"job.set.train\.epochs={epochs}")
+    deploy = start_deploy(cluster, rf"job.set.train\.epochs={epochs}", *sets)
     try:
         new = wait_until(lambda: (rayjob_names(cluster) - earlier) if deploy.poll() is None
                          else pytest.fail(deploy.stdout.read()), 120, "no RayJob appeared")
@@ -102,3 +102,13 @@ def test_the_api_server_stopped_and_restarted_during_training_changes_nothing(cl
     # wait loop reconnect when it is back
     out = run_with_fault(cluster, mlflow, 2, lambda name, _: cluster.outage("kube-apiserver", OUTAGE_S))
     assert "cannot read RayJob" in out, "the deploy script says it lost the API server, and waits on"
+
+
+def test_the_head_pod_deleted_during_training_is_retried_by_kuberay_and_resumes(cluster, mlflow):
+    def delete_the_head(name: str, cluster_name: str) -> None:
+        (head,) = cluster.items("pods", "-n", NAMESPACE, "-l", f"ray.io/cluster={cluster_name},ray.io/node-type=head")
+        cluster.kubectl("delete", "pod", head["metadata"]["name"], "-n", NAMESPACE, "--wait=false")
+        print(f"deleted head pod {head['metadata']['name']} after epoch 1")
+
+    out = run_with_fault(cluster, mlflow, 3, delete_the_head, "lifecycle.backoffLimit=1")
+    print(out[-4000:])

@@ -31,6 +31,7 @@ DEV_SECRET = f"{PLATFORM_RELEASE}-dev-s3-credentials"
 PROD_SECRET = "mnist-platform-s3-credentials"  # the root keys: the bucket job and MinIO only
 S3_MLFLOW, S3_TRAINING = f"{PLATFORM_RELEASE}-s3-mlflow", f"{PLATFORM_RELEASE}-s3-training"  # per-workload users
 MLFLOW_ADMIN, MLFLOW_TRAINING = f"{PLATFORM_RELEASE}-mlflow-admin", f"{PLATFORM_RELEASE}-mlflow-training"
+MLFLOW_SERVING = f"{PLATFORM_RELEASE}-mlflow-serving"
 DEV_MARK = {"kuberay-mnist/development-credentials": "true"}
 PLACEHOLDER_KEYS = "kuberay-mnist/placeholder-keys"
 CREDS = {"AWS_ACCESS_KEY_ID": "id", "AWS_SECRET_ACCESS_KEY": "a-real-secret-key",
@@ -120,16 +121,19 @@ def test_install_generates_a_random_dev_password(new_namespace):
 
 
 def test_install_generates_the_mlflow_passwords(new_namespace):
-    """The MLflow admin's password, its Flask secret key and the training user's password: random at install
-    (test_platform.py: an upgrade keeps them, and the files the server and the client read hold them)."""
+    """The MLflow admin's password, its Flask secret key and the training and serving users' passwords: random at
+    install (test_platform.py: an upgrade keeps them, and the files the server and the clients read hold them)."""
     generated = []
     for _ in (1, 2):
         docs = new_namespace.rendered(*platform("values-dev.yaml"))
         admin, training = one(docs, "Secret", MLFLOW_ADMIN), one(docs, "Secret", MLFLOW_TRAINING)
+        serving = one(docs, "Secret", MLFLOW_SERVING)
         values = [admin["stringData"]["password"], admin["stringData"]["flask-secret-key"],
-                  training["stringData"]["MLFLOW_TRACKING_PASSWORD"]]
-        assert all(GENERATED.fullmatch(v) for v in values) and len(set(values)) == 3, values
-        assert PLACEHOLDER_KEYS not in (admin["metadata"].get("annotations") or {})
+                  training["stringData"]["MLFLOW_TRACKING_PASSWORD"], serving["stringData"]["MLFLOW_TRACKING_PASSWORD"]]
+        assert all(GENERATED.fullmatch(v) for v in values) and len(set(values)) == 4, values
+        assert f"mlflow_tracking_password = {values[3]}" in serving["stringData"]["credentials"]
+        for secret in (admin, training, serving):
+            assert PLACEHOLDER_KEYS not in (secret["metadata"].get("annotations") or {})
         generated.append(values)
     assert not set(generated[0]) & set(generated[1]), "two installs got the same password"
 
@@ -168,7 +172,8 @@ def test_production_platform_refuses_development_credentials(scratch, values):
     assert (f'credentials.existingSecret: Secret "{PROD_SECRET}" carries kuberay-mnist/development-credentials=true'
             in scratch.refusal(*platform(values)))
     scratch.secret(PROD_SECRET, CREDS)
-    generated = {MLFLOW_ADMIN, MLFLOW_TRAINING} | ({S3_MLFLOW, S3_TRAINING} if values == "values.yaml" else set())
+    generated = {MLFLOW_ADMIN, MLFLOW_TRAINING, MLFLOW_SERVING} | (
+        {S3_MLFLOW, S3_TRAINING} if values == "values.yaml" else set())
     assert {d["metadata"]["name"] for d in scratch.rendered(*platform(values)) if d["kind"] == "Secret"} == generated, (
         "never the root S3 Secret; the per-workload S3 users only where the chart makes them in MinIO")
     scratch.kubectl("delete", "secret", PROD_SECRET)
@@ -213,3 +218,12 @@ def test_rayjob_chart_refuses_secrets_without_the_credentials_file(scratch):
     scratch.secret(S3_TRAINING, OLD_STYLE)
     error = scratch.refusal(RAYJOB, RAYJOB_RELEASE)
     assert f'platform.credentialsSecret: Secret "{S3_TRAINING}" has no key "credentials"' in error, error
+
+
+def test_rayservice_refuses_a_serving_secret_without_the_credentials_file(scratch):
+    """The RayService's MLflow user Secret gets the same key check as the training one (a RayJob never mounts it)."""
+    scratch.secret(S3_TRAINING, CREDS)
+    scratch.secret(MLFLOW_SERVING, {"MLFLOW_TRACKING_USERNAME": "mnist-serving"})
+    error = scratch.refusal(RAYJOB, RAYJOB_RELEASE, "--set", "rayService.enabled=true")
+    assert f'platform.mlflowServingCredentialsSecret: Secret "{MLFLOW_SERVING}" has no key "credentials"' in error, error
+    assert one(scratch.rendered(RAYJOB, RAYJOB_RELEASE), "RayJob")

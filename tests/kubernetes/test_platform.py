@@ -16,7 +16,8 @@ CHART = "charts/kuberay-mnist-platform"
 # Secret -> the keys helm install generates in it (random, kept on upgrade)
 GENERATED = {f"{PLATFORM_RELEASE}-dev-s3-credentials": ("AWS_SECRET_ACCESS_KEY",),
              f"{PLATFORM_RELEASE}-mlflow-admin": ("password", "flask-secret-key"),
-             f"{PLATFORM_RELEASE}-mlflow-training": ("MLFLOW_TRACKING_PASSWORD",)}
+             f"{PLATFORM_RELEASE}-mlflow-training": ("MLFLOW_TRACKING_PASSWORD",),
+             f"{PLATFORM_RELEASE}-mlflow-serving": ("MLFLOW_TRACKING_PASSWORD",)}
 
 
 def test_helm_upgrade_keeps_the_generated_development_passwords(cluster, mlflow):
@@ -33,6 +34,8 @@ def test_helm_upgrade_keeps_the_generated_development_passwords(cluster, mlflow)
     # the files the MLflow server and the training client read hold the kept passwords
     assert f"admin_password = {admin['password']}" in admin["basic_auth.ini"]
     assert f"mlflow_tracking_password = {training['MLFLOW_TRACKING_PASSWORD']}" in training["credentials"]
+    serving = kept[f"{PLATFORM_RELEASE}-mlflow-serving"]
+    assert f"mlflow_tracking_password = {serving['MLFLOW_TRACKING_PASSWORD']}" in serving["credentials"]
     assert mlflow.call("experiments/search?max_results=1") is not None  # MLflow still takes the kept password
 
 

@@ -380,12 +380,14 @@ def test_rayjob_references_exist_in_platform_dev(render, profile):
 @pytest.mark.parametrize("profile", ["rayjob-gpu", "rayjob-gpu-initcontainer", "rayservice-gpu"])
 def test_production_rayjob_uses_the_training_user_never_root_or_dev_keys(render, profile):
     """The GPU (production) profile reads the platform's ConfigMap, the training workload's own S3 user and MLflow
-    user, all of which the platform renders (default profile) or names (production profile); never the root keys
-    (credentials.existingSecret) and never the dev profile's Secret."""
+    user (the RayService: the read-only serving user instead), all of which the platform renders (default profile)
+    or names (production profile); never the root keys (credentials.existingSecret) and never the dev profile's
+    Secret."""
     needed = refs(render(profile))
     values = load_yaml(PLATFORM / "values.yaml")["credentials"]
     training = f"{PLATFORM_RELEASE}-s3-training"
-    assert {n for k, n, _ in needed if k == "Secret"} == {training, f"{PLATFORM_RELEASE}-mlflow-training"}
+    mlflow_user = "serving" if profile.startswith("rayservice-") else "training"
+    assert {n for k, n, _ in needed if k == "Secret"} == {training, f"{PLATFORM_RELEASE}-mlflow-{mlflow_user}"}
     assert not needed - provided(render("platform-default"))
     production = load_yaml(PLATFORM / "values-production.yaml")["credentials"]["workloads"]
     assert production["trainingSecret"] == training and not production["create"]
@@ -516,12 +518,12 @@ def test_configmaps_hold_no_secrets(render, profile):
 
 
 def test_default_platform_creates_only_generated_secrets(render):
-    """Not the root S3 Secret (it exists beforehand); the MLflow admin and training user and the two per-workload
-    MinIO users, whose passwords `helm install` generates: under `helm template` each is a named placeholder, so
-    no password is committed."""
+    """Not the root S3 Secret (it exists beforehand); the MLflow admin, training and serving user and the two
+    per-workload MinIO users, whose passwords `helm install` generates: under `helm template` each is a named
+    placeholder, so no password is committed."""
     secrets = {d["metadata"]["name"]: d for d in by_kind(render("platform-default"), "Secret")}
-    assert set(secrets) == {f"{PLATFORM_RELEASE}-{n}" for n in ("mlflow-admin", "mlflow-training", "s3-mlflow",
-                                                                 "s3-training")}
+    assert set(secrets) == {f"{PLATFORM_RELEASE}-{n}" for n in ("mlflow-admin", "mlflow-training", "mlflow-serving",
+                                                                 "s3-mlflow", "s3-training")}
     for secret in secrets.values():
         placeholders = secret["metadata"]["annotations"]["kuberay-mnist/placeholder-keys"].split(",")
         assert placeholders and all(secret["stringData"][k].startswith("placeholder-") for k in placeholders)
@@ -578,6 +580,26 @@ def test_the_submitter_gets_no_s3_credentials_or_endpoints(render, profile):
     assert {"AWS_SHARED_CREDENTIALS_FILE", "MLFLOW_TRACKING_URI"} <= {e["name"] for e in head["env"]}, "the Ray pods do"
     assert mounted_secrets(head_template, head) == {f"{PLATFORM_RELEASE}-s3-training",
                                                     f"{PLATFORM_RELEASE}-mlflow-training"}, "the training user's files"
+
+
+@pytest.mark.parametrize("profile", RAY_PROFILES)
+def test_the_rayservice_reads_mlflow_as_the_serving_user_the_rayjob_as_the_training_user(render, profile):
+    """Every Ray pod (head and workers) mounts one MLflow user's file at ~/.mlflow: the RayService's the platform's
+    serving user (READ only: tests/tracking/test_mlflow_auth.py, tests/kubernetes/test_rayservice.py), never the
+    training user, which may move the champion alias; the RayJob's the training user."""
+    serving = profile.startswith("rayservice-")
+    want, never = (("mlflow-serving", "mlflow-training") if serving else ("mlflow-training", "mlflow-serving"))
+    values = load_yaml(RAYJOB / "values.yaml")["platform"]
+    assert values["mlflowServingCredentialsSecret"] == f"{PLATFORM_RELEASE}-mlflow-serving"
+    for role, template in rayjob_pod_templates(rayjob(render, profile)).items():
+        if role == "submitter":
+            continue
+        container = template["spec"]["containers"][0]
+        assert mounted_secrets(template, container) == {f"{PLATFORM_RELEASE}-s3-training",
+                                                        f"{PLATFORM_RELEASE}-{want}"}, (profile, role)
+        [mount] = [m for m in container["volumeMounts"] if m["name"] == "mlflow-credentials"]
+        assert mount["mountPath"] == "/tmp/home/.mlflow" and mount["readOnly"], (profile, role)
+        assert f"{PLATFORM_RELEASE}-{never}" not in yaml.safe_dump(template), (profile, role)
 
 
 @pytest.mark.parametrize("profile", ["platform-dev", "platform-default", "platform-production"])

@@ -104,13 +104,16 @@ def test_each_s3_client_signs_with_the_mounted_file_only(s3, rendered_file, tmp_
     assert missing.returncode != 0 and f"ok {which}" not in missing.stdout, missing.stdout
 
 
-def test_the_mlflow_training_file_is_what_mlflow_reads(helm_template, tmp_path, monkeypatch):
-    """The MLflow user Secret's `credentials` key, placed at ~/.mlflow/credentials as the RayJob chart mounts it,
-    is what MLflow's client sends (a server round trip: tests/tracking/test_mlflow_auth.py)."""
+@pytest.mark.parametrize("user", ["training", "serving"])
+def test_the_mlflow_user_file_is_what_mlflow_reads(helm_template, tmp_path, monkeypatch, user):
+    """Each MLflow user Secret's `credentials` key, placed at ~/.mlflow/credentials as the RayJob chart mounts it
+    (the training user's in the RayJob, the serving user's in the RayService), is what MLflow's client sends (a
+    server round trip: tests/tracking/test_mlflow_auth.py)."""
     from mlflow.utils.credentials import read_mlflow_creds
 
     res = helm_template(PLATFORM, PLATFORM_RELEASE, "-f", str(PLATFORM / "values-dev.yaml"))
-    data = one(res.docs, "Secret", f"{PLATFORM_RELEASE}-mlflow-training")["stringData"]
+    data = one(res.docs, "Secret", f"{PLATFORM_RELEASE}-mlflow-{user}")["stringData"]
+    assert data["MLFLOW_TRACKING_USERNAME"] == f"mnist-{user}"
     (tmp_path / ".mlflow").mkdir()
     (tmp_path / ".mlflow" / "credentials").write_text(data["credentials"])
     monkeypatch.setenv("HOME", str(tmp_path))

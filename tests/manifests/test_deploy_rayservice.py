@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 import yaml
-from manifest_helpers import ROOT, SERVE_RELEASE, one, run
+from manifest_helpers import PLATFORM_RELEASE, ROOT, SERVE_RELEASE, mounted_secrets, one, rayjob_pod_templates, run
 
 SCRIPT = "scripts/deploy-rayservice.sh"
 NAME = SERVE_RELEASE
@@ -29,6 +29,10 @@ def test_renders_the_rayservice_and_no_rayjob(tools, profile):
     assert not [d for d in docs if d["kind"] == "RayJob"]
     allowed = service["metadata"].get("annotations", {}).get("kuberay-mnist/development-credentials-allowed")
     assert allowed == ("true" if profile == "cpu-kind" else None)
+    # MLflow as the platform's read-only serving user (the script names the platform release's Secrets)
+    for role, template in rayjob_pod_templates(service).items():
+        assert mounted_secrets(template, template["spec"]["containers"][0]) == {
+            f"{PLATFORM_RELEASE}-s3-training", f"{PLATFORM_RELEASE}-mlflow-serving"}, role
 
 
 def test_image_repository_for_a_users_registry(tools):

@@ -153,7 +153,8 @@ def test_production_uses_the_external_s3(render):
     docs = render("platform-production")
     assert not [d for d in docs if "minio" in d["metadata"]["name"]], "no in-cluster MinIO in production"
     assert {d["metadata"]["name"] for d in by_kind(docs, "Secret")} == {"mnist-platform-mlflow-admin",
-                                                                        "mnist-platform-mlflow-training"}, (
+                                                                        "mnist-platform-mlflow-training",
+                                                                        "mnist-platform-mlflow-serving"}, (
         "S3 credentials come from the existing Secret; only MLflow's users are generated")
     endpoint = one(docs, "ConfigMap", "mnist-platform-endpoints")["data"]["AWS_ENDPOINT_URL"]
     assert endpoint.startswith("https://")

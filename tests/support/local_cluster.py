@@ -161,7 +161,8 @@ class LocalCluster:
 @dataclass
 class MlflowReader:
     """The platform's MLflow server, read over its REST API from the host (its ClusterIP is a bridge address),
-    as the admin, with the Host header the server allows (its Service name)."""
+    as the admin (or, with ``as_user``, a user of one of the platform's MLflow user Secrets), with the Host header
+    the server allows (its Service name)."""
 
     url: str
     user: str
@@ -173,6 +174,21 @@ class MlflowReader:
         service = f"{PLATFORM_RELEASE}-mlflow"
         return cls(f"http://{cluster.cluster_ip(service)}:5000", "admin",
                    cluster.secret_value(f"{PLATFORM_RELEASE}-mlflow-admin", "password"), f"{service}:5000")
+
+    @classmethod
+    def as_user(cls, cluster: LocalCluster, secret: str) -> MlflowReader:
+        """Signed in as the user of a platform MLflow user Secret (<release>-mlflow-training, -serving)."""
+        admin = cls.of(cluster)
+        return cls(admin.url, cluster.secret_value(secret, "MLFLOW_TRACKING_USERNAME"),
+                   cluster.secret_value(secret, "MLFLOW_TRACKING_PASSWORD"), admin.host)
+
+    def status(self, path: str, body: dict | None = None) -> int:
+        """The HTTP status of a request (``call`` raises on an error status)."""
+        try:
+            self.call(path, body)
+        except urllib.error.HTTPError as exc:
+            return exc.code
+        return 200
 
     def call(self, path: str, body: dict | None = None) -> dict:
         credentials = base64.b64encode(f"{self.user}:{self.password}".encode()).decode()

@@ -17,6 +17,7 @@ from pathlib import Path
 from tests.support import services
 
 ADMIN = ("admin", "admin-password-for-tests-4e1b")
+SERVING = ("mnist-serving", "serving-password-for-tests-7d0")
 CORS_ORIGIN = "http://localhost:5000"
 USERS_SCRIPT = services.PROJECT_DIR / "charts" / "kuberay-mnist-platform" / "files" / "mlflow_users.py"
 
@@ -42,12 +43,13 @@ def uri_as(server: services.MlflowServer, user: str, password: str) -> str:
 
 
 def run_users_script(server: services.MlflowServer, user: str, password: str, experiment: str = "mnist",
-                     model: str = "mnist-cnn", admin: tuple[str, str] = ADMIN) -> subprocess.CompletedProcess:
+                     model: str = "mnist-cnn", admin: tuple[str, str] = ADMIN,
+                     serving: tuple[str, str] = SERVING) -> subprocess.CompletedProcess:
     """The platform chart's files/mlflow_users.py, as its Job runs it: each user's name and password as files of
     a folder (the Job's Secret volumes), none in its env."""
     with tempfile.TemporaryDirectory() as tmp:
         dirs = {}
-        for role, (name, secret) in (("admin", admin), ("training", (user, password))):
+        for role, (name, secret) in (("admin", admin), ("training", (user, password)), ("serving", serving)):
             folder = Path(tmp) / role
             folder.mkdir(mode=0o700)
             (folder / "username").write_text(name)

@@ -77,9 +77,48 @@ def test_the_training_user_logs_a_run_in_its_experiment_and_nothing_else(server)
     assert refused.value.get_http_status_code() == 403
 
 
+def test_the_serving_user_loads_the_champion_and_may_write_nothing(server, monkeypatch):
+    """READ on the registered model and on the experiment: `models:/mnist-cnn@champion` loads (its files are the
+    experiment's: READ on the model alone gets 403 on their download); every write to them is refused."""
+    import mlflow
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    class Echo(mlflow.pyfunc.PythonModel):  # stands in for the trainer's logged model
+        def predict(self, context, model_input, params=None):
+            return model_input
+
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", USER)
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", PASSWORD)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", server.uri)
+    experiment = MlflowClient(server.uri).get_experiment_by_name("mnist").experiment_id
+    with mlflow.start_run(experiment_id=experiment, run_name="serving-test") as run:
+        logged = mlflow.pyfunc.log_model(name="model", python_model=Echo())
+    version = mlflow.register_model(logged.model_uri, "mnist-cnn").version
+    MlflowClient(server.uri).set_registered_model_alias("mnist-cnn", "champion", version)
+
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", mlflow_auth.SERVING[0])
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", mlflow_auth.SERVING[1])
+    server_as_serving = MlflowClient(server.uri)
+    assert server_as_serving.get_model_version_by_alias("mnist-cnn", "champion").version == version
+    model = mlflow.pyfunc.load_model("models:/mnist-cnn@champion")
+    assert model.metadata.model_uuid
+    run_id = run.info.run_id
+    for what, write in (("log a metric", lambda: server_as_serving.log_metric(run_id, "x", 1.0)),
+                        ("create a run", lambda: server_as_serving.create_run(experiment)),
+                        ("move the alias", lambda: server_as_serving.set_registered_model_alias("mnist-cnn", "champion", "1")),
+                        ("tag the model", lambda: server_as_serving.set_registered_model_tag("mnist-cnn", "a", "b")),
+                        ("add a version", lambda: server_as_serving.create_model_version("mnist-cnn", logged.model_uri,
+                                                                                        run_id))):
+        with pytest.raises(MlflowException) as refused:
+            write()
+        assert refused.value.get_http_status_code() == 403, what
+
+
 def test_the_users_script_is_idempotent_and_refuses_a_wrong_admin_password(server):
     again = mlflow_auth.run_users_script(server, USER, PASSWORD)
     assert again.returncode == 0 and "exists; password set from its Secret" in again.stdout, again.stderr
+    assert f"{mlflow_auth.SERVING[0]} may READ experiment 'mnist'" in again.stdout, again.stdout
     wrong = mlflow_auth.run_users_script(server, USER, PASSWORD, admin=("admin", "not-the-password-at-all"))
     assert wrong.returncode == 2, wrong.stdout + wrong.stderr
     assert "refused the admin's request (UNAUTHENTICATED" in wrong.stderr and "Traceback" not in wrong.stderr

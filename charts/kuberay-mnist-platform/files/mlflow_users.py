@@ -1,12 +1,14 @@
 """The platform's MLflow users: run by the chart's mlflow-users Job as MLflow's admin.
 
-Creates (or, when it exists, resets the password of) the training user, creates the experiment and the
-registered model the training job writes to when they are missing, and grants that user EDIT on both
-and nothing else (the server's default permission covers the rest: NO_PERMISSIONS by default). Safe to
-run again: every step is a get-or-create or an upsert.
+Creates (or, when it exists, resets the password of) the training and the serving user, creates the
+experiment and the registered model the training job writes to when they are missing, and grants the
+training user EDIT on both and the serving user READ on both (the model's artifacts are the experiment's:
+MLflow refuses their download without READ there), nothing else (the server's default permission covers
+the rest: NO_PERMISSIONS by default). Safe to run again: every step is a get-or-create or an upsert.
 
-Env: MLFLOW_TRACKING_URI, ADMIN_CREDENTIALS_DIR and TRAINING_CREDENTIALS_DIR (each holds the files
-`username` and `password`, mounted from the user's Secret: no password is an env var of the pod),
+Env: MLFLOW_TRACKING_URI, ADMIN_CREDENTIALS_DIR, TRAINING_CREDENTIALS_DIR and SERVING_CREDENTIALS_DIR
+(each holds the files `username` and `password`, mounted from the user's Secret: no password is an env
+var of the pod),
 MLFLOW_EXPERIMENT, MLFLOW_REGISTERED_MODEL, WAIT_S (how long to wait for the server).
 Exit: 0 done, 2 refused (e.g. a wrong admin password), 3 the server did not answer.
 """
@@ -46,6 +48,19 @@ def read_user(folder: str) -> tuple[str, str]:
         sys.exit(2)
 
 
+def grant(auth, user: str, resource_type: str, resource_id: str, permission: str) -> None:
+    """The user's permission on the resource, whatever it was before."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        auth.grant_user_permission(user, resource_type, resource_id, permission)
+    except MlflowException as exc:  # granted before, maybe changed since: grant it again
+        if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+            raise
+        auth.revoke_user_permission(user, resource_type, resource_id)
+        auth.grant_user_permission(user, resource_type, resource_id, permission)
+
+
 def main() -> int:
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
@@ -53,7 +68,7 @@ def main() -> int:
 
     env = os.environ
     uri = env["MLFLOW_TRACKING_URI"]
-    user, password = read_user(env["TRAINING_CREDENTIALS_DIR"])
+    users = [(*read_user(env["TRAINING_CREDENTIALS_DIR"]), "EDIT"), (*read_user(env["SERVING_CREDENTIALS_DIR"]), "READ")]
     # The admin signs this process's requests only (MLflow's client reads these variables).
     os.environ["MLFLOW_TRACKING_USERNAME"], os.environ["MLFLOW_TRACKING_PASSWORD"] = read_user(
         env["ADMIN_CREDENTIALS_DIR"])
@@ -61,14 +76,15 @@ def main() -> int:
     wait_for(uri, float(env.get("WAIT_S", "300")))
     auth, client = AuthServiceClient(uri), MlflowClient(tracking_uri=uri)
     try:
-        try:
-            auth.create_user(user, password)
-            print(f"mlflow-users: created user {user}")
-        except MlflowException as exc:
-            if exc.error_code != "RESOURCE_ALREADY_EXISTS":
-                raise
-            auth.update_user_password(user, password)  # the Secret is the truth (kept across upgrades)
-            print(f"mlflow-users: user {user} exists; password set from its Secret")
+        for user, password, _ in users:
+            try:
+                auth.create_user(user, password)
+                print(f"mlflow-users: created user {user}")
+            except MlflowException as exc:
+                if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+                    raise
+                auth.update_user_password(user, password)  # the Secret is the truth (kept across upgrades)
+                print(f"mlflow-users: user {user} exists; password set from its Secret")
         found = client.get_experiment_by_name(experiment)
         experiment_id = found.experiment_id if found else client.create_experiment(experiment)
         try:
@@ -77,20 +93,16 @@ def main() -> int:
             if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
                 raise
             client.create_registered_model(model)
-        for resource_type, resource_id in (("experiment", experiment_id), ("registered_model", model)):
-            try:
-                auth.grant_user_permission(user, resource_type, resource_id, "EDIT")
-            except MlflowException as exc:  # granted before, maybe changed since: EDIT again
-                if exc.error_code != "RESOURCE_ALREADY_EXISTS":
-                    raise
-                auth.revoke_user_permission(user, resource_type, resource_id)
-                auth.grant_user_permission(user, resource_type, resource_id, "EDIT")
+        for user, _, permission in users:
+            for resource_type, resource_id in (("experiment", experiment_id), ("registered_model", model)):
+                grant(auth, user, resource_type, resource_id, permission)
     except MlflowException as exc:
         first = (str(exc).strip().splitlines() or [exc.error_code])[0][:300]
         print(f"mlflow-users: MLflow server {uri} refused the admin's request ({exc.error_code}: {first}); "
               "check the admin Secret and the server's auth config", file=sys.stderr)
         return 2
-    print(f"mlflow-users: {user} may EDIT experiment {experiment!r} (id {experiment_id}) and model {model!r}")
+    for user, _, permission in users:
+        print(f"mlflow-users: {user} may {permission} experiment {experiment!r} (id {experiment_id}) and model {model!r}")
     return 0
 
 

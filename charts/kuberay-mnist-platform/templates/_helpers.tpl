@@ -162,6 +162,7 @@ http://{{ include "platform.mlflowName" . }}:{{ .Values.mlflow.service.port }}
 
 {{- define "platform.mlflowAdminSecret" -}}{{ include "platform.fullname" . }}-mlflow-admin{{- end -}}
 {{- define "platform.mlflowTrainingSecret" -}}{{ include "platform.fullname" . }}-mlflow-training{{- end -}}
+{{- define "platform.mlflowServingSecret" -}}{{ include "platform.fullname" . }}-mlflow-serving{{- end -}}
 
 {{/* A password the chart generates: include "platform.generatedKey" (list . SECRET KEY). The value
      already in the cluster (kept across upgrades), else a new random one at install, else (`helm

@@ -11,6 +11,10 @@
 {{- required "platform.mlflowCredentialsSecret is required: the platform's MLflow training user Secret (key credentials, MLflow's [mlflow] file), e.g. mnist-platform-mlflow-training" .Values.platform.mlflowCredentialsSecret -}}
 {{- end -}}
 
+{{- define "rayjob.mlflowServingCredentialsSecret" -}}
+{{- required "platform.mlflowServingCredentialsSecret is required with rayService.enabled: the platform's read-only MLflow serving user Secret (key credentials, MLflow's [mlflow] file), e.g. mnist-platform-mlflow-serving" .Values.platform.mlflowServingCredentialsSecret -}}
+{{- end -}}
+
 {{/* On a real install (lookup answers; `helm template` cannot look anything up),
      refuse a credentials Secret the platform chart marked as development
      credentials unless this profile allows them (values-cpu-kind.yaml).
@@ -25,9 +29,16 @@
 {{- end -}}
 {{- end -}}
 
-{{/* The Secrets the pods read must hold the keys they mount (where lookup sees them). */}}
+{{/* The Secrets the pods read must hold the keys they mount (where lookup sees them): the RayJob's
+     pods the training user's MLflow Secret, the RayService's the serving user's. */}}
 {{- define "rayjob.checkCredentialKeys" -}}
-{{- range $value, $name := dict "platform.credentialsSecret" (include "rayjob.credentialsSecret" .) "platform.mlflowCredentialsSecret" (include "rayjob.mlflowCredentialsSecret" .) -}}
+{{- $secrets := dict "platform.credentialsSecret" (include "rayjob.credentialsSecret" .) -}}
+{{- if .Values.rayService.enabled -}}
+{{- $_ := set $secrets "platform.mlflowServingCredentialsSecret" (include "rayjob.mlflowServingCredentialsSecret" .) -}}
+{{- else -}}
+{{- $_ := set $secrets "platform.mlflowCredentialsSecret" (include "rayjob.mlflowCredentialsSecret" .) -}}
+{{- end -}}
+{{- range $value, $name := $secrets -}}
 {{- $secret := lookup "v1" "Secret" $.Release.Namespace $name -}}
 {{- if and $secret (not (hasKey ($secret.data | default dict) "credentials")) -}}
 {{- fail (printf "%s: Secret %q has no key \"credentials\": the Ray pods read their credentials from that file (S3: an AWS shared credentials file; MLflow: a [mlflow] file with mlflow_tracking_username and mlflow_tracking_password). The platform chart makes both; see its README, Credential files" $value $name) -}}
@@ -54,11 +65,12 @@
   readOnly: true
 {{- end -}}
 
+{{/* include "rayjob.credentialVolumes" (list $ MLFLOW_SECRET): the MLflow user is the pod's role's. */}}
 {{- define "rayjob.credentialVolumes" -}}
 - name: home
   emptyDir:
     sizeLimit: 16Mi
-{{- range $volume, $secret := dict "s3-credentials" (include "rayjob.credentialsSecret" .) "mlflow-credentials" (include "rayjob.mlflowCredentialsSecret" .) }}
+{{- range $volume, $secret := dict "s3-credentials" (include "rayjob.credentialsSecret" (index . 0)) "mlflow-credentials" (index . 1) }}
 - name: {{ $volume }}
   secret:
     secretName: {{ $secret }}

@@ -124,7 +124,10 @@ token
 {{ include "rayjob.credentialMounts" . }}
 {{- end -}}
 
+{{/* Volumes of a Ray pod: include "rayjob.rayVolumes" (list $ MLFLOW_SECRET). */}}
 {{- define "rayjob.rayVolumes" -}}
+{{- $mlflowSecret := index . 1 -}}
+{{- with index . 0 -}}
 - name: tmp
   emptyDir:
     sizeLimit: {{ .Values.ray.tmpSizeLimit }}
@@ -138,7 +141,8 @@ token
 - name: dvc-tmp
   emptyDir:
     sizeLimit: {{ include "rayjob.dvcTmpSize" . }}
-{{ include "rayjob.credentialVolumes" . }}
+{{ include "rayjob.credentialVolumes" (list . $mlflowSecret) }}
+{{- end -}}
 {{- end -}}
 
 {{/* The optional initContainer that pulls the dataset into /data-cache:

@@ -1,11 +1,14 @@
 {{/* The Ray cluster of the RayJob (spec.rayClusterSpec) and of the RayService (spec.rayClusterConfig):
      one definition, so serving runs with the same image, env, securityContext and volumes as training.
-     Arguments: (list $ headImage workerImage servePort); servePort 0 opens no Serve port. */}}
+     Arguments: (list $ headImage workerImage servePort mlflowSecret); servePort 0 opens no Serve port;
+     mlflowSecret is the MLflow user Secret mounted at ~/.mlflow (the training user's for the RayJob,
+     the read-only serving user's for the RayService). */}}
 {{- define "rayjob.rayClusterSpec" -}}
 {{- $root := index . 0 }}
 {{- $image := index . 1 }}
 {{- $workerImage := index . 2 }}
 {{- $servePort := int (index . 3) }}
+{{- $mlflowSecret := index . 4 }}
 {{- $gpus := int $root.Values.ray.workers.gpusPerWorker }}
 rayVersion: {{ $root.Values.ray.version | quote }}
 enableInTreeAutoscaling: false
@@ -69,7 +72,7 @@ headGroupSpec:
           volumeMounts:
             {{- include "rayjob.rayMounts" $root | nindent 12 }}
       volumes:
-        {{- include "rayjob.rayVolumes" $root | nindent 8 }}
+        {{- include "rayjob.rayVolumes" (list $root $mlflowSecret) | nindent 8 }}
 workerGroupSpecs:
   - groupName: {{ $root.Values.ray.workers.groupName }}
     replicas: {{ int $root.Values.ray.workers.replicas }}
@@ -130,5 +133,5 @@ workerGroupSpecs:
             volumeMounts:
               {{- include "rayjob.rayMounts" $root | nindent 14 }}
         volumes:
-          {{- include "rayjob.rayVolumes" $root | nindent 10 }}
+          {{- include "rayjob.rayVolumes" (list $root $mlflowSecret) | nindent 10 }}
 {{- end -}}
