@@ -173,7 +173,7 @@ def _start_cluster(params: Params, runtime: Runtime, log_file: Path, verbose: bo
         ray = init_ray(runtime)
     progress = sys.stdout.isatty() and not verbose
     route_ray_output(log_file, verbose, progress)
-    use_gpu, cpus_per_worker = plan_resources(params, ray)
+    use_gpu, cpus_per_worker = plan_resources(params, ray, runtime)
     resources = ray.cluster_resources()
     logger.info(f"ray: {'connected to ' + runtime.ray_address if runtime.ray_address else 'local cluster'} "
                 f"({int(resources.get('CPU', 0))} CPUs, {int(resources.get('GPU', 0))} GPUs) in "

@@ -8,10 +8,14 @@ What the driver decided reaches the workers as one frozen ``WorkerPlan``: they t
 
 from __future__ import annotations
 
+import logging
+import time
 from dataclasses import dataclass
 
 from mnist_job.core.config import Params, Runtime
 from mnist_job.core.errors import InvalidInput
+
+logger = logging.getLogger(__name__)
 
 
 def resolve_storage_path(storage_path: str, runtime: Runtime) -> str:
@@ -23,10 +27,32 @@ def resolve_storage_path(storage_path: str, runtime: Runtime) -> str:
     return str(runtime.path(storage_path).resolve())
 
 
-def plan_resources(params: Params, ray) -> tuple[bool, int]:
-    """(use_gpu, CPUs per worker), refusing combinations the cluster cannot run."""
-    resources = ray.cluster_resources()
-    cpus, gpus = int(resources.get("CPU", 0)), int(resources.get("GPU", 0))
+# How long a driver on a running Ray cluster waits for the CPUs or GPUs it needs to join: a retried RayJob
+# submits to a new head before its workers have reconnected, and an autoscaler adds nodes as asked.
+CLUSTER_JOIN_S = 180.0
+
+
+def plan_resources(params: Params, ray, runtime: Runtime, join_timeout_s: float | None = None,
+                   poll_s: float = 2.0) -> tuple[bool, int]:
+    """(use_gpu, CPUs per worker), refusing combinations the cluster cannot run: at once on the local cluster the
+    driver started, after ``join_timeout_s`` (CLUSTER_JOIN_S) without the nodes they need joining on another."""
+    if join_timeout_s is None:
+        join_timeout_s = CLUSTER_JOIN_S if runtime.ray_address else 0.0
+    deadline, said = time.monotonic() + join_timeout_s, False
+    while True:
+        resources = ray.cluster_resources()
+        try:
+            return _plan_for(params, int(resources.get("CPU", 0)), int(resources.get("GPU", 0)))
+        except InvalidInput as refused:
+            if time.monotonic() >= deadline:
+                raise
+            if not said:
+                logger.info(f"ray: waiting up to {join_timeout_s:.0f} s for nodes to join: {refused}")
+                said = True
+            time.sleep(poll_s)
+
+
+def _plan_for(params: Params, cpus: int, gpus: int) -> tuple[bool, int]:
     workers = params.train.num_workers
     use_gpu = params.train.use_gpu == "true" or (params.train.use_gpu == "auto" and gpus > 0)
     problems = []

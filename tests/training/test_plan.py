@@ -18,7 +18,7 @@ from mnist_job.core.config import Runtime, load_params
 from mnist_job.core.errors import InvalidInput
 from mnist_job.training.epoch import shard_indices, split_train_validation
 from mnist_job.training.loop import train_loop_per_worker
-from mnist_job.training.planning import BatchPlan, WorkerPlan, plan_batches
+from mnist_job.training.planning import BatchPlan, WorkerPlan, plan_batches, plan_resources
 
 
 def params(*overrides: str):
@@ -82,3 +82,31 @@ def test_the_workers_take_the_plan_and_nothing_else():
     assert isinstance(function, partial) and function.func is train_loop_per_worker
     assert function.args == (plan,) and function.args[0] is plan and not function.keywords
     assert not trainer.train_loop_config
+
+
+class JoiningCluster:
+    """A Ray cluster whose nodes join over time: ``cluster_resources()`` answers from a list, one per call."""
+
+    def __init__(self, *resources: dict):
+        self.answers = list(resources)
+
+    def cluster_resources(self) -> dict:
+        return self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
+
+
+def test_on_a_running_ray_cluster_the_driver_waits_for_the_workers_to_join():
+    # a retried RayJob's new head takes the job before its workers are back (tests/kubernetes/test_faults.py)
+    joining = JoiningCluster({"CPU": 0}, {"CPU": 0}, {"CPU": 2})
+    remote = Runtime(project_dir="/tmp/project", ray_address="ray-head:6379")
+    assert plan_resources(params("train.num_workers=2"), joining, remote, poll_s=0.01) == (False, 1)
+    assert joining.answers == [{"CPU": 2}]
+
+
+def test_the_local_cluster_and_a_cluster_that_never_grows_are_refused_naming_the_field():
+    local = Runtime(project_dir="/tmp/project")
+    with pytest.raises(InvalidInput, match="train.num_workers: 2 workers x 1 CPUs exceed the 0 CPUs"):
+        plan_resources(params("train.num_workers=2"), JoiningCluster({"CPU": 0}, {"CPU": 2}), local)
+    remote = Runtime(project_dir="/tmp/project", ray_address="ray-head:6379")
+    with pytest.raises(InvalidInput, match="train.use_gpu: true, but the Ray cluster has no GPU"):
+        plan_resources(params("train.use_gpu=true"), JoiningCluster({"CPU": 4}), remote, join_timeout_s=0.05,
+                       poll_s=0.01)
