@@ -21,6 +21,7 @@ from mnist_job.core.config import Params, Runtime
 from mnist_job.core.errors import InvalidInput, JobError
 from mnist_job.core.tuning_params import SEARCHABLE
 from mnist_job.experiments.compare import KIND_TAG
+from mnist_job.training.planning import resolve_storage_path, when_nodes_join
 
 logger = logging.getLogger(__name__)
 
@@ -140,15 +141,21 @@ def study_parent_run(client, experiment_id: str, study: str, params: Params) -> 
     return run.info.run_id, False
 
 
-def _cpus_per_worker(params: Params, ray) -> int:
+def _cpus_per_worker(params: Params, ray, runtime: Runtime) -> int:
+    """Each trial's share of the cluster's CPUs, once the nodes it needs have joined (a retried RayJob's)."""
     if params.train.cpus_per_worker:
         return params.train.cpus_per_worker
-    cpus = int(ray.cluster_resources().get("CPU", 0))
-    per_worker = cpus // (params.tune.max_concurrent * params.train.num_workers)
-    if per_worker < 1:
-        raise InvalidInput(f"tune.max_concurrent: {params.tune.max_concurrent} trials x {params.train.num_workers} "
-                           f"workers (train.num_workers) need more than the {cpus} CPUs of the Ray cluster")
-    return per_worker
+
+    def share(resources: dict) -> int:
+        cpus = int(resources.get("CPU", 0))
+        per_worker = cpus // (params.tune.max_concurrent * params.train.num_workers)
+        if per_worker < 1:
+            raise InvalidInput(f"tune.max_concurrent: {params.tune.max_concurrent} trials x "
+                               f"{params.train.num_workers} workers (train.num_workers) need more than the {cpus} "
+                               "CPUs of the Ray cluster")
+        return per_worker
+
+    return when_nodes_join(ray, runtime, share)
 
 
 def run_study(params: Params, runtime: Runtime) -> StudyResult:
@@ -166,7 +173,6 @@ def run_study(params: Params, runtime: Runtime) -> StudyResult:
 
     from mnist_job.data.dvc_store import ensure_dataset
     from mnist_job.tracking import runs as tracking
-    from mnist_job.training.planning import resolve_storage_path
     from mnist_job.training.ray_cluster import init_ray
 
     study = params.tune.study_name or f"study-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}"
@@ -177,7 +183,7 @@ def run_study(params: Params, runtime: Runtime) -> StudyResult:
     tracking.check_tracking_server(tracking_uri)
     ensure_dataset(params.data, runtime)  # a missing or corrupt dataset fails here, not in every trial
     ray = init_ray(runtime)
-    cpus_per_worker = _cpus_per_worker(params, ray)
+    cpus_per_worker = _cpus_per_worker(params, ray, runtime)
 
     client = MlflowClient(tracking_uri=tracking_uri)
     experiment_id = tracking.get_or_create_experiment(client, params.mlflow.experiment, runtime.project_dir,

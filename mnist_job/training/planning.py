@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from mnist_job.core.config import Params, Runtime
 from mnist_job.core.errors import InvalidInput
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 def resolve_storage_path(storage_path: str, runtime: Runtime) -> str:
@@ -34,15 +37,23 @@ CLUSTER_JOIN_S = 180.0
 
 def plan_resources(params: Params, ray, runtime: Runtime, join_timeout_s: float | None = None,
                    poll_s: float = 2.0) -> tuple[bool, int]:
-    """(use_gpu, CPUs per worker), refusing combinations the cluster cannot run: at once on the local cluster the
-    driver started, after ``join_timeout_s`` (CLUSTER_JOIN_S) without the nodes they need joining on another."""
+    """(use_gpu, CPUs per worker), refusing combinations the cluster cannot run (``when_nodes_join``)."""
+    def plan(resources: dict) -> tuple[bool, int]:
+        return _plan_for(params, int(resources.get("CPU", 0)), int(resources.get("GPU", 0)))
+
+    return when_nodes_join(ray, runtime, plan, join_timeout_s, poll_s)
+
+
+def when_nodes_join(ray, runtime: Runtime, plan: Callable[[dict], T], join_timeout_s: float | None = None,
+                    poll_s: float = 2.0) -> T:
+    """``plan(ray.cluster_resources())``, whose InvalidInput is final at once on the local cluster the driver
+    started, and on another only after ``join_timeout_s`` (CLUSTER_JOIN_S) without the nodes it needs joining."""
     if join_timeout_s is None:
         join_timeout_s = CLUSTER_JOIN_S if runtime.ray_address else 0.0
     deadline, said = time.monotonic() + join_timeout_s, False
     while True:
-        resources = ray.cluster_resources()
         try:
-            return _plan_for(params, int(resources.get("CPU", 0)), int(resources.get("GPU", 0)))
+            return plan(ray.cluster_resources())
         except InvalidInput as refused:
             if time.monotonic() >= deadline:
                 raise
