@@ -13,7 +13,7 @@ from mnist_job.cli.parser import DATA_FLAGS, TRAIN_FLAGS, TUNE_FLAGS, build_pars
 from mnist_job.core import config as cfg
 from mnist_job.core.console import show_on_stdout
 from mnist_job.core.errors import InvalidInput, JobError
-from mnist_job.core.paths import check_stage_paths
+from mnist_job.core.paths import FOLDER, check_stage_paths
 from mnist_job.core.presets import describe, preset_names, preset_overrides
 
 
@@ -25,7 +25,11 @@ def _params(args, runtime: cfg.Runtime, flags: dict | None = None) -> cfg.Params
     preset = getattr(args, "preset", None)
     params = cfg.load_params(params_file, [*preset_overrides(preset), *args.overrides] if preset else args.overrides,
                              given)
-    outputs = {"--metrics": args.metrics, "--plots": args.plots} if args.command == "evaluate" else {}
+    outputs = {}  # flag: (value, kind), each a file (a FileOutput) or a FOLDER
+    if args.command == "evaluate":
+        from mnist_job.evaluation.evaluate import METRICS_FILE
+
+        outputs = {"--metrics": (args.metrics, METRICS_FILE), "--plots": (args.plots, FOLDER)}
     check_stage_paths(args.command, params, runtime, outputs)  # before anything is written or removed
     return params
 

@@ -1,19 +1,54 @@
-"""Stage 4, evaluate: score the model ``train`` wrote on the test set; write metrics.json and the plots (DVC)."""
+"""Stage 4, evaluate: score the model ``train`` wrote on the test set; write metrics.json and the plots (DVC).
+
+Scoring (torch) is imported only when a model is scored: the CLI reads ``METRICS_FILE`` to check ``--metrics``
+before anything runs.
+"""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from mnist_job.core.files import write_atomically
-from mnist_job.evaluation.scoring import Evaluation, evaluate, plot_confusion, plot_curves
+from mnist_job.core.files import output_errors, write_atomically
+from mnist_job.core.paths import FileOutput
+
+if TYPE_CHECKING:
+    from mnist_job.evaluation.scoring import Evaluation
+
+# The top-level keys of the metrics file (scoring.Evaluation.to_json).
+METRICS_KEYS = frozenset({"test_accuracy", "test_loss", "test_images", "per_class_accuracy", "confusion_matrix"})
+
+
+def is_metrics_file(path: Path) -> bool:
+    """Whether ``path`` is a metrics file this stage wrote: a small JSON object holding ``test_accuracy`` and no
+    key but ``METRICS_KEYS`` (an older release's file, with fewer keys, counts too). Anything else at
+    ``--metrics`` (params, a lock file, the user's own JSON) is not replaced."""
+    try:
+        with path.open("rb") as fh:
+            text = fh.read(1 << 20)
+        document = json.loads(text)
+    except (OSError, ValueError):
+        return False
+    return isinstance(document, dict) and "test_accuracy" in document and set(document) <= METRICS_KEYS
+
+
+METRICS_FILE = FileOutput("a metrics file written by `mnist-job evaluate`", is_metrics_file)
 
 
 def write_report(evaluation: Evaluation, metrics_path: Path, plots_dir: Path) -> None:
-    write_atomically(metrics_path, json.dumps(evaluation.to_json(), indent=2) + "\n")
-    plot_confusion(evaluation, plots_dir / "confusion_matrix.png")
-    write_atomically(plots_dir / "per_class_accuracy.csv", "digit,accuracy\n" + "".join(
-        f"{d},{a:.6f}\n" for d, a in enumerate(evaluation.per_class_accuracy)))
+    """The metrics file, then the plots; a path that cannot be written is one InvalidInput naming its flag."""
+    from mnist_job.evaluation.scoring import plot_confusion
+
+    for field, folder in (("--metrics", metrics_path.parent), ("--plots", plots_dir)):
+        with output_errors(field, folder):  # both folders first: a folder that cannot be made fails before any write
+            folder.mkdir(parents=True, exist_ok=True)
+    with output_errors("--metrics", metrics_path):
+        write_atomically(metrics_path, json.dumps(evaluation.to_json(), indent=2) + "\n")
+    with output_errors("--plots", plots_dir):
+        plot_confusion(evaluation, plots_dir / "confusion_matrix.png")
+        write_atomically(plots_dir / "per_class_accuracy.csv", "digit,accuracy\n" + "".join(
+            f"{d},{a:.6f}\n" for d, a in enumerate(evaluation.per_class_accuracy)))
 
 
 def evaluate_saved_model(params, runtime, checkpoint: Path, metrics_path: Path, plots_dir: Path) -> Evaluation:
@@ -21,6 +56,7 @@ def evaluate_saved_model(params, runtime, checkpoint: Path, metrics_path: Path, 
     from mnist_job.core.errors import DataError
     from mnist_job.data.dvc_store import ensure_dataset
     from mnist_job.data.format import load_dataset
+    from mnist_job.evaluation.scoring import evaluate, plot_curves
     from mnist_job.model.network import build_model, load_checkpoint
 
     if not checkpoint.is_file():
@@ -33,5 +69,6 @@ def evaluate_saved_model(params, runtime, checkpoint: Path, metrics_path: Path, 
     evaluation = evaluate(model, data.test_images[:n], data.test_labels[:n])
     write_report(evaluation, metrics_path, plots_dir)
     if state.get("history"):
-        plot_curves(state["history"], plots_dir / "training_curves.png")
+        with output_errors("--plots", plots_dir):
+            plot_curves(state["history"], plots_dir / "training_curves.png")
     return evaluation
