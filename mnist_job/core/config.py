@@ -204,8 +204,9 @@ class Runtime(BaseModel):
         })
 
     def path(self, relative: str) -> Path:
-        """A params path (relative to the project) as an absolute path."""
-        return Path(relative) if Path(relative).is_absolute() else self.project_dir / relative
+        """A params path (relative to the project) as an absolute path; ``~`` is the home folder, as paths.py reads it."""
+        path = Path(relative).expanduser() if relative.startswith("~") else Path(relative)
+        return path if path.is_absolute() else self.project_dir / path
 
     @property
     def mlflow_uri(self) -> str:
