@@ -54,6 +54,8 @@ CASES = [
       for v in (".", "..", "/", ".git/out", "/etc/out", PROJECT_ABS, HOME)],
     *[case("train", "--set", f"train.storage_path={v}", field="train.storage_path") for v in (".", "/", ".dvc")],
     *[case("evaluate", flag, v, field=flag) for flag in ("--metrics", "--plots") for v in ("/", ".git/x", "..", HOME)],
+    *[case("evaluate", "--metrics", v, field="--metrics")  # a file: never the project's own, nor one it did not write
+      for v in ("params.yaml", "dvc.lock", ".dvc/config", "notes/mine.txt", "/x.json", f"{HOME}/metrics.json", "notes")],
     *[case("pull-data", field="MNIST_DATA_CACHE", env={"MNIST_DATA_CACHE": v}) for v in ("/", "/etc", PROJECT_ABS, HOME)],
     case("pull-data", "--set", "data.dir=/tmp/elsewhere", field="data.dir", env={"MNIST_DATA_CACHE": "cache"}),
     case("prepare", field="MNIST_PROJECT_DIR", env={"MNIST_PROJECT_DIR": "/"}),
