@@ -11,8 +11,8 @@ path the job writes to, from params, flags or the environment, passes ``confine`
   a system folder, the home folder, or a folder that holds the project;
 * a file lies in a folder that a folder output could be (so never directly in ``/``, the home folder or
   the project's top folder), is never one of the project's own files (``PROJECT_FILES``, a ``*.dvc`` file,
-  a file git tracks when the project is a git checkout), and replaces an existing file only when that file
-  is one the job wrote: its ``FileOutput`` says how to tell (the metrics file: a JSON object of
+  a file git tracks when the project is a git checkout, unless the job wrote it), and replaces an
+  existing file only when that file is one the job wrote: its ``FileOutput`` says how to tell (the metrics file: a JSON object of
   ``evaluate``'s keys). Links and folders at a file's path are never replaced.
 
 What code then removes, it removes only where it can prove it wrote it (prepare.py: a dataset's
@@ -65,7 +65,7 @@ def confine_file(value: str | Path, field: str, project_dir: Path, kind: FileOut
         raise InvalidInput(f"{field}: {str(value)!r} must name a file")
     folder, why = _place(raw.parent, project, allow_absolute=True)
     path = folder / raw.name
-    own = _project_file(path, project)
+    own = _project_file(path, project, kind)
     if own:
         raise InvalidInput(f"{field}: {str(value)!r} {own}; refusing to write it")
     if folder == project:
@@ -111,8 +111,9 @@ def _refusal(path: Path, project: Path | None = None) -> str | None:
     return None
 
 
-def _project_file(path: Path, project: Path) -> str | None:
-    """Why ``path`` is one of the project's own files (see PROJECT_FILES), or None."""
+def _project_file(path: Path, project: Path, kind: FileOutput) -> str | None:
+    """Why ``path`` is one of the project's own files (see PROJECT_FILES), or None. A file git tracks is the
+    project's unless the job wrote it: DVC users commit the metrics files of their pipeline (dvc.yaml)."""
     if not path.is_relative_to(project):
         return None
     inside = path.relative_to(project)
@@ -122,7 +123,7 @@ def _project_file(path: Path, project: Path) -> str | None:
         return "is a file DVC tracks data by (*.dvc)"
     if inside.parts and inside.parts[0] in PROTECTED_IN_PROJECT:
         return f"lies in the project's {inside.parts[0]} folder"
-    if _git_tracks(project, inside):
+    if _git_tracks(project, inside) and not (path.is_file() and not path.is_symlink() and kind.ours(path)):
         return "is a file of the project that git tracks"
     return None
 

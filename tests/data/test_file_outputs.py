@@ -33,7 +33,8 @@ def project(tmp_path_factory) -> Path:
     (root / "notes").mkdir()
     (root / "notes" / "mine.txt").write_text("the user's own file\n")
     (root / "notes" / "other.json").write_text('{"accuracy": 0.5}\n')
-    (root / "notes" / "tracked.json").write_text('{"test_accuracy": 0.5}\n')  # evaluate's shape, but git's
+    (root / "notes" / "tracked.json").write_text('{"notes": 1}\n')  # a file of the project's that git tracks
+    (root / "notes" / "committed-metrics.json").write_text('{"test_accuracy": 0.5}\n')  # a DVC user's commit
     (root / "notes" / "link.json").symlink_to("../params.yaml")
     (root / "outputs" / "model").mkdir(parents=True)
     (root / "outputs" / "plots").mkdir()  # as after a first run: evaluate makes both folders before writing
@@ -42,7 +43,8 @@ def project(tmp_path_factory) -> Path:
     if shutil.which("git"):
         git = ["git", "-C", str(root), "-c", "user.name=t", "-c", "user.email=t@t"]
         subprocess.run([*git, "init", "-q"], check=True)
-        subprocess.run([*git, "add", "params.yaml", "dvc.yaml", "dvc.lock", "pyproject.toml", "notes/tracked.json"],
+        subprocess.run([*git, "add", "params.yaml", "dvc.yaml", "dvc.lock", "pyproject.toml", "notes/tracked.json",
+                        "notes/committed-metrics.json"],
                        check=True)
         subprocess.run([*git, "commit", "-qm", "init"], check=True)
     (root.parent / "home").mkdir()
@@ -146,3 +148,11 @@ def test_the_metrics_file_evaluate_wrote_is_written_again(project, prepared_data
         assert done.returncode == 0, done.stderr
         assert is_metrics_file(metrics) and json.loads(metrics.read_text())["test_images"] == 200
     assert sorted(p.name for p in metrics.parent.iterdir()) == ["metrics.json", "model", "plots"], "no stray temp file"
+
+
+def test_a_metrics_file_git_tracks_is_written_again(project, prepared_dataset):
+    """DVC pipelines commit their metrics files (dvc.yaml: `cache: false`): evaluate's own file, tracked or not."""
+    if not (project / ".git").is_dir():
+        pytest.skip("no git here: the copy is not a checkout")
+    done = evaluate(project, prepared_dataset, "--metrics", "notes/committed-metrics.json")
+    assert done.returncode == 0, done.stderr
