@@ -195,3 +195,36 @@ def test_the_secret_check_can_fail(render):
     head["env"].append({"name": "AWS_SECRET_ACCESS_KEY", "valueFrom": {"secretKeyRef": {"name": "x", "key": "y"}}})
     with pytest.raises(AssertionError, match="env AWS_SECRET_ACCESS_KEY from a Secret"):
         test_secrets_reach_pods_only_as_read_only_files(lambda _profile: docs, "rayjob-gpu")
+
+
+SCHEDULING = {  # one block of KubeRay's ray-cluster chart's fields, the same for each of the three pods
+    "nodeSelector": {"pool": "training"},
+    "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "ml", "effect": "NoSchedule"}],
+    "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+        {"matchExpressions": [{"key": "zone", "operator": "In", "values": ["a"]}]}]}}},
+    "priorityClassName": "batch-high",
+}
+
+
+@pytest.mark.parametrize("service", [False, True], ids=["rayjob", "rayservice"])
+def test_head_workers_and_submitter_take_the_same_scheduling_block(helm_template, tmp_path, service):
+    import yaml
+    from manifest_helpers import RAYJOB
+
+    extras = {"annotations": {"team": "ml"}, "volumes": [{"name": "extra", "emptyDir": {}}],
+              "volumeMounts": [{"name": "extra", "mountPath": "/extra"}]}
+    block = {**SCHEDULING, **extras}
+    values = tmp_path / "scheduling.yaml"
+    values.write_text(yaml.safe_dump({"ray": {"head": block, "workers": {**block, "gpusPerWorker": 0}},
+                                      "job": {"useGpu": False}, "submitter": block,
+                                      "rayService": {"enabled": service}}))
+    res = helm_template(RAYJOB, "t", "-f", str(values))
+    assert res.returncode == 0, res.stderr
+    templates = rayjob_pod_templates(one(res.docs, "RayService" if service else "RayJob"))
+    assert set(templates) == ({"head", "worker:gpu-workers"} | (set() if service else {"submitter"}))
+    for role, tmpl in templates.items():
+        spec = tmpl["spec"]
+        assert {k: spec.get(k) for k in SCHEDULING} == SCHEDULING, role
+        assert tmpl["metadata"]["annotations"] == {"team": "ml"}, role
+        assert {"name": "extra", "emptyDir": {}} in spec["volumes"], role
+        assert {"name": "extra", "mountPath": "/extra"} in spec["containers"][0]["volumeMounts"], role

@@ -288,3 +288,25 @@ scripts/deploy-common.sh reads it before accepting a Secret marked as developmen
 kuberay-mnist/development-credentials-allowed: "true"
 {{- end -}}
 {{- end -}}
+
+{{/* The scheduling fields of one pod spec from a block of values (ray.head, ray.workers, submitter):
+     nodeSelector, tolerations (given: the workers' include the GPU toleration), affinity, priorityClassName.
+     Arguments: (list block tolerations). Empty when the block sets none. */}}
+{{- define "rayjob.podScheduling" -}}
+{{- $block := index . 0 }}
+{{- with $block.nodeSelector }}
+nodeSelector:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with index . 1 }}
+tolerations:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with $block.affinity }}
+affinity:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with $block.priorityClassName }}
+priorityClassName: {{ . | quote }}
+{{- end }}
+{{- end -}}

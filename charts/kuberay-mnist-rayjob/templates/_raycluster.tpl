@@ -26,6 +26,10 @@ headGroupSpec:
       labels:
         {{- include "rayjob.rayPodLabels" $root | nindent 8 }}
         app.kubernetes.io/component: ray-head
+      {{- with $root.Values.ray.head.annotations }}
+      annotations:
+        {{- toYaml . | nindent 8 }}
+      {{- end }}
     spec:
       automountServiceAccountToken: false
       {{- with $root.Values.imagePullSecrets }}
@@ -34,13 +38,8 @@ headGroupSpec:
       {{- end }}
       securityContext:
         {{- toYaml $root.Values.podSecurityContext | nindent 8 }}
-      {{- with $root.Values.ray.head.nodeSelector }}
-      nodeSelector:
-        {{- toYaml . | nindent 8 }}
-      {{- end }}
-      {{- with $root.Values.ray.head.tolerations }}
-      tolerations:
-        {{- toYaml . | nindent 8 }}
+      {{- with include "rayjob.podScheduling" (list $root.Values.ray.head $root.Values.ray.head.tolerations) | trim }}
+      {{- . | nindent 6 }}
       {{- end }}
       {{- with include "rayjob.pullDataInit" (list $root $image) | trim }}
       {{- . | nindent 6 }}
@@ -71,8 +70,14 @@ headGroupSpec:
             {{- toYaml $root.Values.containerSecurityContext | nindent 12 }}
           volumeMounts:
             {{- include "rayjob.rayMounts" $root | nindent 12 }}
+            {{- with $root.Values.ray.head.volumeMounts }}
+            {{- toYaml . | nindent 12 }}
+            {{- end }}
       volumes:
         {{- include "rayjob.rayVolumes" (list $root $mlflowSecret) | nindent 8 }}
+        {{- with $root.Values.ray.head.volumes }}
+        {{- toYaml . | nindent 8 }}
+        {{- end }}
 workerGroupSpecs:
   - groupName: {{ $root.Values.ray.workers.groupName }}
     replicas: {{ int $root.Values.ray.workers.replicas }}
@@ -85,6 +90,10 @@ workerGroupSpecs:
         labels:
           {{- include "rayjob.rayPodLabels" $root | nindent 10 }}
           app.kubernetes.io/component: ray-worker
+        {{- with $root.Values.ray.workers.annotations }}
+        annotations:
+          {{- toYaml . | nindent 10 }}
+        {{- end }}
       spec:
         automountServiceAccountToken: false
         {{- with $root.Values.imagePullSecrets }}
@@ -93,17 +102,12 @@ workerGroupSpecs:
         {{- end }}
         securityContext:
           {{- toYaml $root.Values.podSecurityContext | nindent 10 }}
-        {{- with $root.Values.ray.workers.nodeSelector }}
-        nodeSelector:
-          {{- toYaml . | nindent 10 }}
-        {{- end }}
         {{- $tolerations := $root.Values.ray.workers.tolerations }}
         {{- if gt $gpus 0 }}
         {{- $tolerations = prepend $tolerations $root.Values.ray.workers.gpuToleration }}
         {{- end }}
-        {{- with $tolerations }}
-        tolerations:
-          {{- toYaml . | nindent 10 }}
+        {{- with include "rayjob.podScheduling" (list $root.Values.ray.workers $tolerations) | trim }}
+        {{- . | nindent 8 }}
         {{- end }}
         {{- with include "rayjob.pullDataInit" (list $root $workerImage) | trim }}
         {{- . | nindent 8 }}
@@ -132,6 +136,12 @@ workerGroupSpecs:
               {{- toYaml $root.Values.containerSecurityContext | nindent 14 }}
             volumeMounts:
               {{- include "rayjob.rayMounts" $root | nindent 14 }}
+              {{- with $root.Values.ray.workers.volumeMounts }}
+              {{- toYaml . | nindent 14 }}
+              {{- end }}
         volumes:
           {{- include "rayjob.rayVolumes" (list $root $mlflowSecret) | nindent 10 }}
+          {{- with $root.Values.ray.workers.volumes }}
+          {{- toYaml . | nindent 10 }}
+          {{- end }}
 {{- end -}}
