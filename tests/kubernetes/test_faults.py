@@ -56,6 +56,7 @@ def run_with_fault(cluster, mlflow, epochs: int, fault, *sets: str) -> str:
     started = time.monotonic()
     earlier = rayjob_names(cluster)  # other tests' RayJobs stay until their TTL
     deploy = start_deploy(cluster, rf"job.set.train\.epochs={epochs}", *sets)
+    name = None
     try:
         new = wait_until(lambda: (rayjob_names(cluster) - earlier) if deploy.poll() is None
                          else pytest.fail(deploy.stdout.read()), 120, "no RayJob appeared")
@@ -67,6 +68,8 @@ def run_with_fault(cluster, mlflow, epochs: int, fault, *sets: str) -> str:
     finally:
         if deploy.poll() is None:
             deploy.kill()
+        if name and deploy.returncode != 0:  # a job left running would hold the node's CPUs for the next tests
+            cluster.kubectl("delete", "rayjob", name, "-n", NAMESPACE, "--wait=false", check=False)
     print(f"deploy: exit {deploy.returncode} in {time.monotonic() - started:.0f} s\n{out[-1500:]}")
     assert deploy.returncode == 0, f"{out[-3000:]}\n{cluster.diagnostics()}"
     # Ray Train went on from the last checkpoint: exactly one value per epoch, none repeated by a restart

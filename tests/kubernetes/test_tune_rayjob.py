@@ -25,6 +25,13 @@ def tiny(rayjob: dict) -> None:
 
 def test_the_tuning_rayjob_runs_a_study_with_its_trials_nested(cluster, mlflow, tmp_path):
     rayjob = cluster.apply_edited(TUNE, tiny, tmp_path)
+    try:
+        check_study(cluster, mlflow, rayjob)
+    finally:  # its pods would hold the node's CPUs for the next tests
+        cluster.kubectl("delete", "-f", str(tmp_path / "rayjob-tune-cpu-kind.yaml"), "--wait=false", check=False)
+
+
+def check_study(cluster, mlflow, rayjob: dict) -> None:
     cluster.wait_succeeded(NAME, JOB_TIMEOUT_S)
     logs = cluster.kubectl("logs", f"job/{NAME}", "-n", NAMESPACE, timeout=60).stdout
     assert f"study: {NAME}: 2 trials" in logs, logs[-3000:]
@@ -44,4 +51,3 @@ def test_the_tuning_rayjob_runs_a_study_with_its_trials_nested(cluster, mlflow, 
     assert any("experiment_state" in k for k in keys), f"no study state in s3://{storage}/{NAME}: {keys[:20]}"
     print(f"study {NAME}: run {study_run}, trials {[c['info']['run_id'] for c in children]}, "
           f"{len(keys)} objects in s3://{storage}/{NAME}")
-    cluster.kubectl("delete", "-f", str(tmp_path / "rayjob-tune-cpu-kind.yaml"), "--wait=false")
