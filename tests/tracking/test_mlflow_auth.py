@@ -91,6 +91,10 @@ def test_the_serving_user_loads_the_champion_and_may_write_nothing(server, monke
     monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", USER)
     monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", PASSWORD)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", server.uri)
+    # MLflow's fluent API keeps a process-wide URI that an earlier test (or the package: serving/predict.py)
+    # may have set, and which wins over MLFLOW_TRACKING_URI: this server's, for this test only
+    monkeypatch.setattr(mlflow.tracking._tracking_service.utils, "_tracking_uri", server.uri)
+    monkeypatch.setattr(mlflow.tracking._model_registry.utils, "_registry_uri", server.uri)
     experiment = MlflowClient(server.uri).get_experiment_by_name("mnist").experiment_id
     with mlflow.start_run(experiment_id=experiment, run_name="serving-test") as run:
         logged = mlflow.pyfunc.log_model(name="model", python_model=Echo())
