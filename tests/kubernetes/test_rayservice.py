@@ -19,6 +19,14 @@ from tests.support.project_env import PROJECT_ENV
 
 pytestmark = [pytest.mark.kubernetes, pytest.mark.slow]
 
+
+@pytest.fixture(scope="module", autouse=True)
+def rayservice_removed_after(cluster):
+    """The RayService's pods hold CPUs of the node that the next modules' RayJobs need: it goes after this one."""
+    yield
+    cluster.kubectl("delete", "rayservice", SERVE, "-n", NAMESPACE, "--ignore-not-found", "--wait=true", timeout=180,
+                    check=False)
+
 SERVE = PROJECT_ENV["SERVE_RELEASE"]
 PREDICT = f"/api/v1/namespaces/{NAMESPACE}/services/{SERVE}-serve-svc:8000/proxy/predict"
 
