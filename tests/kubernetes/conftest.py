@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.support import local_cluster
+from tests.support.local_cluster import NAMESPACE
 
 
 @pytest.fixture(scope="package")
@@ -32,3 +33,15 @@ def cluster():
 @pytest.fixture(scope="package")
 def mlflow(cluster):
     return local_cluster.MlflowReader.of(cluster)
+
+
+@pytest.fixture(scope="package")
+def champion(cluster, mlflow) -> dict:
+    """The registered model's champion version. test_rayjob.py registers one first; a module run without it
+    trains one with the static manifest (then deletes the RayJob: its pods hold the node's CPUs)."""
+    alias = "registered-models/alias?name=mnist-cnn&alias=champion"
+    if mlflow.status(alias) != 200:
+        cluster.kubectl("apply", "-f", "k8s/rayjob-cpu-kind.yaml")
+        cluster.wait_succeeded("mnist-train", 900)
+        cluster.kubectl("delete", "rayjob", "mnist-train", "-n", NAMESPACE, "--wait=true", timeout=180)
+    return mlflow.call(alias)["model_version"]

@@ -1,6 +1,6 @@
 """`make deploy-rayservice PROFILE=cpu-kind` on the real stack: the operator brings the RayService to Ready,
-serving the champion the RayJob tests registered, and `POST /predict` through the API server's Service proxy
-gets the right digits. It reads MLflow as the platform's serving user, which may read the model but write
+serving the champion (tests/kubernetes/conftest.py), and `POST /predict` through the API server's Service
+proxy gets the right digits. It reads MLflow as the platform's serving user, which may read the model but write
 nothing. With two replicas, deleting the pod of one under load fails at most the requests in flight at that
 moment."""
 
@@ -31,9 +31,7 @@ SERVE = PROJECT_ENV["SERVE_RELEASE"]
 PREDICT = f"/api/v1/namespaces/{NAMESPACE}/services/{SERVE}-serve-svc:8000/proxy/predict"
 
 
-def test_make_deploy_rayservice_serves_the_champion_through_the_serve_service(cluster, mlflow):
-    champion = mlflow.call("registered-models/alias?name=mnist-cnn&alias=champion")
-    assert champion["model_version"]["version"], "the RayJob tests registered a champion"
+def test_make_deploy_rayservice_serves_the_champion_through_the_serve_service(cluster, mlflow, champion):
     started = time.monotonic()
     done = cluster.run("make", "deploy-rayservice", "PROFILE=cpu-kind", timeout=1200, check=False)
     print(f"make deploy-rayservice: exit {done.returncode} in {time.monotonic() - started:.0f} s\n{done.stdout[-1200:]}")
@@ -62,14 +60,13 @@ def test_make_deploy_rayservice_serves_the_champion_through_the_serve_service(cl
             pod["metadata"]["name"], secrets)
 
 
-def test_the_serving_user_reads_the_champion_and_may_write_nothing(cluster, mlflow):
+def test_the_serving_user_reads_the_champion_and_may_write_nothing(cluster, mlflow, champion):
     """The user of <platform>-mlflow-serving (what the RayService mounts), over MLflow's REST API: it reads the
     registered model, its champion alias and the version's run (the model's files are the experiment's), and every
     write to them is refused with 403."""
     serving = MlflowReader.as_user(cluster, f"{PLATFORM_RELEASE}-mlflow-serving")
     assert serving.user == "mnist-serving"
-    champion = serving.call("registered-models/alias?name=mnist-cnn&alias=champion")["model_version"]
-    assert champion == mlflow.call("registered-models/alias?name=mnist-cnn&alias=champion")["model_version"]
+    assert serving.call("registered-models/alias?name=mnist-cnn&alias=champion")["model_version"] == champion
     assert serving.call("registered-models/get?name=mnist-cnn")["registered_model"]["name"] == "mnist-cnn"
     run_id = champion["run_id"]
     run = serving.call(f"runs/get?run_id={run_id}")["run"]
@@ -113,8 +110,9 @@ def pod_at(cluster, ip: str) -> str:
 
 
 def two_replicas_on_two_pods(cluster) -> list[dict]:
-    done = cluster.run("make", "deploy-rayservice", "PROFILE=cpu-kind", "SET=rayService.replicas=2", timeout=900,
-                       check=False)
+    # maxReplicasPerNode=1: one replica per worker pod, else Serve may put both on one pod.
+    done = cluster.run("make", "deploy-rayservice", "PROFILE=cpu-kind",
+                       "SET=rayService.replicas=2 rayService.maxReplicasPerNode=1", timeout=900, check=False)
     assert done.returncode == 0, f"{done.stdout[-3000:]}\n{done.stderr[-3000:]}\n{cluster.diagnostics()}"
     # Ready only says one endpoint answers: the second replica (a serveConfigV2 change, applied in place) may
     # still be starting.
@@ -128,7 +126,7 @@ def gone(cluster, pod: str) -> bool:
     return not cluster.kubectl("get", "pod", pod, "-n", NAMESPACE, "--ignore-not-found", "-o", "name").stdout.strip()
 
 
-def test_deleting_the_pod_of_a_serve_replica_under_load_fails_only_requests_in_flight(cluster):
+def test_deleting_the_pod_of_a_serve_replica_under_load_fails_only_requests_in_flight(cluster, champion):
     replicas = two_replicas_on_two_pods(cluster)
     victim = pod_at(cluster, replicas[0]["node_ip"])
     images = np.load(ROOT / "data" / "mnist" / "test_images.npy")[:4]
