@@ -5,7 +5,8 @@ trained as tests/support/models.py trains it; the figure is about serving, not a
 ``ray start`` cluster and ``mnist-job serve`` on it (tests/support/serving.py). Then a bounded load
 on loopback: ``--concurrency`` client threads, each with its own keep-alive HTTP connection, send
 ``--requests`` ``POST /predict`` requests per mode and round; modes ``single`` (one 28x28 test image
-per request) and ``batch64`` (64 images per request), interleaved (single, batch64, single, ...).
+per request, JSON), ``batch64`` (64 images per request, JSON) and ``batch64_raw`` (the same 64 as raw
+uint8 pixels, ``application/octet-stream``), interleaved (single, batch64, batch64_raw, single, ...).
 Each mode's figure is the median over the rounds of requests/s, images/s and the p50/p99 latency.
 Every answer is checked (status 200, one prediction per image, the right digits for most images).
 
@@ -29,16 +30,19 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
+import orjson
 
 PROJECT_DIR = Path(__file__).resolve().parents[1]
-MODES = {"single": 1, "batch64": 64}
+# mode: (images per request, body encoding)
+MODES = {"single": (1, "json"), "batch64": (64, "json"), "batch64_raw": (64, "raw")}
+CONTENT_TYPES = {"json": "application/json", "raw": "application/octet-stream"}
 
 
 def percentile(values: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(values), q))
 
 
-def load_round(url: str, documents: list[tuple[bytes, np.ndarray]], requests: int, concurrency: int) -> dict:
+def load_round(url: str, documents: list[tuple[bytes, str, np.ndarray]], requests: int, concurrency: int) -> dict:
     """``requests`` POST /predict spread over ``concurrency`` threads; latency of each, wall time of all."""
     host, port = url.removeprefix("http://").rstrip("/").split(":")
     latencies: list[float] = []
@@ -56,13 +60,13 @@ def load_round(url: str, documents: list[tuple[bytes, np.ndarray]], requests: in
                     i = next(counter, None)
                 if i is None:
                     return
-                body, labels = documents[i % len(documents)]
+                body, content_type, labels = documents[i % len(documents)]
                 start = time.perf_counter()
-                connection.request("POST", "/predict", body, {"Content-Type": "application/json"})
+                connection.request("POST", "/predict", body, {"Content-Type": content_type})
                 response = connection.getresponse()
                 raw = response.read()
                 elapsed = time.perf_counter() - start
-                digits = ([p["digit"] for p in json.loads(raw)["predictions"]] if response.status == 200 else [])
+                digits = ([p["digit"] for p in orjson.loads(raw)["predictions"]] if response.status == 200 else [])
                 with lock:
                     latencies.append(elapsed)
                     if response.status != 200 or len(digits) != len(labels):
@@ -87,21 +91,24 @@ def load_round(url: str, documents: list[tuple[bytes, np.ndarray]], requests: in
             "p99_ms": 1000 * percentile(latencies, 99), "accuracy": correct / images}
 
 
-def documents_for(batch: int, images: np.ndarray, labels: np.ndarray, count: int = 16) -> list[tuple[bytes, np.ndarray]]:
-    """``count`` different request bodies of ``batch`` test images each (JSON pixels, as a client sends them)."""
+def documents_for(batch: int, encoding: str, images: np.ndarray, labels: np.ndarray,
+                  count: int = 16) -> list[tuple[bytes, str, np.ndarray]]:
+    """``count`` different (body, content type, labels) of ``batch`` test images each, as a client sends them:
+    JSON pixels, or raw uint8 pixels."""
     out = []
     for k in range(count):
         chosen = slice(k * batch, (k + 1) * batch)
         pixels = images[chosen] if batch > 1 else images[k]
-        out.append((json.dumps({"pixels": pixels.tolist()}).encode(), labels[chosen]))
+        body = json.dumps({"pixels": pixels.tolist()}).encode() if encoding == "json" else pixels.tobytes()
+        out.append((body, CONTENT_TYPES[encoding], labels[chosen]))
     return out
 
 
 def summarize(runs: list[dict]) -> dict:
     out = {}
-    for mode, batch in MODES.items():
+    for mode, (batch, encoding) in MODES.items():
         mine = [r for r in runs if r["mode"] == mode]
-        out[mode] = {"batch": batch, "rounds": len(mine),
+        out[mode] = {"batch": batch, "encoding": encoding, "rounds": len(mine),
                      **{key: statistics.median(r[key] for r in mine)
                         for key in ("requests_per_s", "images_per_s", "p50_ms", "p99_ms")},
                      "requests_per_s_range": [min(r["requests_per_s"] for r in mine),
@@ -118,7 +125,7 @@ def write_markdown(result: dict, path: Path) -> None:
         f"`make bench-serving` (`python -m bench.serving`): the champion of a real MLflow server (a small network, "
         f"{result['model']['test_accuracy']:.2%} test accuracy) behind Ray Serve (`@serve.batch`, one replica, "
         f"{c['replica_cpus']} CPU), on a {c['ray_cpus']}-CPU `ray start` node, all on loopback. {c['concurrency']} "
-        f"client threads with keep-alive connections, {c['requests']} `POST /predict` (JSON pixels) per mode and "
+        f"client threads with keep-alive connections, {c['requests']} `POST /predict` per mode and "
         f"round, {c['rounds']} interleaved rounds; medians over the rounds (requests/s: min-max). {m['cpus']} CPUs, "
         f"load average before {m['loadavg_before'][0]:.2f}, after {m['loadavg_after'][0]:.2f}."
         + (f" {result['note']}" if result.get("note") else ""),
@@ -128,7 +135,8 @@ def write_markdown(result: dict, path: Path) -> None:
     ]
     for s in result["summary"].values():
         low, high = s["requests_per_s_range"]
-        what = "one image" if s["batch"] == 1 else f"batch of {s['batch']} images"
+        what = ("one image" if s["batch"] == 1 else f"batch of {s['batch']} images") + \
+            (", JSON" if s["encoding"] == "json" else ", raw uint8 pixels")
         lines.append(f"| {what} | {s['requests_per_s']:.1f} ({low:.1f}-{high:.1f}) | {s['images_per_s']:.0f} "
                      f"| {s['p50_ms']:.1f} | {s['p99_ms']:.1f} |")
     path.write_text("\n".join(lines) + "\n")
@@ -170,7 +178,8 @@ def main() -> int:
             model = register(mlflow.uri, network, dataset, root / "final", experiment="bench-serving")
             print(f"champion: version {model.version}, test accuracy {model.test_accuracy:.4f}", flush=True)
             with serving(root, mlflow.uri, cpus=args.ray_cpus) as served:
-                bodies = {mode: documents_for(batch, images, labels) for mode, batch in MODES.items()}
+                bodies = {mode: documents_for(batch, encoding, images, labels)
+                          for mode, (batch, encoding) in MODES.items()}
                 for mode in MODES:  # warm-up: the first requests pay for lazy imports and the first batch
                     load_round(served.url, bodies[mode], min(args.requests, 2 * args.concurrency), args.concurrency)
                 for round_ in range(1, args.rounds + 1):

@@ -25,18 +25,20 @@ def test_tiny_serving_load_writes_the_figure(prepared_dataset, tmp_path, request
     assert done.returncode == 0, f"bench.serving failed:\n{done.stdout[-4000:]}\n{done.stderr[-4000:]}"
     result = json.loads((tmp_path / "serving.json").read_text())
     assert result["config"] | {"rounds": 2, "requests": 4, "concurrency": 2} == result["config"]
-    assert [(r["round"], r["mode"]) for r in result["runs"]] == [(1, "single"), (1, "batch64"), (2, "single"),
-                                                                 (2, "batch64")], "interleaved rounds"
+    modes = ["single", "batch64", "batch64_raw"]
+    assert [(r["round"], r["mode"]) for r in result["runs"]] == [(k, m) for k in (1, 2) for m in modes], \
+        "interleaved rounds"
     for run in result["runs"]:
         assert run["requests"] == 4 and run["images"] == 4 * (1 if run["mode"] == "single" else 64)
         assert run["accuracy"] >= 0.9
-    for mode, batch in (("single", 1), ("batch64", 64)):
+    for mode, batch, encoding in (("single", 1, "json"), ("batch64", 64, "json"), ("batch64_raw", 64, "raw")):
         s = result["summary"][mode]
-        assert s["batch"] == batch and s["rounds"] == 2
+        assert s["batch"] == batch and s["encoding"] == encoding and s["rounds"] == 2
         for key in ("requests_per_s", "images_per_s", "p50_ms", "p99_ms"):
             assert isinstance(s[key], float) and math.isfinite(s[key]) and s[key] > 0, (mode, key, s[key])
         assert s["p50_ms"] <= s["p99_ms"]
         assert s["images_per_s"] == pytest.approx(s["requests_per_s"] * batch, rel=0.5)
     assert 0.9 <= result["model"]["test_accuracy"] <= 1.0
     table = (tmp_path / "serving.md").read_text()
-    assert table.startswith("## Serving:") and "| one image |" in table and "| batch of 64 images |" in table
+    assert table.startswith("## Serving:") and "| one image, JSON |" in table
+    assert "| batch of 64 images, JSON |" in table and "| batch of 64 images, raw uint8 pixels |" in table

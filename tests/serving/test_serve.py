@@ -23,6 +23,9 @@ def test_json_batches_single_images_and_png_uploads_get_the_right_digits(served,
     assert len(digits) == 64 and (digits == labels).mean() >= 0.9
     assert all(abs(sum(p["probabilities"]) - 1) < 1e-3 for p in answer["predictions"])
 
+    status, raw = served.request("predict", images.tobytes(), "application/octet-stream")  # 64 x 784 uint8
+    assert status == 200 and raw["predictions"] == answer["predictions"], "raw pixels answer as JSON pixels do"
+
     status, one = served.predict(images[0].tolist())  # a bare nested list, one image
     assert status == 200 and one["predictions"][0]["digit"] == digits[0]
 
@@ -51,6 +54,8 @@ def test_bad_requests_get_a_4xx_naming_the_problem_and_the_replica_keeps_answeri
         (json.dumps({"pixels": [image.tolist()] * 300}).encode(), "application/json", 413, "batch too large"),
         (b" " * (5 << 20), "application/json", 413, "body too large"),
         (b"\x89PNG\r\n\x1a\n broken", "image/png", 400, "not a readable image"),
+        (image.tobytes()[:-1], "application/octet-stream", 400, "expected N x 784 bytes"),
+        (image.tobytes() * 300, "application/octet-stream", 413, "batch too large"),
     ]
     for body, kind, status, message in cases:
         got, answer = served.request("predict", body, kind)
