@@ -12,8 +12,8 @@ no data loading or MLflow). Variants:
   preemption watcher, metrics collection or prestarted workers; dashboard on), the plain ``TorchTrainer``;
 * ``local-trainer``: ``previous`` with mnist_job/training/local_trainer.py's trainer (no autoscaling
   coordinator, placement-group cleaner or dataset manager actors);
-* ``now``: what ``mnist-job train`` does now on a local cluster: ``ray_cluster.init_ray`` and
-  ``local_trainer.local_torch_trainer``.
+* ``now``: what ``mnist-job train`` does now on a local cluster: ``ray_cluster.init_ray`` without the
+  dashboard (a lone run has no placement-group cleaner to serve) and ``local_trainer.local_torch_trainer``.
 
 Each run has its own Ray temp dir, and the phases inside Ray Train come from Ray's own logs there
 (the raylet's worker process starts, the controller's worker-group log lines): controller process
@@ -83,7 +83,7 @@ def start_ray(variant: str) -> None:
     if variant == "before":
         ray.init(address="local", include_dashboard=True, dashboard_host="127.0.0.1", log_to_driver=True)
     elif variant == "now":
-        ray_cluster.init_ray(Runtime(project_dir=Path.cwd()))
+        ray_cluster.init_ray(Runtime(project_dir=Path.cwd()), dashboard=False)  # as training/driver.py does
     else:
         os.environ.update(PREVIOUS_ENV)
         ray.init(address="local", include_dashboard=True, dashboard_host="127.0.0.1", log_to_driver=True,

@@ -7,11 +7,13 @@ setting costs seconds, not an epoch. The per-worker loop is in loop.py.
 
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 import os
 import secrets
 import sys
+import threading
 import time
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -90,13 +92,16 @@ def _train(params: Params, runtime: Runtime, log_file: Path, verbose: bool, extr
     base_name = params.train.run_name or default_run_name()
     with clock.phase("checks"):
         checked = _check_services_and_data(params, runtime)
+    # Starting Ray is mostly waiting for its processes: torch, which run start needs, imports meanwhile.
+    threading.Thread(target=importlib.import_module, args=("torch",), name="import-torch", daemon=True).start()
     with clock.phase("ray_start"):
         cluster = _start_cluster(params, runtime, log_file, verbose)
     with clock.phase("run_start"):
         run = _start_run(params, runtime, checked, cluster, base_name, extra_tags)
     # everything the workers are told, decided here once: they take it as it is
     plan = WorkerPlan(params=params, runtime=runtime, tracking_uri=checked.tracking_uri, run_id=run.run_id,
-                      threads_per_worker=cluster.cpus_per_worker, batch=checked.batch, verbose=verbose,
+                      threads_per_worker=cluster.cpus_per_worker, threads_after_training=cluster.threads_after_training,
+                      batch=checked.batch, verbose=verbose,
                       progress=cluster.progress, handed_over_at=time.time())
     with clock.phase("fit"):
         fitted = fit_or_stop(_trainer(plan, cluster, run.run_name, checked.storage_path, callbacks), cluster.ray,
@@ -126,6 +131,7 @@ class _Cluster:
     ray: Any  # the ray module, initialised
     use_gpu: bool
     cpus_per_worker: int
+    threads_after_training: int  # rank 0's, for the final evaluation and export (WorkerPlan)
     progress: bool  # a progress bar: the output is a terminal, and not --verbose
     started_here: bool  # a local cluster this call started (and shuts down at the end)
 
@@ -170,7 +176,7 @@ def _start_cluster(params: Params, runtime: Runtime, log_file: Path, verbose: bo
 
     t_ray, was_running = time.monotonic(), ray.is_initialized()  # e.g. a tuning trial, in the study's Ray
     with stderr_to_file(log_file, enabled=not verbose):  # Ray's C++ core writes its warnings to fd 2
-        ray = init_ray(runtime)
+        ray = init_ray(runtime, dashboard=False)  # a lone run has no use for it (training/ray_cluster.py)
     progress = sys.stdout.isatty() and not verbose
     route_ray_output(log_file, verbose, progress)
     use_gpu, cpus_per_worker = plan_resources(params, ray, runtime)
@@ -179,7 +185,9 @@ def _start_cluster(params: Params, runtime: Runtime, log_file: Path, verbose: bo
                 f"({int(resources.get('CPU', 0))} CPUs, {int(resources.get('GPU', 0))} GPUs) in "
                 f"{time.monotonic() - t_ray:.1f} s; {params.train.num_workers} workers x "
                 f"{'1 GPU' if use_gpu else f'{cpus_per_worker} CPUs'}; details in {log_file}")
-    return _Cluster(ray, use_gpu, cpus_per_worker, progress, not was_running and owns_local_cluster())
+    started_here = not was_running and owns_local_cluster()
+    final_threads = max(cpus_per_worker, int(resources.get("CPU", 0))) if started_here else cpus_per_worker
+    return _Cluster(ray, use_gpu, cpus_per_worker, final_threads, progress, started_here)
 
 
 def _start_run(params: Params, runtime: Runtime, checked: _Checked, cluster: _Cluster, base_name: str,

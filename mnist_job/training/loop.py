@@ -238,6 +238,8 @@ def finish_run(plan: WorkerPlan, model: torch.nn.Module, test: tuple[np.ndarray,
     if run.data.tags.get(FINAL_TAG) == "true":
         logger.info("final evaluation was logged before a restart; nothing to redo")
         return
+    if device.type == "cpu":
+        torch.set_num_threads(plan.threads_after_training)
     with clock.phase("evaluate"):
         evaluation, example = _evaluate_on_test(params, model, test, device)
         model = model.to("cpu").eval()

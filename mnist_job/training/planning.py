@@ -132,6 +132,9 @@ class WorkerPlan:
     tracking_uri: str
     run_id: str  # the MLflow run rank 0 logs to (started or resumed by the driver)
     threads_per_worker: int  # torch threads on a CPU worker: its share of the cluster's CPUs
+    # rank 0's torch threads after the last epoch, when the other ranks are done: a local cluster this run
+    # started is all its own (every CPU), a shared node is not (its share, as before)
+    threads_after_training: int
     batch: BatchPlan
     verbose: bool  # the job's debug lines too
     progress: bool  # rank 0 reports its place within each epoch (the driver draws a bar on a terminal)

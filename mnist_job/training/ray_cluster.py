@@ -19,7 +19,9 @@ from mnist_job.core.errors import ServiceUnavailable
 logger = logging.getLogger(__name__)
 
 
-def init_ray(runtime: Runtime):
+def init_ray(runtime: Runtime, dashboard: bool = True):
+    """Ray, initialised: connected to RAY_ADDRESS, or a local cluster started here (``dashboard``: with the
+    dashboard and its State API, which a cluster shared by several Ray Train runs needs: see below)."""
     import ray
 
     if ray.is_initialized():  # e.g. inside a tuning trial: a Ray worker of the study's cluster
@@ -34,14 +36,15 @@ def init_ray(runtime: Runtime):
         t0 = time.monotonic()
         for name, value in LOCAL_RAY_ENV.items():
             os.environ.setdefault(name, value)
-        # The dashboard serves the State API that Ray Train's placement-group cleaner polls. Called
+        # The dashboard serves the State API that Ray Train's placement-group cleaner polls (a tuning
+        # study's trials; a lone run has no cleaner: training/local_trainer.py, and no dashboard). Called
         # without an address, that API takes RAY_ADDRESS, else scans the machine for Ray clusters and
         # fails when it finds two (another user's, a test's): the cleaner died, a tuning trial stopped by
         # ASHA kept its CPUs, and the next trial waited for them for ever. So the cluster's own processes
         # (started by ray.init, with this environment) get its address; this process's is restored.
         port = os.environ.get("RAY_GCS_SERVER_PORT") or str(_free_local_port())
         with _environment(RAY_GCS_SERVER_PORT=port, RAY_ADDRESS=f"127.0.0.1:{port}"):
-            ray.init(address="local", include_dashboard=True, dashboard_host="127.0.0.1", log_to_driver=True,
+            ray.init(address="local", include_dashboard=dashboard, dashboard_host="127.0.0.1", log_to_driver=True,
                      _system_config=LOCAL_RAY_SYSTEM_CONFIG)
         logger.debug(f"ray: local cluster started in {time.monotonic() - t0:.1f} s")
         _owned_local_cluster.append(ray.get_runtime_context().get_job_id())

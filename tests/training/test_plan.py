@@ -27,7 +27,7 @@ def params(*overrides: str):
 
 def plan_for(batch: BatchPlan, **changes) -> WorkerPlan:
     fields = dict(params=params(), runtime=Runtime(project_dir="/tmp/project"), tracking_uri="sqlite:///x.db",
-                  run_id="r1", threads_per_worker=1, batch=batch, verbose=False, progress=False, handed_over_at=0.0)
+                  run_id="r1", threads_per_worker=1, threads_after_training=1, batch=batch, verbose=False, progress=False, handed_over_at=0.0)
     return WorkerPlan(**(fields | changes))
 
 
@@ -76,7 +76,8 @@ def test_the_workers_take_the_plan_and_nothing_else():
     (parameter,) = inspect.signature(train_loop_per_worker).parameters.values()
     assert parameter.annotation in (WorkerPlan, "WorkerPlan")
     plan = plan_for(plan_batches(params(), 60000))
-    cluster = driver._Cluster(ray=None, use_gpu=False, cpus_per_worker=1, progress=False, started_here=False)
+    cluster = driver._Cluster(ray=None, use_gpu=False, cpus_per_worker=1, threads_after_training=1, progress=False,
+                              started_here=False)
     trainer = driver._trainer(plan, cluster, "run", "/tmp/ray-storage", callbacks=())
     function = trainer.train_loop_per_worker
     assert isinstance(function, partial) and function.func is train_loop_per_worker
