@@ -32,3 +32,10 @@ bench-quick: data ## the benchmark's quick mode (CI): 2 rounds, subset, one epoc
 .PHONY: bench-micro
 bench-micro: venv ## micro-benchmarks of the training step: bench/results/micro.json
 	$(abspath $(PY)) -m bench.micro --out $(BENCH_OUT)/micro.json $(BENCH_ARGS)
+
+# BENCH_COMMANDS_ARGS: e.g. --rounds 3, --set data.train_subset=10000 (bench/commands.py).
+BENCH_COMMANDS_ARGS ?=
+
+.PHONY: bench-commands
+bench-commands: data ## what a user waits for: `mnist-job train --preset fast` and `mnist-job train`, exec to exit: bench/results/commands.{json,md}
+	scripts/in-netns.sh $(abspath $(PY)) -m bench.commands --out $(BENCH_OUT) $(BENCH_COMMANDS_ARGS)
