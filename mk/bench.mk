@@ -1,6 +1,7 @@
 # Benchmark against the peers (bench/). Included from the Makefile (include mk/*.mk).
 # `make bench`: full run, 5 interleaved rounds = 5 seeds of every contender's fixed schedule (whole dataset;
-#   about 70 minutes on 2 idle cores, more under load: bench/README.md), then the serving figure.
+#   about 70 minutes on 2 idle cores, more under load: bench/README.md), then the user's commands (about 15
+#   minutes) and the serving figure.
 # `make bench-quick`: the CI smoke run (2 rounds on a subset, one epoch; a few minutes on idle cores).
 # `make bench-micro`: micro-benchmarks of the project's training step (width, threads, batch, layout, mkldnn).
 # `make bench-serving`: requests/s and p50/p99 latency of `mnist-job serve` (single images, batches of 64).
@@ -14,8 +15,9 @@ BENCH_OUT ?= bench/results
 BENCH_ARGS ?=
 
 .PHONY: bench
-bench: data ## 5 interleaved rounds: pytorch/examples (+preloaded), fast, default, Ray 2 workers; then serving
+bench: data ## 5 interleaved rounds: pytorch/examples (+preloaded), fast, default, Ray 2 workers; then the user's commands and serving
 	scripts/in-netns.sh $(abspath $(PY)) -m bench.run $(BENCH_ARGS)
+	$(MAKE) bench-commands
 	$(MAKE) bench-serving
 
 # BENCH_SERVING_ARGS: e.g. --rounds 5 --requests 400 --concurrency 16 (bench/serving.py).
