@@ -48,6 +48,13 @@ class _Parser(argparse.ArgumentParser):
         raise SystemExit(2)
 
 
+def output_path(value: str) -> Path:
+    """The type of a flag that names a path its command writes. Every such flag is one of the command's declared
+    outputs (mnist_job/cli/commands.py), checked before the command runs; tests/code/test_commands.py fails
+    when one is not."""
+    return Path(value)
+
+
 def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--params", type=Path, default=None, metavar="FILE",
                         help="params file (default: params.yaml in the project folder, if present)")
@@ -113,8 +120,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("evaluate", help="score a saved model on the test set; write metrics.json and plots")
     _add_common(p)
     p.add_argument("--model", type=Path, default=Path("outputs/model/checkpoint.pt"), help="checkpoint file")
-    p.add_argument("--metrics", type=Path, default=Path("outputs/metrics.json"), help="metrics file for DVC")
-    p.add_argument("--plots", type=Path, default=Path("outputs/plots"), help="folder for plots")
+    p.add_argument("--metrics", type=output_path, default=Path("outputs/metrics.json"), help="metrics file for DVC")
+    p.add_argument("--plots", type=output_path, default=Path("outputs/plots"), help="folder for plots")
 
     p = sub.add_parser("compare", help="compare runs: params that differ, metrics with deltas, curves overlaid",
                        description="Reads runs back from MLflow (MLFLOW_TRACKING_URI); the first run is the "
@@ -127,7 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--last", type=int, default=None, metavar="N", help="the last N finished runs of the experiment")
     p.add_argument("--tag", default=None, metavar="KEY=VALUE", help="the finished runs with this tag")
     p.add_argument("--experiment", default=None, help="experiment for --last/--tag (default: mlflow.experiment)")
-    p.add_argument("--out", type=Path, default=None, metavar="DIR",
+    p.add_argument("--out", type=output_path, default=None, metavar="DIR",
                    help="also write comparison.md and comparison_curves.png here")
     p.add_argument("--no-log", action="store_true", help="do not log the comparison to MLflow")
 
@@ -142,7 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Trains the configuration in the baseline file (local Ray unless RAY_ADDRESS), "
                                    "prints the baseline against this run and a verdict per metric. Exit 1 only when "
                                    "test accuracy falls below the baseline by more than its tolerance.")
-    p.add_argument("--baseline", type=Path, default=Path("bench/ci-baseline.json"), metavar="FILE",
+    p.add_argument("--baseline", type=output_path, default=Path("bench/ci-baseline.json"), metavar="FILE",
                    help="baseline file (default: bench/ci-baseline.json)")
     p.add_argument("--run", default=None, metavar="RUN_ID", help="compare this finished run instead of training")
     p.add_argument("--refresh", action="store_true", help="rewrite the baseline from this run (make ci-baseline)")
@@ -179,7 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; 0.0.0.0 in a pod)")
     p.add_argument("--port", type=int, default=8000, help="HTTP port (default 8000)")
     p.add_argument("--num-cpus", type=float, default=1.0, help="CPUs per replica (default 1)")
-    p.add_argument("--ready-file", type=Path, default=None, help="write the URL here once the app answers")
+    p.add_argument("--ready-file", type=output_path, default=None, help="write the URL here once the app answers")
 
     p = sub.add_parser("ensure-buckets", help="create S3 buckets at AWS_ENDPOINT_URL, waiting for the endpoint")
     p.add_argument("--bucket", action="append", required=True, help="bucket name (repeatable)")

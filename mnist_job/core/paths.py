@@ -22,9 +22,10 @@ What code then removes, it removes only where it can prove it wrote it (prepare.
 from __future__ import annotations
 
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from mnist_job.core.errors import InvalidInput
 
@@ -149,43 +150,46 @@ def _git_tracks(project: Path, inside: Path) -> bool:
     return done.returncode == 0
 
 
-def check_stage_paths(command: str, params, runtime, outputs: dict[str, tuple] | None = None) -> None:
-    """Every path ``command`` writes to (or pulls into), checked at once: one InvalidInput lists them all.
+@dataclass(frozen=True)
+class Output:
+    """A path a command writes or pulls into, declared by the command (mnist_job/cli/commands.py) or by its
+    stage (``TRAIN_OUTPUTS`` in training/driver.py, ...), so the check below needs no command's name.
 
-    ``outputs`` maps a flag to ``(value, kind)``: ``FOLDER`` or a ``FileOutput``."""
+    ``field`` names it in a refusal (a params key, a flag, an environment variable); ``where(args, params,
+    runtime)`` is its value for this call, None when the call does not write it; ``own_path``: no other such
+    output may share the path (two files at one path would overwrite each other)."""
+
+    field: str
+    where: Callable[[Any, Any, Any], str | Path | None]
+    kind: FileOutput | str = FOLDER
+    allow_absolute: bool = True
+    own_path: bool = False
+
+
+def check_outputs(outputs: Iterable[Output], args, params, runtime) -> None:
+    """Every path of ``outputs`` for this call, checked at once, before anything is written or removed: one
+    InvalidInput lists every problem."""
     project, problems = runtime.project_dir, []
     refused = _refusal(project.resolve())
     if refused:
         problems.append(f"MNIST_PROJECT_DIR: {str(project)!r} is {refused}; point it at the project folder")
-
-    def check(value, field: str, allow_absolute: bool = True, kind=FOLDER) -> None:
+    taken: dict[Path, str] = {}
+    for output in outputs:
+        value = output.where(args, params, runtime)
+        if value is None:
+            continue
         try:
-            if kind == FOLDER:
-                confine(value, field, project, allow_absolute)
+            if output.kind == FOLDER:
+                confine(value, output.field, project, output.allow_absolute)
             else:
-                confine_file(value, field, project, kind)
+                confine_file(value, output.field, project, output.kind)
         except InvalidInput as exc:
             problems.extend(exc.problems)
-
-    if command == "fetch":
-        check(params.data.raw_dir, "data.raw_dir", allow_absolute=False)
-    if command == "prepare":
-        check(params.data.dir, "data.dir", allow_absolute=True)
-    if command in ("train", "pull-data", "evaluate") and (runtime.data_cache or command == "pull-data"):
-        check(params.data.dir, "data.dir", allow_absolute=False)  # the DVC output that is pulled into the cache
-        if runtime.data_cache:
-            check(runtime.data_cache, "MNIST_DATA_CACHE", allow_absolute=True)
-    if command == "train":
-        check(params.train.output_dir, "train.output_dir", allow_absolute=True)
-        if "://" not in params.train.storage_path:
-            check(params.train.storage_path, "train.storage_path", allow_absolute=True)
-    for field, (value, kind) in (outputs or {}).items():
-        check(value, field, kind=kind)
-    taken: dict[Path, str] = {}  # two outputs at one path would overwrite each other
-    for field, (value, _) in (outputs or {}).items():
-        where = runtime.path(str(value)).resolve()
-        if where in taken:
-            problems.append(f"{field}: {str(value)!r} is where {taken[where]} goes too; give each output its own path")
-        taken.setdefault(where, field)
+        if output.own_path:
+            where = runtime.path(str(value)).resolve()
+            if where in taken:
+                problems.append(f"{output.field}: {str(value)!r} is where {taken[where]} goes too; give each output "
+                                "its own path")
+            taken.setdefault(where, output.field)
     if problems:
         raise InvalidInput(problems)

@@ -27,9 +27,21 @@ import yaml
 from mnist_job.core.config import DataParams, Runtime
 from mnist_job.core.errors import DataError, InvalidInput, ServiceUnavailable
 from mnist_job.core.files import write_atomically
+from mnist_job.core.paths import Output
 from mnist_job.data.format import MANIFEST, verify_dataset
 
 logger = logging.getLogger(__name__)
+
+# Where a command that pulls the dataset writes (checked before it runs: mnist_job/core/paths.py): the DVC
+# output it pulls into the node's cache and the cache itself. `mnist-job pull-data` always pulls; train and
+# evaluate only when MNIST_DATA_CACHE is set (else they read data.dir where it is).
+PULL_OUTPUTS = (Output("data.dir", lambda args, params, runtime: params.data.dir, allow_absolute=False),
+                Output("MNIST_DATA_CACHE", lambda args, params, runtime: runtime.data_cache))
+CACHED_DATA_OUTPUTS = (
+    Output("data.dir", lambda args, params, runtime: params.data.dir if runtime.data_cache else None,
+           allow_absolute=False),
+    Output("MNIST_DATA_CACHE", lambda args, params, runtime: runtime.data_cache),
+)
 
 def dvc_lock_out(project_dir: Path, out_path: str) -> dict | None:
     """The entry dvc.lock records for the output ``out_path`` (md5, size, nfiles, hash), or None."""

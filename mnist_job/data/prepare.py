@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from mnist_job.core.errors import DataError, InvalidInput
+from mnist_job.core.paths import Output
 from mnist_job.data.fetch import CHECKSUMS, RAW_FILES, raw_is_complete
 from mnist_job.data.format import MANIFEST, SPLIT_FILES, decode_idx, sha256_file, verify_dataset
 
@@ -46,6 +47,8 @@ RAW_OF_SPLIT = {
 
 
 TRANSFORMS = ("none", "blur")
+# what `mnist-job prepare` writes (checked before it runs: mnist_job/core/paths.py)
+PREPARE_OUTPUTS = (Output("data.dir", lambda args, params, runtime: params.data.dir),)
 BINOMIAL_5 = np.array([1, 4, 6, 4, 1], dtype=np.int64)  # sums to 16; variance 1: a Gaussian of sigma 1 px
 
 

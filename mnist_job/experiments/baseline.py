@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from mnist_job.core.errors import InvalidInput, JobError
+from mnist_job.core.paths import FileOutput
 from mnist_job.experiments.compare import RunSummary, connect, markdown_table, runs_by_id
 
 DEFAULT_FILE = "bench/ci-baseline.json"
@@ -39,6 +40,19 @@ DEFAULT_TOLERANCES = {
     "fit_wall_s": {"rel": 0.5, "gate": False},
 }
 HIGHER_IS_BETTER = {"test_accuracy", "val_accuracy", "images_per_s"}
+ABOUT = "CI report baseline: `make ci-baseline` rewrites it; mnist_job/experiments/baseline.py"
+
+
+def is_baseline_file(path: Path) -> bool:
+    """Whether the file at ``path`` is a baseline ``--refresh`` wrote (its ``about`` line), which it may replace."""
+    try:
+        document = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(document, dict) and str(document.get("about", "")).startswith(ABOUT.split(":")[0])
+
+
+BASELINE_FILE = FileOutput("a baseline written by `mnist-job ci-report --refresh`", is_baseline_file)
 
 
 @dataclass(frozen=True)
@@ -71,7 +85,7 @@ class Baseline:
         return cls(data["config"], data.get("params", {}), data["metrics"], data["tolerances"], data.get("made", {}))
 
     def write(self, path: Path) -> None:
-        body = {"about": "CI report baseline: `make ci-baseline` rewrites it; mnist_job/experiments/baseline.py",
+        body = {"about": ABOUT,
                 "config": self.config, "metrics": self.metrics, "tolerances": self.tolerances, "made": self.made,
                 "params": self.params}
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -103,12 +117,13 @@ def verdicts(baseline: Baseline, metrics: dict[str, float]) -> tuple[list[str], 
 
 def _train(config: list[str], runtime) -> str:
     from mnist_job.core.config import load_params
-    from mnist_job.core.paths import check_stage_paths
+    from mnist_job.core.paths import check_outputs
     from mnist_job.training.driver import run_training
+    from mnist_job.training.planning import TRAIN_OUTPUTS
 
     params_file = runtime.project_dir / "params.yaml"
     params = load_params(params_file if params_file.is_file() else None, config)
-    check_stage_paths("train", params, runtime)
+    check_outputs(TRAIN_OUTPUTS, None, params, runtime)
     return run_training(params, runtime).run_id
 
 

@@ -19,7 +19,9 @@ from dataclasses import dataclass
 
 from mnist_job.core.config import Params, Runtime
 from mnist_job.core.errors import InvalidInput, JobError
+from mnist_job.core.paths import Output
 from mnist_job.core.tuning_params import SEARCHABLE
+from mnist_job.data.dvc_store import CACHED_DATA_OUTPUTS
 from mnist_job.experiments.compare import KIND_TAG
 from mnist_job.training.planning import resolve_storage_path, when_nodes_join
 
@@ -28,6 +30,14 @@ logger = logging.getLogger(__name__)
 STUDY_TAG = "tune.study"
 TRIAL_TAG = "tune.trial_id"
 ORPHAN_TAG = "tune.orphaned"  # a trial's run that Tune's saved state never knew: its driver was killed first
+# What a study writes (checked before it starts: mnist_job/core/paths.py): its trials' outputs under
+# train.output_dir, its state under a local tune.storage_path, and the dataset pulled into MNIST_DATA_CACHE.
+TUNE_OUTPUTS = (
+    *CACHED_DATA_OUTPUTS,
+    Output("train.output_dir", lambda args, params, runtime: params.train.output_dir),
+    Output("tune.storage_path",
+           lambda args, params, runtime: None if "://" in params.tune.storage_path else params.tune.storage_path),
+)
 OBJECTIVE = "val_accuracy"  # maximized; reported by the training loop every epoch
 
 

@@ -25,6 +25,7 @@ import numpy as np
 import orjson
 
 from mnist_job.core.errors import DataError
+from mnist_job.core.paths import FileOutput
 from mnist_job.model.pixel_pyfunc import DIGIT_COLUMNS, pixel_batch
 from mnist_job.serving.images import decode_image
 
@@ -35,6 +36,18 @@ IMAGE_BYTES = 28 * 28
 PAGE = Path(__file__).with_name("page.html")
 
 logger = logging.getLogger(__name__)
+
+
+def is_ready_file(path: Path) -> bool:
+    """Whether the file at ``path`` is one ``serve --ready-file`` wrote (one URL line), which it may replace."""
+    try:
+        text = path.read_text()[:4096]
+    except (OSError, UnicodeDecodeError):
+        return False
+    return text.startswith(("http://", "https://")) and text.count("\n") <= 1
+
+
+READY_FILE = FileOutput("a ready file written by `mnist-job serve`", is_ready_file)
 
 
 class BadRequest(Exception):

@@ -11,12 +11,10 @@ import importlib
 import json
 import logging
 import os
-import secrets
 import sys
 import threading
 import time
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -27,6 +25,7 @@ from mnist_job.core.errors import InvalidInput, JobError
 from mnist_job.core.files import write_atomically
 from mnist_job.core.phases import PhaseClock
 from mnist_job.data.s3 import check_s3_location
+from mnist_job.training import planning
 from mnist_job.training.failures import fit_or_stop
 from mnist_job.training.planning import BatchPlan, WorkerPlan, plan_batches, plan_resources, resolve_storage_path
 from mnist_job.training.ray_cluster import init_ray, owns_local_cluster
@@ -61,10 +60,6 @@ class TrainingResult:
                 *([f"phases: {self.phases}"] if self.phases else []), f"log: {self.log_file}"]
 
 
-def default_run_name() -> str:
-    return f"mnist-{datetime.now(UTC):%Y%m%d-%H%M%S}-{secrets.token_hex(2)}"
-
-
 def run_training(params: Params, runtime: Runtime, verbose: bool = False, extra_tags: dict | None = None,
                  callbacks=()) -> TrainingResult:
     """Train, track and register; the terminal gets the job's lines, ``<train.output_dir>/train.log`` all of them.
@@ -89,7 +84,7 @@ def _train(params: Params, runtime: Runtime, log_file: Path, verbose: bool, extr
            callbacks) -> TrainingResult:
     """The run's phases, in order: each one a function below, timed, each failing before the next one starts."""
     clock, t_start = PhaseClock(), time.monotonic()
-    base_name = params.train.run_name or default_run_name()
+    base_name = params.train.run_name or planning.default_run_name()
     with clock.phase("checks"):
         checked = _check_services_and_data(params, runtime)
     # Starting Ray is mostly waiting for its processes: torch, which run start needs, imports meanwhile.
@@ -101,8 +96,7 @@ def _train(params: Params, runtime: Runtime, log_file: Path, verbose: bool, extr
     # everything the workers are told, decided here once: they take it as it is
     plan = WorkerPlan(params=params, runtime=runtime, tracking_uri=checked.tracking_uri, run_id=run.run_id,
                       threads_per_worker=cluster.cpus_per_worker, threads_after_training=cluster.threads_after_training,
-                      batch=checked.batch, verbose=verbose,
-                      progress=cluster.progress, handed_over_at=time.time())
+                      batch=checked.batch, verbose=verbose, progress=cluster.progress, handed_over_at=time.time())
     with clock.phase("fit"):
         fitted = fit_or_stop(_trainer(plan, cluster, run.run_name, checked.storage_path, callbacks), cluster.ray,
                              run.client, run.run_id, base_name, log_file)

@@ -238,10 +238,8 @@ def finish_run(plan: WorkerPlan, model: torch.nn.Module, test: tuple[np.ndarray,
     if run.data.tags.get(FINAL_TAG) == "true":
         logger.info("final evaluation was logged before a restart; nothing to redo")
         return
-    if device.type == "cpu":
-        torch.set_num_threads(plan.threads_after_training)
     with clock.phase("evaluate"):
-        evaluation, example = _evaluate_on_test(params, model, test, device)
+        evaluation, example = _evaluate_on_test(plan, model, test, device)
         model = model.to("cpu").eval()
     register = evaluation.accuracy >= params.mlflow.register_min_accuracy
 
@@ -263,11 +261,14 @@ def finish_run(plan: WorkerPlan, model: torch.nn.Module, test: tuple[np.ndarray,
                 f"{params.mlflow.register_min_accuracy}")
 
 
-def _evaluate_on_test(params, model: torch.nn.Module, test: tuple[np.ndarray, np.ndarray], device):
-    """(the evaluation on the test set, or its first ``data.test_subset`` images; two of them as the model's example)."""
+def _evaluate_on_test(plan: WorkerPlan, model: torch.nn.Module, test: tuple[np.ndarray, np.ndarray], device):
+    """(the evaluation on the test set, or its first ``data.test_subset`` images; two of them as the model's example),
+    on the threads rank 0 has once the other ranks are done."""
     from mnist_job.evaluation.scoring import evaluate
 
-    n_test = params.data.test_subset or len(test[1])
+    if device.type == "cpu":
+        torch.set_num_threads(plan.threads_after_training)
+    n_test = plan.params.data.test_subset or len(test[1])
     test_images, test_labels = test[0][:n_test], test[1][:n_test]
     evaluation = evaluate(model, test_images, test_labels, device)
     logger.info(f"test accuracy {evaluation.accuracy:.4f} on {evaluation.count} images")

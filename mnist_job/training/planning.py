@@ -9,16 +9,34 @@ What the driver decided reaches the workers as one frozen ``WorkerPlan``: they t
 from __future__ import annotations
 
 import logging
+import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import TypeVar
 
 from mnist_job.core.config import Params, Runtime
 from mnist_job.core.errors import InvalidInput
+from mnist_job.core.paths import Output
+from mnist_job.data.dvc_store import CACHED_DATA_OUTPUTS
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
+
+# What a training run writes (checked before it starts: mnist_job/core/paths.py): its outputs, its local
+# checkpoints (an s3:// storage path is not a folder here), and the dataset pulled into MNIST_DATA_CACHE.
+TRAIN_OUTPUTS = (
+    *CACHED_DATA_OUTPUTS,
+    Output("train.output_dir", lambda args, params, runtime: params.train.output_dir),
+    Output("train.storage_path",
+           lambda args, params, runtime: None if "://" in params.train.storage_path else params.train.storage_path),
+)
+
+
+def default_run_name() -> str:
+    """A run's name when train.run_name is empty: when it started, and 4 hex digits against a clash."""
+    return f"mnist-{datetime.now(UTC):%Y%m%d-%H%M%S}-{secrets.token_hex(2)}"
 
 
 def resolve_storage_path(storage_path: str, runtime: Runtime) -> str:

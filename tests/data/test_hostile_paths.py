@@ -58,6 +58,12 @@ CASES = [
       for v in ("params.yaml", "dvc.lock", ".dvc/config", "notes/mine.txt", "/x.json", f"{HOME}/metrics.json", "notes")],
     *[case("pull-data", field="MNIST_DATA_CACHE", env={"MNIST_DATA_CACHE": v}) for v in ("/", "/etc", PROJECT_ABS, HOME)],
     case("pull-data", "--set", "data.dir=/tmp/elsewhere", field="data.dir", env={"MNIST_DATA_CACHE": "cache"}),
+    *[case("tune", "--set", f"tune.storage_path={v}", field="tune.storage_path") for v in (".", "/", ".git/tune")],
+    case("tune", "--set", "train.output_dir=/", field="train.output_dir"),
+    *[case("compare", "--out", v, field="--out") for v in ("/", ".git/x", HOME)],
+    *[case("ci-report", "--refresh", "--baseline", v, field="--baseline")
+      for v in ("params.yaml", "notes/mine.txt", "/x.json")],
+    *[case("serve", "--ready-file", v, field="--ready-file") for v in ("params.yaml", "notes/mine.txt", "/ready")],
     case("prepare", field="MNIST_PROJECT_DIR", env={"MNIST_PROJECT_DIR": "/"}),
     case("train", field="MNIST_PROJECT_DIR", env={"MNIST_PROJECT_DIR": "/usr"}),
 ]
