@@ -187,6 +187,24 @@ def serve(args, runtime: cfg.Runtime) -> int:
     return 0
 
 
+def submit(args, runtime: cfg.Runtime) -> int:
+    from mnist_job.cluster.submit import submit
+
+    return submit(args.manifest, args.namespace, args.wait, args.timeout, args.stuck_after, say=_say)
+
+
+def status(args, runtime: cfg.Runtime) -> int:
+    from mnist_job.cluster.submit import status
+
+    return status(args.name, args.namespace, args.stuck_after, say=_say)
+
+
+def logs(args, runtime: cfg.Runtime) -> int:
+    from mnist_job.cluster.submit import logs
+
+    return logs(args.name, args.namespace, args.follow, say=_say)
+
+
 def _flag(name: str) -> Callable:
     """``where`` of an output given by a flag: the flag's value (None when the flag is not given)."""
     return lambda args, params, runtime: getattr(args, name)
@@ -211,6 +229,9 @@ COMMANDS: dict[str, Command] = {
     "promote": Command(promote),
     "predict": Command(predict),
     "serve": Command(serve, (Output("--ready-file", _flag("ready_file"), READY_FILE),)),
+    "submit": Command(submit),
+    "status": Command(status),
+    "logs": Command(logs),
     "ensure-buckets": Command(ensure_buckets),
 }
 

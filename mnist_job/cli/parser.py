@@ -55,6 +55,13 @@ def output_path(value: str) -> Path:
     return Path(value)
 
 
+def _add_kube(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-n", "--namespace", default=None,
+                        help="default: the manifest's, else the kubeconfig context's namespace")
+    parser.add_argument("--stuck-after", type=float, default=300.0, metavar="SECONDS",
+                        help="a pod that cannot start this long (image, scheduling, quota) fails the job (default 300)")
+
+
 def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--params", type=Path, default=None, metavar="FILE",
                         help="params file (default: params.yaml in the project folder, if present)")
@@ -187,6 +194,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=8000, help="HTTP port (default 8000)")
     p.add_argument("--num-cpus", type=float, default=1.0, help="CPUs per replica (default 1)")
     p.add_argument("--ready-file", type=output_path, default=None, help="write the URL here once the app answers")
+
+    p = sub.add_parser("submit", help="apply a RayJob manifest to the cluster of your kubeconfig and follow it to its end",
+                       description="Applies the manifest (server-side, with the kubernetes client) and, with --wait, "
+                                   "prints the driver's output and decides the outcome from the RayJob, its submitter "
+                                   "Job, their pods and events together. Exit 0 SUCCEEDED, 1 FAILED/STOPPED or could "
+                                   "not start (the cause printed), 2 invalid input, 3 the API server unreachable.")
+    p.add_argument("-f", "--filename", dest="manifest", type=Path, required=True, metavar="FILE",
+                   help="RayJob manifest, e.g. k8s/rayjob-cpu-kind.yaml (its other objects are applied too)")
+    _add_kube(p)
+    p.add_argument("--wait", action=argparse.BooleanOptionalAction, default=sys.stdout.isatty(),
+                   help="follow the job to its end (default: on a terminal)")
+    p.add_argument("--timeout", type=float, default=7200.0, help="seconds to wait at most (default 7200)")
+
+    p = sub.add_parser("status", help="what a RayJob submitted earlier came to, and the first cause of a failure")
+    p.add_argument("name", metavar="NAME", help="the RayJob's name")
+    _add_kube(p)
+
+    p = sub.add_parser("logs", help="the driver's output of a RayJob submitted earlier (its submitter's logs)")
+    p.add_argument("name", metavar="NAME", help="the RayJob's name")
+    p.add_argument("-n", "--namespace", default=None, help="default: the kubeconfig context's namespace")
+    p.add_argument("--follow", action="store_true", help="keep printing the last attempt's lines as they come")
 
     p = sub.add_parser("ensure-buckets", help="create S3 buckets at AWS_ENDPOINT_URL, waiting for the endpoint")
     p.add_argument("--bucket", action="append", required=True, help="bucket name (repeatable)")

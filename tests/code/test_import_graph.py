@@ -5,7 +5,8 @@ foundation (``core``: settings, errors, files, paths, what is printed); librarie
 DVC, S3, the network and its exported form, scoring, MLflow tracking and registration); then the stages
 in pipeline order (fetch, prepare, train: its per-worker half first, evaluate); serving, which uses
 what the stages produced (images in, predict, the Ray Serve app); work across runs (``experiments``:
-comparing runs, the CI baseline, tuning, which reads or drives whole runs); the CLI on top. A module may import its
+comparing runs, the CI baseline, tuning, which reads or drives whole runs); the cluster from the user's seat
+(``cluster``: a RayJob submitted and followed); the CLI on top. A module may import its
 own layer and the ones below, and a stage only the stages before it. Every import counts, also those
 inside functions (the package imports heavy libraries lazily).
 """
@@ -39,6 +40,8 @@ STAGES = ["data.fetch", "data.prepare", "training.epoch", "training.loop", "trai
 # Using the model: above every stage (it serves what they produced), below the CLI.
 SERVING = ["serving.images", "serving.predict", "serving.app"]
 EXPERIMENTS = ["experiments.compare", "experiments.baseline", "experiments.tune", "experiments.study_report"]
+# The cluster from the user's seat: a RayJob submitted and followed through the Kubernetes API.
+CLUSTER = ["cluster.outcome", "cluster.kube", "cluster.submit"]
 TOP = ["cli.parser", "cli.commands", "__main__"]
 
 
@@ -70,7 +73,7 @@ def import_graph() -> dict[str, set[str]]:
 
 
 def rank(module: str) -> tuple[int, int]:
-    for layer, members in enumerate((FOUNDATION, LIBRARIES, STAGES, SERVING, EXPERIMENTS, TOP)):
+    for layer, members in enumerate((FOUNDATION, LIBRARIES, STAGES, SERVING, EXPERIMENTS, CLUSTER, TOP)):
         if module in members:
             return layer, (members.index(module) if members is STAGES else 0)
     raise AssertionError(f"mnist_job: {module} belongs to no layer: add it to tests/code/test_import_graph.py")

@@ -19,6 +19,8 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+import yaml
+
 from tests.support.polling import wait_until
 from tests.support.project_env import PROJECT_ENV
 
@@ -145,17 +147,25 @@ class LocalCluster:
         pages = s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
         return [item["Key"] for page in pages for item in page.get("Contents", [])]
 
+    def server_url(self) -> str:
+        """The API server's URL, as the kubeconfig names it."""
+        return yaml.safe_load(self.kubeconfig.read_text())["clusters"][0]["cluster"]["server"]
+
     def apply_edited(self, manifest: str, edit, folder: Path) -> dict:
         """`kubectl apply` of a repository manifest after `edit(object)`: the user's file with one change."""
-        import yaml
-
-        docs = [d for d in yaml.safe_load_all((ROOT / manifest).read_text()) if d]
-        (rayjob,) = [d for d in docs if d["kind"] == "RayJob"]
-        edit(rayjob)
-        path = folder / Path(manifest).name
-        path.write_text(yaml.safe_dump_all(docs))
+        path, rayjob = edited_manifest(manifest, edit, folder)
         self.kubectl("apply", "-f", str(path))
         return rayjob
+
+
+def edited_manifest(manifest: str, edit, folder: Path) -> tuple[Path, dict]:
+    """A repository manifest written to ``folder`` after ``edit(rayjob)``, and its RayJob as edited."""
+    docs = [d for d in yaml.safe_load_all((ROOT / manifest).read_text()) if d]
+    (rayjob,) = [d for d in docs if d["kind"] == "RayJob"]
+    edit(rayjob)
+    path = folder / Path(manifest).name
+    path.write_text(yaml.safe_dump_all(docs))
+    return path, rayjob
 
 
 @dataclass

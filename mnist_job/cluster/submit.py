@@ -1,0 +1,138 @@
+"""`mnist-job submit`, `status` and `logs`: a RayJob on the cluster of the current kubeconfig, told truthfully.
+
+``submit -f MANIFEST`` applies the manifest (server-side apply: the RayJob and what comes with it, such as
+its NetworkPolicies) and, with ``--wait``, follows the submitter's logs (the driver's output) while it reads
+the RayJob, its submitter Job, their pods and events every few seconds; the outcome is decided from all of
+them together (mnist_job/cluster/outcome.py). Exit codes: 0 the Ray job SUCCEEDED, 1 it FAILED or STOPPED or
+could not start (the first cause is printed in plain words), 2 invalid input, 3 the API server unreachable.
+The RayJob is left as it is whatever the outcome: its deletion rules and TTL (the chart's) decide.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from mnist_job.cluster.kube import Cluster, read_manifest
+from mnist_job.cluster.outcome import Verdict, decide, first_cause, status_line
+from mnist_job.core.errors import InvalidInput, ServiceUnavailable
+
+logger = logging.getLogger(__name__)
+TERMINAL = ("Complete", "Failed")
+EXIT = {"succeeded": 0, "failed": 1, "running": 0}
+API_OUTAGE_S = 300  # how long the wait rides out an unreachable API server (a control-plane restart)
+
+
+def submit(manifest: Path, namespace: str | None, wait: bool, timeout_s: float, stuck_after_s: float,
+           say=print) -> int:
+    """Apply ``manifest``; with ``wait``, follow the job to its end and return its exit code."""
+    documents = read_manifest(manifest)
+    cluster = Cluster()
+    (rayjob,) = [d for d in documents if d["kind"] == "RayJob"]
+    namespace = rayjob.get("metadata", {}).get("namespace") or namespace or cluster.default_namespace
+    name = rayjob["metadata"]["name"]
+    existing = cluster.rayjob(name, namespace)
+    if existing is not None:
+        raise InvalidInput(f"RayJob {namespace}/{name} exists already ({status_line(existing)}): see `mnist-job "
+                           f"status {name} -n {namespace}`, or delete it first to run it again")
+    applied = cluster.apply(documents, namespace)
+    say(f"submitted to {cluster.server}: {', '.join(applied)} in namespace {namespace}")
+    if not wait:
+        say(f"follow it with: mnist-job status {name} -n {namespace}; mnist-job logs {name} -n {namespace}")
+        return 0
+    verdict = follow(cluster, name, namespace, timeout_s, stuck_after_s, say)
+    return report(verdict, name, namespace, say)
+
+
+def follow(cluster: Cluster, name: str, namespace: str, timeout_s: float, stuck_after_s: float, say,
+           poll_s: float = 2.0) -> Verdict:
+    """Read the RayJob and what it made until the outcome is known, printing the driver's lines as they come."""
+    started, last_line, followed = time.monotonic(), "", set()
+    outage_since = None
+    while True:
+        try:
+            rayjob = cluster.rayjob(name, namespace)
+            if rayjob is None:
+                return Verdict("failed", "deleted", f"RayJob {namespace}/{name} was deleted while it ran")
+            snapshot = cluster.snapshot(rayjob)
+            outage_since = None
+        except ServiceUnavailable as exc:  # an API server restart: the job runs on; read again
+            outage_since = outage_since or time.monotonic()
+            if time.monotonic() - outage_since > API_OUTAGE_S:
+                raise
+            say(f"cannot read RayJob {name}, retrying: {exc}")
+            time.sleep(poll_s)
+            continue
+        _follow_new_submitters(cluster, snapshot.pods, followed, say)
+        verdict = decide(snapshot, datetime.now(UTC), stuck_after_s)
+        if verdict.summary != last_line:
+            logger.info(f"RayJob {name}: {verdict.summary}")
+            last_line = verdict.summary
+        if verdict.state != "running":
+            return verdict
+        if time.monotonic() - started > timeout_s:
+            return Verdict("failed", verdict.summary, f"not finished after --timeout {timeout_s:.0f} s ("
+                           f"{verdict.summary}){'; ' + cause if (cause := first_cause(snapshot)) else ''}")
+        time.sleep(poll_s)
+
+
+def _follow_new_submitters(cluster: Cluster, pods: list[dict], followed: set[str], say) -> None:
+    """A thread per submitter pod (one per attempt) that prints its lines once it runs."""
+    for pod in pods:
+        labels = pod["metadata"].get("labels") or {}
+        uid = pod["metadata"]["uid"]
+        running = (pod.get("status") or {}).get("phase") in ("Running", "Succeeded", "Failed")
+        if "batch.kubernetes.io/job-name" in labels and running and uid not in followed:
+            followed.add(uid)
+            threading.Thread(target=_print_lines, args=(cluster, pod, say), daemon=True).start()
+
+
+def _print_lines(cluster: Cluster, pod: dict, say) -> None:
+    try:
+        for line in cluster.follow_logs(pod):
+            say(line.decode(errors="replace").rstrip("\n"))
+    except Exception as exc:  # noqa: BLE001 (the pod went, the API server restarted: the verdict goes on)
+        logger.debug(f"logs of {pod['metadata']['name']} ended: {exc}")
+
+
+def report(verdict: Verdict, name: str, namespace: str, say=print) -> int:
+    if verdict.state == "succeeded":
+        say(f"RayJob {namespace}/{name}: SUCCEEDED ({verdict.summary})")
+    elif verdict.state == "failed":
+        say(f"RayJob {namespace}/{name}: FAILED ({verdict.summary})\ncause: {verdict.cause}")
+    else:
+        say(f"RayJob {namespace}/{name}: running ({verdict.summary})")
+    return EXIT[verdict.state]
+
+
+def status(name: str, namespace: str | None, stuck_after_s: float, say=print) -> int:
+    """One reading of a RayJob submitted earlier: what it came to so far, and its first cause if it failed."""
+    cluster = Cluster()
+    namespace = namespace or cluster.default_namespace
+    rayjob = cluster.rayjob(name, namespace)
+    if rayjob is None:
+        raise InvalidInput(f"NAME: no RayJob {name} in namespace {namespace}")
+    snapshot = cluster.snapshot(rayjob)
+    for pod in snapshot.pods:
+        say(f"pod {pod['metadata']['name']}: {(pod.get('status') or {}).get('phase', '?')}")
+    return report(decide(snapshot, datetime.now(UTC), stuck_after_s), name, namespace, say)
+
+
+def logs(name: str, namespace: str | None, follow_them: bool, say=print) -> int:
+    """The driver's output: the submitter pods' logs (every attempt), oldest first."""
+    cluster = Cluster()
+    namespace = namespace or cluster.default_namespace
+    if cluster.rayjob(name, namespace) is None:
+        raise InvalidInput(f"NAME: no RayJob {name} in namespace {namespace}")
+    pods = cluster.submitter_pods(name, namespace)
+    if not pods:
+        say(f"RayJob {namespace}/{name} has no submitter pod yet")
+        return 0
+    for pod in pods[:-1] if follow_them else pods:
+        say(cluster.log_tail(pod, 100000).rstrip("\n"))
+    if follow_them:
+        _print_lines(cluster, pods[-1], say)
+    return 0
