@@ -16,6 +16,8 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+from kubernetes.client.rest import ApiException
+
 from mnist_job.cluster.kube import Cluster, read_manifest
 from mnist_job.cluster.outcome import Verdict, decide, first_cause, status_line
 from mnist_job.core.errors import InvalidInput, ServiceUnavailable
@@ -50,7 +52,7 @@ def submit(manifest: Path, namespace: str | None, wait: bool, timeout_s: float, 
 def follow(cluster: Cluster, name: str, namespace: str, timeout_s: float, stuck_after_s: float, say,
            poll_s: float = 2.0) -> Verdict:
     """Read the RayJob and what it made until the outcome is known, printing the driver's lines as they come."""
-    started, last_line, followed = time.monotonic(), "", set()
+    started, last_line, followed, followers = time.monotonic(), "", set(), []
     outage_since = None
     while True:
         try:
@@ -59,19 +61,21 @@ def follow(cluster: Cluster, name: str, namespace: str, timeout_s: float, stuck_
                 return Verdict("failed", "deleted", f"RayJob {namespace}/{name} was deleted while it ran")
             snapshot = cluster.snapshot(rayjob)
             outage_since = None
-        except ServiceUnavailable as exc:  # an API server restart: the job runs on; read again
+        except (ServiceUnavailable, ApiException) as exc:  # an API server restart: the job runs on; read again
             outage_since = outage_since or time.monotonic()
             if time.monotonic() - outage_since > API_OUTAGE_S:
                 raise
-            say(f"cannot read RayJob {name}, retrying: {exc}")
+            say(f"cannot read RayJob {name}, retrying: {str(exc).splitlines()[0]}")
             time.sleep(poll_s)
             continue
-        _follow_new_submitters(cluster, snapshot.pods, followed, say)
+        followers += _follow_new_submitters(cluster, snapshot.pods, followed, say)
         verdict = decide(snapshot, datetime.now(UTC), stuck_after_s)
         if verdict.summary != last_line:
             logger.info(f"RayJob {name}: {verdict.summary}")
             last_line = verdict.summary
         if verdict.state != "running":
+            for follower in followers:  # the driver's last lines before the verdict
+                follower.join(10)
             return verdict
         if time.monotonic() - started > timeout_s:
             return Verdict("failed", verdict.summary, f"not finished after --timeout {timeout_s:.0f} s ("
@@ -79,15 +83,18 @@ def follow(cluster: Cluster, name: str, namespace: str, timeout_s: float, stuck_
         time.sleep(poll_s)
 
 
-def _follow_new_submitters(cluster: Cluster, pods: list[dict], followed: set[str], say) -> None:
+def _follow_new_submitters(cluster: Cluster, pods: list[dict], followed: set[str], say) -> list[threading.Thread]:
     """A thread per submitter pod (one per attempt) that prints its lines once it runs."""
+    started = []
     for pod in pods:
         labels = pod["metadata"].get("labels") or {}
         uid = pod["metadata"]["uid"]
         running = (pod.get("status") or {}).get("phase") in ("Running", "Succeeded", "Failed")
         if "batch.kubernetes.io/job-name" in labels and running and uid not in followed:
             followed.add(uid)
-            threading.Thread(target=_print_lines, args=(cluster, pod, say), daemon=True).start()
+            started.append(threading.Thread(target=_print_lines, args=(cluster, pod, say), daemon=True))
+            started[-1].start()
+    return started
 
 
 def _print_lines(cluster: Cluster, pod: dict, say) -> None:
