@@ -183,7 +183,8 @@ def serve(args, runtime: cfg.Runtime) -> int:
 
     _, name, tracking_uri, client = _registry(args, runtime)
     uri = model_uri(client, name, args.version, args.run)
-    serve_forever(runtime, tracking_uri, uri, args.host, args.port, args.num_cpus, args.ready_file)
+    serve_forever(runtime, tracking_uri, uri, args.host, args.port, args.num_cpus,
+                  follow_s=args.follow_champion_s, ready_file=args.ready_file)
     return 0
 
 

@@ -193,6 +193,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; 0.0.0.0 in a pod)")
     p.add_argument("--port", type=int, default=8000, help="HTTP port (default 8000)")
     p.add_argument("--num-cpus", type=float, default=1.0, help="CPUs per replica (default 1)")
+    p.add_argument("--follow-champion-s", type=float, default=30.0, metavar="SECONDS",
+                   help="how often each replica checks where the champion alias points, swapping in a new "
+                        "version without dropping requests (default 30; 0: never; a --version or --run is fixed)")
     p.add_argument("--ready-file", type=output_path, default=None, help="write the URL here once the app answers")
 
     p = sub.add_parser("submit", help="apply a RayJob manifest to the cluster of your kubeconfig and follow it to its end",

@@ -9,8 +9,8 @@ the pixels of concurrent requests into one forward pass.
 batch (Nx28x28, Nx1x28x28) of 0..255 pixels; raw pixels (``Content-Type: application/octet-stream``:
 N x 784 bytes, one uint8 per pixel, each image row by row), the compact form for batches; or an image
 file (``Content-Type: image/png`` or ``image/jpeg``), converted the MNIST way
-(mnist_job/serving/images.py). It answers ``{"model": URI, "predictions": [{"digit", "probability",
-"probabilities"}]}``.
+(mnist_job/serving/images.py). It answers ``{"model": URI, "version": the registry version that answered,
+"predictions": [{"digit", "probability", "probabilities"}]}``; a served alias (the champion) is followed.
 
 Per request, a replica's own work is decoding (orjson: the stdlib's json takes 5 ms for a batch of 64),
 one forward pass per gathered batch, and encoding the answer in one call (orjson, not FastAPI's
@@ -106,8 +106,10 @@ def prediction_rows(frame) -> list[dict]:
             for digit, p in zip(frame["digit"].tolist(), probabilities, strict=True)]
 
 
-def build_app(tracking_uri: str, model_uri: str, num_cpus: float = 1.0, max_batch_size: int = 64):
-    """The Serve application, ready for ``serve.run``."""
+def build_app(tracking_uri: str, model_uri: str, num_cpus: float = 1.0, follow_s: float = 30.0,
+              max_batch_size: int = 64):
+    """The Serve application, ready for ``serve.run``; a served alias is polled every ``follow_s`` seconds
+    (0: never) and a new version swapped in without dropping requests (mnist_job/serving/champion.py)."""
     from fastapi import FastAPI, Request
     from fastapi.responses import HTMLResponse, JSONResponse, Response
     from ray import serve
@@ -118,27 +120,28 @@ def build_app(tracking_uri: str, model_uri: str, num_cpus: float = 1.0, max_batc
     @serve.ingress(api)
     class DigitClassifier:
         def __init__(self):
-            import mlflow.pyfunc
             import torch
 
+            # MLflow and torch load in the replica only: the CLI imports this module (1.3 s saved there)
+            from mnist_job.serving.champion import ServedModel
+
             torch.set_num_threads(max(1, int(num_cpus)))
-            mlflow.set_tracking_uri(tracking_uri)
-            self.model = mlflow.pyfunc.load_model(model_uri)
+            self.served = ServedModel(tracking_uri, model_uri, follow_s)
             self.model_uri = model_uri
 
         @serve.batch(max_batch_size=max_batch_size, batch_wait_timeout_s=0.005)
-        async def classify(self, batches: list[np.ndarray]) -> list[list[dict]]:
-            sizes = [len(b) for b in batches]
-            rows = prediction_rows(self.model.predict(np.concatenate(batches)))
+        async def classify(self, batches: list[np.ndarray]) -> list[dict]:
+            loaded = self.served.current  # one version for the whole batch, whatever is swapped in meanwhile
+            rows = prediction_rows(loaded.model.predict(np.concatenate(batches)))
             out, start = [], 0
-            for size in sizes:
-                out.append(rows[start : start + size])
-                start += size
+            for batch in batches:
+                out.append({"version": loaded.version, "predictions": rows[start : start + len(batch)]})
+                start += len(batch)
             return out
 
         @api.get("/healthz")
         def healthz(self):
-            return {"status": "ok", "model": self.model_uri}
+            return {"status": "ok", "model": self.model_uri, "version": self.served.current.version}
 
         @api.get("/", response_class=HTMLResponse)
         def page(self):
@@ -159,14 +162,14 @@ def build_app(tracking_uri: str, model_uri: str, num_cpus: float = 1.0, max_batc
                 pixels = parse_request(bytes(body), request.headers.get("content-type", ""))
             except BadRequest as exc:
                 return JSONResponse({"error": str(exc)}, exc.status)
-            answer = {"model": self.model_uri, "predictions": await self.classify(pixels)}
+            answer = {"model": self.model_uri, **await self.classify(pixels)}
             return Response(orjson.dumps(answer), media_type="application/json")
 
     return DigitClassifier.bind()
 
 
 def serve_forever(runtime, tracking_uri: str, model_uri: str, host: str, port: int, num_cpus: float,
-                  ready_file: Path | None = None) -> None:
+                  follow_s: float = 30.0, ready_file: Path | None = None) -> None:
     """Start Serve on the Ray cluster (RAY_ADDRESS, or a local one) and block until interrupted."""
     import time
 
@@ -176,7 +179,7 @@ def serve_forever(runtime, tracking_uri: str, model_uri: str, host: str, port: i
 
     init_ray(runtime)
     serve.start(http_options={"host": host, "port": port})
-    serve.run(build_app(tracking_uri, model_uri, num_cpus), name="mnist", route_prefix="/")
+    serve.run(build_app(tracking_uri, model_uri, num_cpus, follow_s), name="mnist", route_prefix="/")
     logger.info(f"serving {model_uri} on http://{host}:{port}/ (POST /predict, GET /healthz, GET /)")
     print(f"serving {model_uri} at http://{host}:{port}/", flush=True)
     if ready_file:
@@ -188,7 +191,8 @@ def serve_forever(runtime, tracking_uri: str, model_uri: str, host: str, port: i
 def app_builder(args: dict):
     """The application for a Serve config file (a RayService's serveConfigV2, ``import_path`` this function).
 
-    ``args``: ``model_uri`` (default: the champion of ``model``, itself default mnist-cnn), ``num_cpus``.
+    ``args``: ``model_uri`` (default: the champion of ``model``, itself default mnist-cnn), ``num_cpus``,
+    ``follow_champion_s`` (how often a served alias is polled; 0: never).
     MLFLOW_TRACKING_URI comes from the pods' environment (the platform's ConfigMap).
     """
     import os
@@ -199,4 +203,4 @@ def app_builder(args: dict):
     if not tracking_uri:
         raise ValueError("MLFLOW_TRACKING_URI: not set in the Ray pods' environment; the model cannot be loaded")
     model_uri = args.get("model_uri") or f"models:/{args.get('model', 'mnist-cnn')}@{CHAMPION}"
-    return build_app(tracking_uri, model_uri, float(args.get("num_cpus", 1)))
+    return build_app(tracking_uri, model_uri, float(args.get("num_cpus", 1)), float(args.get("follow_champion_s", 30)))

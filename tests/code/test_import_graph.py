@@ -38,7 +38,7 @@ LIBRARIES = [
 ]
 STAGES = ["data.fetch", "data.prepare", "training.epoch", "training.loop", "training.driver", "evaluation.evaluate"]
 # Using the model: above every stage (it serves what they produced), below the CLI.
-SERVING = ["serving.images", "serving.predict", "serving.app"]
+SERVING = ["serving.images", "serving.predict", "serving.champion", "serving.app"]
 EXPERIMENTS = ["experiments.compare", "experiments.baseline", "experiments.tune", "experiments.study_report"]
 # The cluster from the user's seat: a RayJob submitted and followed through the Kubernetes API.
 CLUSTER = ["cluster.outcome", "cluster.kube", "cluster.submit"]

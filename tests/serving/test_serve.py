@@ -15,10 +15,11 @@ def test_json_batches_single_images_and_png_uploads_get_the_right_digits(served,
     labels = np.load(prepared_dataset / "test_labels.npy")[:64]
 
     status, health = served.request("healthz")
-    assert status == 200 and health == {"status": "ok", "model": f"models:/{champion_server.name}@champion"}
+    assert status == 200 and health == {"status": "ok", "model": f"models:/{champion_server.name}@champion",
+                                         "version": champion_server.version}
 
     status, answer = served.predict({"pixels": images.tolist()})
-    assert status == 200, answer
+    assert status == 200 and answer["version"] == champion_server.version, answer
     digits = np.array([p["digit"] for p in answer["predictions"]])
     assert len(digits) == 64 and (digits == labels).mean() >= 0.9
     assert all(abs(sum(p["probabilities"]) - 1) < 1e-3 for p in answer["predictions"])

@@ -36,15 +36,16 @@ class Served:
 
 
 @contextlib.contextmanager
-def serving(root: Path, tracking_uri: str, cpus: int = 2, timeout: float = 420) -> Iterator[Served]:
-    """A one-node Ray cluster and `mnist-job serve` on it; both stopped on exit."""
+def serving(root: Path, tracking_uri: str, cpus: int = 2, timeout: float = 420, args: tuple[str, ...] = ()
+            ) -> Iterator[Served]:
+    """A one-node Ray cluster and `mnist-job serve ARGS` on it; both stopped on exit."""
     cluster = services.start_ray_cluster(root / "ray", head_cpus=cpus, worker_cpus=[])
     port = services.free_port()
     process = None
     try:
         env = services.base_env(MLFLOW_TRACKING_URI=tracking_uri, RAY_ADDRESS=cluster.address, RAY_AUTH_MODE="disabled")
         process = services.start("mnist-serve", [str(services.VENV_BIN / "python"), "-m", "mnist_job", "serve",
-                                                 "--port", str(port), "--num-cpus", "1"],
+                                                 "--port", str(port), "--num-cpus", "1", *args],
                                  root / "logs", env=env, cwd=services.PROJECT_DIR)
         served = Served(f"http://127.0.0.1:{port}/", process, cluster)
         services.wait_http(f"{served.url}healthz", timeout, process)
