@@ -41,12 +41,19 @@ def said(done) -> str:
     return done.stdout + done.stderr
 
 
+SMALL = (" --set train.run_name=mnist-submit-ok --set data.train_subset=2000 --set data.validation_size=500"
+         " --set data.test_subset=500 --set mlflow.register_min_accuracy=1.0")  # a short run, not registered
+
+
 def test_a_job_that_trains_exits_0_with_the_drivers_lines(cluster, tmp_path):
-    done = submit(cluster, tmp_path, "mnist-submit-ok")
+    def small(rayjob):
+        rayjob["spec"]["entrypoint"] += SMALL
+
+    done = submit(cluster, tmp_path, "mnist-submit-ok", small)
     out = said(done)
     assert done.returncode == 0, out[-4000:]
     assert "submitted to https://" in out and "rayjob/mnist-submit-ok" in out
-    assert "test accuracy" in out, "the driver's lines, followed from the submitter's logs"
+    assert "test accuracy" in out and "run id: " in out, "the driver's lines, followed from the submitter's logs"
     assert "RayJob mnist/mnist-submit-ok: SUCCEEDED (deployment=Complete job=SUCCEEDED" in out
 
 
