@@ -23,13 +23,19 @@ from mnist_job.core.console import show_on_stdout
 from mnist_job.core.errors import InvalidInput, JobError
 from mnist_job.core.paths import FOLDER, Output, check_outputs
 from mnist_job.core.presets import describe, preset_names, preset_overrides
-from mnist_job.data.dvc_store import CACHED_DATA_OUTPUTS, PULL_OUTPUTS
-from mnist_job.data.fetch import FETCH_OUTPUTS
-from mnist_job.data.prepare import PREPARE_OUTPUTS
-from mnist_job.evaluation.evaluate import METRICS_FILE
-from mnist_job.experiments.baseline import BASELINE_FILE
-from mnist_job.experiments.tune import TUNE_OUTPUTS
-from mnist_job.serving.app import READY_FILE
+from mnist_job.data.dvc_store import CACHED_DATA_OUTPUTS, PULL_OUTPUTS, ensure_dataset
+from mnist_job.data.fetch import FETCH_OUTPUTS, fetch
+from mnist_job.data.prepare import PREPARE_OUTPUTS, prepare
+from mnist_job.data.s3 import ensure_buckets
+from mnist_job.evaluation.evaluate import METRICS_FILE, evaluate_saved_model
+from mnist_job.experiments.baseline import BASELINE_FILE, ci_report
+from mnist_job.experiments.compare import compare_command
+from mnist_job.experiments.tune import TUNE_OUTPUTS, run_study, summary
+from mnist_job.serving.app import READY_FILE, serve_forever
+from mnist_job.serving.predict import model_uri, predict_files
+from mnist_job.tracking.registry import CHAMPION, promote
+from mnist_job.tracking.runs import check_tracking_server, resolve_tracking_uri
+from mnist_job.training.driver import run_training
 from mnist_job.training.planning import TRAIN_OUTPUTS
 
 
@@ -58,33 +64,25 @@ def _say(message: str) -> None:
     print(message, flush=True)
 
 
-def ensure_buckets(args, runtime: cfg.Runtime) -> int:
-    from mnist_job.data.s3 import ensure_buckets
-
+def ensure_buckets_command(args, runtime: cfg.Runtime) -> int:
     ensure_buckets(args.bucket, runtime.s3_endpoint, args.timeout)
     return 0
 
 
-def fetch(args, runtime: cfg.Runtime) -> int:
-    from mnist_job.data.fetch import fetch
-
+def fetch_command(args, runtime: cfg.Runtime) -> int:
     params = _params(args, runtime)
     fetch(params.data, runtime.path(params.data.raw_dir), force=args.force)
     return 0
 
 
-def prepare(args, runtime: cfg.Runtime) -> int:
-    from mnist_job.data.prepare import prepare
-
+def prepare_command(args, runtime: cfg.Runtime) -> int:
     params = _params(args, runtime)
     prepare(runtime.path(params.data.raw_dir), runtime.path(params.data.dir), force=args.force,
             transform=args.transform)
     return 0
 
 
-def pull_data(args, runtime: cfg.Runtime) -> int:
-    from mnist_job.data.dvc_store import ensure_dataset
-
+def pull_data_command(args, runtime: cfg.Runtime) -> int:
     params = _params(args, runtime)
     if runtime.data_cache is None:
         raise InvalidInput("MNIST_DATA_CACHE: set it to the folder the dataset should be pulled into")
@@ -92,18 +90,14 @@ def pull_data(args, runtime: cfg.Runtime) -> int:
     return 0
 
 
-def train(args, runtime: cfg.Runtime) -> int:
-    from mnist_job.training.driver import run_training
-
+def train_command(args, runtime: cfg.Runtime) -> int:
     result = run_training(_params(args, runtime), runtime, verbose=args.verbose)
     for line in result.summary_lines():
         _say(line)
     return 0
 
 
-def compare(args, runtime: cfg.Runtime) -> int:
-    from mnist_job.experiments.compare import compare_command
-
+def compare_runs_command(args, runtime: cfg.Runtime) -> int:
     params = _params(args, runtime)
     _say(compare_command(params, runtime, args.run_ids, champion=args.champion, last=args.last, tag=args.tag,
                          experiment=args.experiment, out_dir=args.out and runtime.path(str(args.out)),
@@ -111,23 +105,19 @@ def compare(args, runtime: cfg.Runtime) -> int:
     return 0
 
 
-def tune(args, runtime: cfg.Runtime) -> int:
-    from mnist_job.experiments.tune import run_study, summary
-
+def tune_command(args, runtime: cfg.Runtime) -> int:
     _say(summary(run_study(_params(args, runtime), runtime)))
     return 0
 
 
-def ci_report(args, runtime: cfg.Runtime) -> int:
-    from mnist_job.experiments.baseline import ci_report
-
+def ci_report_command(args, runtime: cfg.Runtime) -> int:
     check_outputs(COMMANDS["ci-report"].outputs, args, None, runtime)  # it has no params of its own
     report, code = ci_report(runtime, runtime.path(str(args.baseline)), args.run, args.refresh)
     _say(report)
     return code
 
 
-def presets(args, runtime: cfg.Runtime) -> int:
+def presets_command(args, runtime: cfg.Runtime) -> int:
     for name in preset_names():
         args.preset = name
         try:  # a preset that does not validate on top of the params file fails here, naming its key
@@ -139,9 +129,7 @@ def presets(args, runtime: cfg.Runtime) -> int:
     return 0
 
 
-def evaluate(args, runtime: cfg.Runtime) -> int:
-    from mnist_job.evaluation.evaluate import evaluate_saved_model
-
+def evaluate_command(args, runtime: cfg.Runtime) -> int:
     params = _params(args, runtime)
     evaluation = evaluate_saved_model(params, runtime, runtime.path(str(args.model)),
                                       runtime.path(str(args.metrics)), runtime.path(str(args.plots)))
@@ -151,9 +139,7 @@ def evaluate(args, runtime: cfg.Runtime) -> int:
 
 def _registry(args, runtime: cfg.Runtime):
     """(params, the registered model's name, tracking URI, client) of a command that reads the registry."""
-    from mlflow import MlflowClient
-
-    from mnist_job.tracking.runs import check_tracking_server, resolve_tracking_uri
+    from mlflow import MlflowClient  # 1.3 s to import: only the commands that read the registry pay it
 
     params = _params(args, runtime)
     tracking_uri = resolve_tracking_uri(runtime)
@@ -161,26 +147,19 @@ def _registry(args, runtime: cfg.Runtime):
     return params, args.model or params.mlflow.registered_model, tracking_uri, MlflowClient(tracking_uri=tracking_uri)
 
 
-def promote(args, runtime: cfg.Runtime) -> int:
-    from mnist_job.tracking.registry import CHAMPION, promote
-
+def promote_command(args, runtime: cfg.Runtime) -> int:
     _, name, _, client = _registry(args, runtime)
     _say(f"{name}@{CHAMPION} -> version {promote(client, name, args.version)}")
     return 0
 
 
-def predict(args, runtime: cfg.Runtime) -> int:
-    from mnist_job.serving.predict import predict_files
-
+def predict_command(args, runtime: cfg.Runtime) -> int:
     _, name, tracking_uri, client = _registry(args, runtime)
     _say(predict_files(client, tracking_uri, name, args.inputs, args.invert, args.version, args.run, args.json))
     return 0
 
 
-def serve(args, runtime: cfg.Runtime) -> int:
-    from mnist_job.serving.app import serve_forever
-    from mnist_job.serving.predict import model_uri
-
+def serve_command(args, runtime: cfg.Runtime) -> int:
     _, name, tracking_uri, client = _registry(args, runtime)
     uri = model_uri(client, name, args.version, args.run)
     serve_forever(runtime, tracking_uri, uri, args.host, args.port, args.num_cpus,
@@ -188,19 +167,19 @@ def serve(args, runtime: cfg.Runtime) -> int:
     return 0
 
 
-def submit(args, runtime: cfg.Runtime) -> int:
-    from mnist_job.cluster.submit import submit
+def submit_command(args, runtime: cfg.Runtime) -> int:
+    from mnist_job.cluster.submit import submit  # the kubernetes client: 0.2 s that no other command needs
 
     return submit(args.manifest, args.namespace, args.wait, args.timeout, args.stuck_after, say=_say)
 
 
-def status(args, runtime: cfg.Runtime) -> int:
+def status_command(args, runtime: cfg.Runtime) -> int:
     from mnist_job.cluster.submit import status
 
     return status(args.name, args.namespace, args.stuck_after, say=_say)
 
 
-def logs(args, runtime: cfg.Runtime) -> int:
+def logs_command(args, runtime: cfg.Runtime) -> int:
     from mnist_job.cluster.submit import logs
 
     return logs(args.name, args.namespace, args.follow, say=_say)
@@ -216,24 +195,24 @@ def _written_when_refreshed(args, params, runtime):
 
 
 COMMANDS: dict[str, Command] = {
-    "fetch": Command(fetch, FETCH_OUTPUTS, DATA_FLAGS),
-    "prepare": Command(prepare, PREPARE_OUTPUTS),
-    "pull-data": Command(pull_data, PULL_OUTPUTS),
-    "train": Command(train, TRAIN_OUTPUTS, TRAIN_FLAGS),
-    "presets": Command(presets),
-    "evaluate": Command(evaluate, (*CACHED_DATA_OUTPUTS,
+    "fetch": Command(fetch_command, FETCH_OUTPUTS, DATA_FLAGS),
+    "prepare": Command(prepare_command, PREPARE_OUTPUTS),
+    "pull-data": Command(pull_data_command, PULL_OUTPUTS),
+    "train": Command(train_command, TRAIN_OUTPUTS, TRAIN_FLAGS),
+    "presets": Command(presets_command),
+    "evaluate": Command(evaluate_command, (*CACHED_DATA_OUTPUTS,
                                    Output("--metrics", _flag("metrics"), METRICS_FILE, own_path=True),
                                    Output("--plots", _flag("plots"), FOLDER, own_path=True))),
-    "compare": Command(compare, (Output("--out", _flag("out")),)),
-    "tune": Command(tune, TUNE_OUTPUTS, TUNE_FLAGS),
-    "ci-report": Command(ci_report, (Output("--baseline", _written_when_refreshed, BASELINE_FILE),)),
-    "promote": Command(promote),
-    "predict": Command(predict),
-    "serve": Command(serve, (Output("--ready-file", _flag("ready_file"), READY_FILE),)),
-    "submit": Command(submit),
-    "status": Command(status),
-    "logs": Command(logs),
-    "ensure-buckets": Command(ensure_buckets),
+    "compare": Command(compare_runs_command, (Output("--out", _flag("out")),)),
+    "tune": Command(tune_command, TUNE_OUTPUTS, TUNE_FLAGS),
+    "ci-report": Command(ci_report_command, (Output("--baseline", _written_when_refreshed, BASELINE_FILE),)),
+    "promote": Command(promote_command),
+    "predict": Command(predict_command),
+    "serve": Command(serve_command, (Output("--ready-file", _flag("ready_file"), READY_FILE),)),
+    "submit": Command(submit_command),
+    "status": Command(status_command),
+    "logs": Command(logs_command),
+    "ensure-buckets": Command(ensure_buckets_command),
 }
 
 

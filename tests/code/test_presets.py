@@ -48,7 +48,7 @@ def test_set_and_flags_win_over_the_preset(project_dir, monkeypatch):
         seen["p"] = params
         return SimpleNamespace(summary_lines=lambda: ["run id: r"])
 
-    monkeypatch.setattr("mnist_job.training.driver.run_training", take_params)
+    monkeypatch.setattr("mnist_job.cli.commands.run_training", take_params)
     monkeypatch.chdir(project_dir)
     assert cli.run(["train", "--preset", "fast", "--epochs", "3", "--set", "model.width=16"]) == 0
     assert (seen["p"].train.epochs, seen["p"].model.width, seen["p"].train.adam_betas) == (3, 16, [0.7, 0.9])
