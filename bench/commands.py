@@ -30,12 +30,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from bench.common import PROJECT_DIR, write_json
+from mnist_job.core.phases import DRIVER_PHASES, WORKER_PHASES
 
 COMMANDS = {
     "cli_fast": ["train", "--preset", "fast"],
     "cli_default": ["train"],
 }
 MNIST_JOB = Path(sys.executable).with_name("mnist-job")
+# as a run goes through them: the driver's before fit, the workers' inside it, the driver's after it
+PHASE_ORDER = [*DRIVER_PHASES[:3], "fit", *WORKER_PHASES, *DRIVER_PHASES[4:]]
 
 
 def run_command(name: str, seed: int, sets: list[str], folder: Path, timeout: float) -> dict:
@@ -120,9 +123,12 @@ def write_markdown(result: dict, path: Path) -> None:
         lines.append(f"| `{' '.join(s['argv'])}` | {_s(s['wall_s'])} | {_s(s['epochs_s'])} | "
                      f"{_s(s['not_training_s'])} | {100 * s['mean_test_accuracy']:.2f} | "
                      f"{'-' if ratio is None else f'{ratio:.2f}'} |")
-    lines += ["", "Phases (median seconds over the rounds):", ""]
+    lines += ["", "Phases (median seconds over the rounds; fit holds the workers' phases, from workers ready to "
+              "register):", ""]
     for s in result["summary"].values():
-        shown = ", ".join(f"{name.replace('_', ' ')} {seconds:.1f}" for name, seconds in s["phases_median_s"].items())
+        phases = sorted(s["phases_median_s"].items(), key=lambda item: PHASE_ORDER.index(item[0])
+                        if item[0] in PHASE_ORDER else len(PHASE_ORDER))
+        shown = ", ".join(f"{name.replace('_', ' ')} {seconds:.1f}" for name, seconds in phases)
         lines.append(f"- `{' '.join(s['argv'])}`: {shown}")
     path.write_text("\n".join(lines) + "\n")
 
