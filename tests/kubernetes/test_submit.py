@@ -31,8 +31,10 @@ def head(rayjob: dict) -> dict:
 def submit(cluster, tmp_path, name: str, change=None, *flags: str, timeout: float = 900):
     path, _ = edited_manifest(STATIC, renamed(name, change), tmp_path)
     try:
-        return cluster.run("mnist-job", "submit", "-f", str(path), "--wait", *flags, timeout=timeout,
-                           check=False)
+        done = cluster.run("mnist-job", "submit", "-f", str(path), "--wait", *flags, timeout=timeout, check=False)
+        print(f"\n$ mnist-job submit -f <{name}> --wait {' '.join(flags)}: exit {done.returncode}\n"
+              + "\n".join(said(done).splitlines()[-4:]))
+        return done
     finally:
         cluster.kubectl("delete", "rayjob", name, "-n", NAMESPACE, "--ignore-not-found", "--wait=false", check=False)
 
