@@ -100,7 +100,7 @@ class Cluster:
         names = {name, cluster_name, *(p["metadata"]["name"] for p in pods + submitters)}
         events = [e for e in self._items(self.core.list_namespaced_event, namespace)
                   if (e.get("involvedObject") or {}).get("name") in names]
-        tail = self.log_tail(submitters[-1], log_lines) if submitters else ""
+        tail = self.log_tail(submitters[-1], log_lines) if submitters and log_lines else ""
         return Snapshot(rayjob, job, pods + submitters, events, tail)
 
     def submitter_pods(self, name: str, namespace: str) -> list[dict]:

@@ -106,7 +106,7 @@ def killed_for_memory(pod: dict) -> str | None:
 def quota_refusal(events: list[dict]) -> str | None:
     for event in events:
         message = event.get("message") or ""
-        if "exceeded quota" in message or "forbidden: exceeded quota" in message:
+        if "exceeded quota" in message:
             involved = event.get("involvedObject") or {}
             return f"a ResourceQuota refused a pod of {involved.get('kind', '')} {involved.get('name', '')}: {message}"
     return None

@@ -59,7 +59,9 @@ def follow(cluster: Cluster, name: str, namespace: str, timeout_s: float, stuck_
             rayjob = cluster.rayjob(name, namespace)
             if rayjob is None:
                 return Verdict("failed", "deleted", f"RayJob {namespace}/{name} was deleted while it ran")
-            snapshot = cluster.snapshot(rayjob)
+            # the driver's last lines name a failure's cause: read once the deployment has ended, not every poll
+            ended = (rayjob.get("status") or {}).get("jobDeploymentStatus") in TERMINAL
+            snapshot = cluster.snapshot(rayjob, log_lines=60 if ended else 0)
             outage_since = None
         except (ServiceUnavailable, ApiException) as exc:  # an API server restart: the job runs on; read again
             outage_since = outage_since or time.monotonic()
