@@ -1,6 +1,5 @@
 """Faults a cluster has, through the real API: each ends with the RayJob Complete and exactly one metric value per
-epoch in MLflow. Not tried here: the node agent restarted (it stops its pods with it, where a kubelet's
-containers outlive it: docs/kubernetes.md, "The local cluster")."""
+epoch in MLflow."""
 
 from __future__ import annotations
 
@@ -98,6 +97,34 @@ def test_a_worker_pod_deleted_during_training_is_recreated_and_training_resumes(
 def test_the_operator_stopped_and_restarted_during_training_changes_nothing(cluster, mlflow):
     # KubeRay keeps no state of its own: a new operator reads the RayJob, RayCluster and Job back and goes on
     run_with_fault(cluster, mlflow, 2, lambda name, _: cluster.outage("ray-operator", OUTAGE_S))
+
+
+def running_pods(cluster) -> dict[str, tuple]:
+    """Each Running pod of the namespace: its IP and its containers' restart counts and start times."""
+    pods = cluster.items("pods", "-n", NAMESPACE, "--field-selector=status.phase=Running")
+    return {p["metadata"]["name"]: (p["status"]["podIP"], [(c["restartCount"], c["state"].get("running"))
+                                                           for c in p["status"]["containerStatuses"]]) for p in pods}
+
+
+def test_the_node_agent_stopped_and_restarted_during_training_restarts_no_container(cluster, mlflow):
+    # a kubelet's restart leaves the containers to the runtime: the new agent adopts every running pod
+    # (tests/support/node_agent/pod_state.py), so the head, the workers, the submitter, MLflow and MinIO (whose
+    # buckets live in memory) run on
+    seen = {}
+
+    def restart_the_agent(name: str, cluster_name: str) -> None:
+        seen["before"] = running_pods(cluster)
+        cluster.outage("node-agent", OUTAGE_S)
+        log = cluster.state / "logs" / "node-agent.log"
+        wait_until(lambda: log.read_text().count("adopted from an earlier agent") >= len(seen["before"]), 60,
+                   lambda: f"not every pod adopted:\n{log.read_text()[-3000:]}", interval=1)
+        seen["after"], seen["cluster"] = running_pods(cluster), cluster_name
+        print(f"pods before the agent's restart and after: {seen['before']}")
+
+    run_with_fault(cluster, mlflow, 2, restart_the_agent)
+    assert seen["after"] == seen["before"], "the same pods, IPs, start times and restart counts"
+    ray_pods = [containers for pod, (_, containers) in seen["after"].items() if pod.startswith(seen["cluster"])]
+    assert ray_pods and all(count == 0 for containers in ray_pods for count, _ in containers), seen["after"]
 
 
 def test_the_api_server_stopped_and_restarted_during_training_changes_nothing(cluster, mlflow):
