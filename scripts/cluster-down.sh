@@ -85,6 +85,25 @@ kill_pods() {
   return 0
 }
 
+# The pods' memory cgroups the agent left (tests/support/node_agent/memory.py: each container's folder names its
+# own on the first line of the file `cgroup`): what is left inside is killed, then the folder goes, and its pod's
+# and the node's when they are empty.
+remove_cgroups() {
+  local file cgroup pid try
+  for file in "$STATE"/node/pods/*/containers/*/cgroup; do
+    read -r cgroup 2>/dev/null <"$file" || continue
+    [[ $cgroup == /sys/fs/cgroup/*/kuberay-node/* && -d $cgroup ]] || continue
+    for try in 1 2 3 4 5 6 7 8 9 10; do
+      while read -r pid; do kill -KILL "$pid" 2>/dev/null || true; done <"$cgroup/cgroup.procs"
+      rmdir "$cgroup" 2>/dev/null && break
+      sleep 0.2
+    done
+    rmdir "$(dirname "$cgroup")" "$(dirname "$(dirname "$cgroup")")" 2>/dev/null || true
+    if [[ -d $cgroup ]]; then log "WARNING: cgroup $cgroup not removed (try $try)"; else log "cgroup $cgroup removed"; fi
+  done
+  return 0
+}
+
 # Only the rule cluster-up recorded having added.
 firewall_down() {
   [[ -f $STATE/firewall ]] || return 0
@@ -130,6 +149,7 @@ main() {
   [[ -d $STATE/node ]] && : >"$STATE/node/drain"  # the node agent stops its pods too (tests/support/node_agent)
   for name in "${COMPONENTS[@]}"; do stop_component "$name"; done
   kill_pods
+  remove_cgroups
   firewall_down
   bridge_down
   remove_state

@@ -8,17 +8,19 @@ import signal
 import socket
 import struct
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from tests.support.node_agent import container as containers
-from tests.support.node_agent import dns, images, pids, pod_state
+from tests.support.node_agent import dns, images, memory, pids, pod_state
 from tests.support.node_agent.network import AddressPool
 from tests.support.node_agent.pod_sandbox import Node, now
 from tests.support.node_agent.pod_worker import PodWorker
 from tests.support.node_agent.podspec import container_env, expand, field_value
 from tests.support.node_agent.service_map import ServiceMap
+from tests.support.polling import wait_until
 
 POD = {"metadata": {"name": "p", "namespace": "ns", "uid": "u-1", "labels": {"app": "web"}},
        "spec": {"nodeName": "n", "serviceAccountName": "sa", "containers": [
@@ -158,3 +160,64 @@ def test_the_containers_of_a_pod_deleted_while_no_agent_ran_are_killed(tmp_path)
     assert pod_state.forget_unlisted(node, set()) == [first.uid]
     assert holder.wait(10) is not None and first.main[0].running.wait(10) == 128 + signal.SIGKILL
     assert not first.folder.exists() and first.uid not in node.pool.taken
+
+
+# ------------------------------------------------------------ memory limits (memory.py)
+
+def memory_controller_or_skip() -> None:
+    """Skipped only where this machine has no memory controller at all; one that is there must be usable."""
+    own, version = memory.own_cgroup()
+    if not own.is_dir() or (version == "v2" and "memory" not in (own / "cgroup.controllers").read_text().split()):
+        pytest.skip(f"no memory cgroup controller on this machine ({version}: {own}): limits cannot be enforced")
+    assert memory.node_cgroup() is not None, f"the memory controller at {own} is not writable for the agent"
+
+
+@pytest.fixture
+def holder():
+    """A pod's holder: here this host's namespaces, which the containers enter as they enter a pod's."""
+    process = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    yield process.pid
+    process.kill()
+    process.wait()
+
+
+def limited(tmp_path: Path, holder: int, limit_mib: int, code: str) -> containers.Running:
+    """``python -c code`` in a container started as pod_worker.py starts one (its script: mounts, root, user,
+    cgroup), held to ``limit_mib``."""
+    folder = tmp_path / "containers" / "c"
+    (folder / "image").mkdir(parents=True)
+    (tmp_path / "hosts").write_text("127.0.0.1 localhost\n")
+    (tmp_path / "resolv.conf").write_text("")
+    spec = containers.ContainerSpec("ns/p", "c", [sys.executable, "-c", code], {}, "/", os.getuid(), os.getgid(),
+                                    [], False, [], folder / "image", tmp_path / "hosts", folder, limit_mib << 20,
+                                    f"u-{tmp_path.name}/c")
+    return containers.start(spec, holder, tmp_path / "c.log", now())
+
+
+def test_a_container_over_its_memory_limit_is_oom_killed_and_its_cgroup_removed(tmp_path, holder):
+    memory_controller_or_skip()
+    running = limited(tmp_path, holder, 64, "import time; time.sleep(1); b = b'x' * (300 << 20); print('survived')")
+    cgroup = running.cgroup
+    wait_until(lambda: running.pid in cgroup.processes(), 10, "never joined its cgroup", interval=0.05)
+    assert os.getpid() not in cgroup.processes()
+    assert running.shim.pid not in cgroup.processes(), "the shim stays out of the container's cgroup"
+    assert containers.adopt(running.folder, running.started_at).cgroup == cgroup, "found again from its folder"
+    assert running.wait(30) == 137 and running.reason == "OOMKilled", (tmp_path / "c.log").read_text()
+    assert not cgroup.path.exists() and not cgroup.path.parent.exists(), "the container's and its pod's cgroup go"
+    assert "survived" not in (tmp_path / "c.log").read_text()
+
+
+def test_a_container_under_its_memory_limit_is_unaffected(tmp_path, holder):
+    memory_controller_or_skip()
+    running = limited(tmp_path, holder, 128, "b = b'x' * (40 << 20); print('done', len(b))")
+    assert running.wait(30) == 0 and running.reason == "Completed" and not running.oom_killed
+    assert (tmp_path / "c.log").read_text() == f"done {40 << 20}\n" and not running.cgroup.path.exists()
+
+
+def test_the_cgroup_of_a_container_no_agent_will_run_again_goes_with_it(tmp_path, holder):
+    memory_controller_or_skip()
+    running = limited(tmp_path, holder, 64, "import time; time.sleep(60)")
+    wait_until(lambda: running.pid in running.cgroup.processes(), 10, "never joined its cgroup", interval=0.05)
+    pod_state.kill_leftovers(tmp_path)  # as for a pod deleted while no agent ran
+    assert not running.cgroup.path.exists() and running.wait(10) in (128 + signal.SIGTERM, 128 + signal.SIGKILL)
+    assert running.reason == "Error"

@@ -2,8 +2,8 @@
 its exit code the job's result, and each failure's first cause in plain words (mnist_job/cluster/).
 
 Each case is k8s/rayjob-cpu-kind.yaml under its own name with one change that makes the failure happen for real
-(the scheduler, the node agent's image pull, KubeRay's deadline, the driver itself); each RayJob is deleted after
-its test, so its pods free the node."""
+(the scheduler, the node agent's image pull and memory limits, KubeRay's deadline, the driver itself); each RayJob
+is deleted after its test, so its pods free the node."""
 
 from __future__ import annotations
 
@@ -173,6 +173,22 @@ def test_a_driver_that_fails_exits_1_with_its_own_error(cluster, tmp_path):
     assert done.returncode == 1, said(done)[-3000:]
     assert "FAILED (deployment=" in done.stdout and "job=FAILED" in done.stdout, said(done)[-3000:]
     assert "cause: the driver failed" in done.stdout and "train.epochs" in done.stdout, said(done)[-3000:]
+
+
+def test_a_submitter_over_its_memory_limit_is_named_oomkilled(cluster, tmp_path):
+    """The submitter held to 40Mi: the node agent runs it in a memory cgroup with that limit
+    (tests/support/node_agent/memory.py), the kernel kills `ray job submit` there, the pod reports OOMKilled as a
+    kubelet does, and with no retry (submitterConfig.backoffLimit 0) the Job and the RayJob fail."""
+    def tiny_memory(rayjob):
+        resources = rayjob["spec"]["submitterPodTemplate"]["spec"]["containers"][0]["resources"]
+        resources["limits"]["memory"] = resources["requests"]["memory"] = "40Mi"
+        rayjob["spec"]["submitterConfig"]["backoffLimit"] = 0
+
+    done = submit(cluster, tmp_path, "mnist-submit-oom", tiny_memory, "--stuck-after", "15", timeout=600)
+    print("\n".join(line for line in said(done).splitlines() if "RayJob mnist/" in line or "cause:" in line))
+    assert done.returncode == 1, said(done)[-3000:]
+    assert re.search(r"cause: container ray-job-submitter of pod mnist-submit-oom-\S+ was killed for memory "
+                     r"\(OOMKilled; its limit is 40Mi\)", done.stdout), said(done)[-3000:]
 
 
 def test_a_passed_deadline_is_named(cluster, tmp_path):

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from kubernetes import client, config
 
-from tests.support.node_agent import kubelet_api
+from tests.support.node_agent import kubelet_api, memory
 from tests.support.node_agent.node import Agent
 from tests.support.node_agent.provisioner import Provisioner
 
@@ -54,6 +54,7 @@ def main() -> None:
         logging.getLogger(noisy).setLevel(logging.ERROR)
     drain = args.state / "drain"  # scripts/cluster-down.sh writes it when the whole cluster goes
     drain.unlink(missing_ok=True)
+    memory.node_cgroup()  # says in the log whether memory limits are enforced
     api = api_client(args.kubeconfig)
     agent = Agent(api, args.node, args.gateway, args.bridge, args.pod_cidr, args.state.resolve(), args.cpu,
                   args.memory or host_memory(), args.kube_version)

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tests.support.node_agent import pids
+from tests.support.node_agent.memory import Cgroup
 from tests.support.node_agent.network import HOST_ENV
 
 WRITABLE_LAYER = "256m"  # the container's writable layer (a tmpfs); ephemeral-storage limits are not enforced
@@ -56,6 +57,9 @@ class ContainerSpec:
     image_layer: Path  # the image's own files, laid over this host's
     hosts: Path  # the pod's /etc/hosts
     state: Path  # this container's folder (root mount point, env file, log)
+    memory_limit: int | None = None  # bytes: its cgroup's limit (memory.py); None: no cgroup
+    cgroup_name: str = ""  # "<pod uid>/<container>" under the node's cgroup
+    cgroup: Cgroup | None = None  # made by start()
 
     def script(self) -> str:
         m = "mount -n"
@@ -83,6 +87,8 @@ class ContainerSpec:
                 lines.append(f"{m} -o remount,ro {q(root)}/tmp")
             lines.append(f"{m} -o remount,ro {q(root)}")
         groups = f"--groups={','.join(map(str, self.groups))}" if self.groups else "--clear-groups"
+        if self.cgroup is not None:  # the container's process tree alone is held to its limit
+            lines.append(f"echo $$ > {q(self.cgroup.path)}/cgroup.procs")
         lines += ["mapfile -d '' keep < " + q(self.state / "env"),
                   f"exec chroot {q(root)} setpriv --reuid={self.uid} --regid={self.gid} {groups} --no-new-privs "
                   f'--inh-caps=-all --bounding-set=-all env -i --chdir={q(self.workdir)} "${{keep[@]}}" "$@"']
@@ -128,8 +134,15 @@ class Running:
     started_at: str
     identity: Identity
     shim: subprocess.Popen | None = None  # when this agent started it: its child, reaped here
+    cgroup: Cgroup | None = None  # its memory cgroup (memory.py), if it has a limit
     exit_code: int | None = None
     finished_at: str | None = None
+    oom_killed: bool = False
+
+    @property
+    def reason(self) -> str:
+        """As containerd names an end: a non-zero exit after an OOM kill in the container's cgroup is OOMKilled."""
+        return "OOMKilled" if self.oom_killed else "Completed" if self.exit_code == 0 else "Error"
 
     def poll(self) -> int | None:
         if self.exit_code is None:
@@ -140,7 +153,13 @@ class Running:
                 ended = {"exitCode": 128 + signal.SIGKILL, "finishedAt": None}
             if ended is not None:
                 self.exit_code, self.finished_at = ended["exitCode"], ended["finishedAt"]
+                self.end_cgroup()
         return self.exit_code
+
+    def end_cgroup(self) -> None:
+        if self.cgroup is not None:
+            self.oom_killed = self.exit_code != 0 and self.cgroup.oom_killed()
+            self.cgroup.remove()
 
     def wait(self, timeout: float) -> int | None:
         deadline = time.monotonic() + timeout
@@ -168,7 +187,17 @@ class Running:
 
 def start(spec: ContainerSpec, holder_pid: int, log: Path, started_at: str) -> Running:
     spec.prepare()
-    return launch(spec.state, spec.command(holder_pid), log, started_at, Identity.of(spec.state))
+    (spec.state / "cgroup").unlink(missing_ok=True)  # an earlier run's, removed with it
+    if spec.memory_limit is not None:
+        spec.cgroup = Cgroup.make(spec.cgroup_name, spec.memory_limit, spec.state)
+    try:
+        running = launch(spec.state, spec.command(holder_pid), log, started_at, Identity.of(spec.state))
+    except RuntimeError:
+        if spec.cgroup is not None:
+            spec.cgroup.remove()
+        raise
+    running.cgroup = spec.cgroup
+    return running
 
 
 def launch(folder: Path, argv: list[str], log: Path, started_at: str, identity: Identity) -> Running:
@@ -189,7 +218,7 @@ def launch(folder: Path, argv: list[str], log: Path, started_at: str, identity: 
 def adopt(folder: Path, started_at: str) -> Running | None:
     """A container an earlier agent started (its shim's files in ``folder``), or None if it never started."""
     pid = pids.recorded_pid(folder / "pid")
-    return None if pid is None else Running(folder, pid, started_at, Identity.of(folder))
+    return None if pid is None else Running(folder, pid, started_at, Identity.of(folder), cgroup=Cgroup.of(folder))
 
 
 def exec_in(running: Running, argv: list[str], timeout: float) -> subprocess.CompletedProcess:

@@ -11,6 +11,10 @@ Each entry maps an image repository to what runs instead, and says why it is fai
   (mc_standin.py).
 
 Any other image fails as an image that cannot be pulled does: the container waits with ``ErrImagePull``.
+
+A memory limit is enforced (memory.py) for the project's image, whose stand-in runs the same Python and packages;
+not for the MinIO and mc stand-ins: moto's and the stand-ins' memory is not MinIO's, so the chart's limits for
+MinIO say nothing about them.
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ class Image:
     gid: int
     workdir: str
     files: Callable[[Path], None] = field(repr=False)  # writes the image's own files under a root folder
+    limits_apply: bool = True  # whether its memory limit is enforced (memory.py): not for a stand-in
 
     def argv(self, command: list[str] | None, args: list[str] | None) -> list[str]:
         """Kubernetes' rule: ``command`` replaces the entrypoint, ``args`` the cmd (and a command drops the cmd)."""
@@ -86,7 +91,7 @@ def minio_image(reference: str) -> Image:
     entrypoint = [str(VENV_BIN / "python"), "-m", "tests.support.node_agent.minio_standin"]
     env = {"PATH": SYSTEM_PATH, "PYTHONPATH": str(ROOT), "PYTHONDONTWRITEBYTECODE": "1"}
     return Image(reference, "moto_server behind MinIO's health paths (tests/support/node_agent/minio_standin.py)",
-                 entrypoint, ["server", "/data"], env, 0, 0, "/", files)  # MinIO's image has no USER
+                 entrypoint, ["server", "/data"], env, 0, 0, "/", files, False)  # MinIO's image has no USER
 
 
 def mc_image(reference: str) -> Image:
@@ -99,7 +104,7 @@ def mc_image(reference: str) -> Image:
 
     env = {"PATH": SYSTEM_PATH, "PYTHONPATH": str(ROOT), "PYTHONDONTWRITEBYTECODE": "1"}
     return Image(reference, "an mc stand-in for the chart's subcommands (tests/support/node_agent/mc_standin.py)",
-                 ["mc"], [], env, 0, 0, "/", files)
+                 ["mc"], [], env, 0, 0, "/", files, False)
 
 
 IMAGES: dict[str, Callable[[str], Image]] = {

@@ -61,6 +61,13 @@ class ContainerState:
     done: bool = False  # terminated and not to be restarted
 
 
+def memory_limit(container: dict, image: Image) -> int | None:
+    """The bytes its cgroup holds the container to (memory.py): its ``limits.memory``, unless the image is a
+    stand-in whose memory is not the real image's (images.py)."""
+    limit = ((container.get("resources") or {}).get("limits") or {}).get("memory")
+    return int(parse_quantity(limit)) if limit and image.limits_apply else None
+
+
 def log_path(state: Path, namespace: str, pod: str, container: str) -> Path:
     """Where a container's output goes (kubelet_api.py serves it to `kubectl logs`)."""
     return state / "logs" / f"{namespace}_{pod}_{container}.log"
@@ -156,7 +163,7 @@ class PodSandbox:
         return containers.ContainerSpec(
             self.key, c["name"], cs.image.argv(c.get("command"), c.get("args")), env,
             c.get("workingDir") or cs.image.workdir, uid, gid, groups, bool(sc.get("readOnlyRootFilesystem")),
-            mounts, layer, self.folder / "hosts", state)
+            mounts, layer, self.folder / "hosts", state, memory_limit(c, cs.image), f"{self.folder.name}/{c['name']}")
 
     def log_path(self, container: str) -> Path:
         meta = self.pod["metadata"]

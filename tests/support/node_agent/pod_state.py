@@ -16,6 +16,7 @@ from pathlib import Path
 
 from tests.support.node_agent import container as containers
 from tests.support.node_agent import pids
+from tests.support.node_agent.memory import Cgroup
 from tests.support.node_agent.network import PodNetwork, veth_name
 from tests.support.node_agent.pod_sandbox import ContainerState, Node
 from tests.support.node_agent.pod_worker import PodWorker
@@ -65,10 +66,13 @@ def restore_container(worker: PodWorker, cs: ContainerState, saved: dict) -> Non
 
 
 def kill_leftovers(folder: Path) -> None:
-    """SIGKILL to what still runs of a pod no agent will run again: its containers, their shims, its holder."""
+    """SIGKILL to what still runs of a pod no agent will run again: its containers, their shims, its holder;
+    then its containers' memory cgroups go (memory.py)."""
     for pid_file in [*folder.glob("containers/*/pid"), *folder.glob("containers/*/shim.pid"), folder / "holder.pid"]:
         if (pid := pids.alive(pid_file)) is not None:
             pids.stop_group(pid, 0)
+    for cgroup in filter(None, map(Cgroup.of, folder.glob("containers/*"))):
+        cgroup.remove()
 
 
 def forget_unlisted(node: Node, listed: set[str]) -> list[str]:

@@ -125,11 +125,11 @@ class PodWorker(threading.Thread):
 
     def record_exit(self, cs: ContainerState) -> int:
         code = cs.running.poll()
-        cs.state = {"terminated": {"exitCode": code, "reason": "Completed" if code == 0 else "Error",
+        cs.state = {"terminated": {"exitCode": code, "reason": cs.running.reason,
                                    "startedAt": cs.running.started_at, "finishedAt": cs.running.finished_at or now(),
                                    "containerID": f"agent://{cs.running.pid}"}}
         cs.running, cs.ready, cs.started = None, False, False
-        log.info("%s: container %s exited %d", self.key, cs.spec["name"], code)
+        log.info("%s: container %s exited %d (%s)", self.key, cs.spec["name"], code, cs.state["terminated"]["reason"])
         return code
 
     def run_init_containers(self) -> bool:
