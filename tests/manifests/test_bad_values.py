@@ -61,7 +61,7 @@ CASES = [
         "ray.head.resources.limits.ephemeral-storage (4Gi) is below the pod's emptyDirs: ray.tmpSizeLimit + dataCacheSizeLimit + 64Mi dvc-tmp = 6208 Mi",
     ),
     ("worker-ephemeral-missing", RAYJOB, ("--set", "ray.workers.resources.limits.ephemeral-storage=null"), "ray.workers.resources.limits.ephemeral-storage is required"),
-    ("shm-not-below-memory", RAYJOB, ("-f", str(RAYJOB / "values-cpu-kind.yaml"), "--set", "ray.shmSizeLimit=2Gi", "--set", "ray.objectStoreMemory=1Gi"), "ray.head.resources.limits.memory (2Gi) must exceed ray.shmSizeLimit (2Gi)"),
+    ("shm-not-below-memory", RAYJOB, ("-f", str(RAYJOB / "values-cpu-kind.yaml"), "--set", "ray.shmSizeLimit=3Gi", "--set", "ray.objectStoreMemory=1Gi"), "ray.head.resources.limits.memory (3Gi) must exceed ray.shmSizeLimit (3Gi)"),
     ("submitter-ephemeral-below-tmp", RAYJOB, ("--set", "submitter.tmpSizeLimit=1Gi"), "submitter.resources.limits.ephemeral-storage (256Mi) is below submitter.tmpSizeLimit (1Gi)"),
     ("worker-image-latest", RAYJOB, ("--set", "ray.workers.image.tag=latest"), "ray.workers.image.tag must not be latest"),
     ("reserved-set-key", RAYJOB, ("--set", "job.set.train\\.num_workers=8"), "job.set.train.num_workers: set it through its own value"),
