@@ -33,6 +33,7 @@ from mnist_job.experiments.compare import compare_command
 from mnist_job.experiments.tune import TUNE_OUTPUTS, run_study, summary
 from mnist_job.serving.app import READY_FILE, serve_forever
 from mnist_job.serving.predict import model_uri, predict_files
+from mnist_job.tracking.client import mlflow_client
 from mnist_job.tracking.registry import CHAMPION, promote
 from mnist_job.tracking.runs import check_tracking_server, resolve_tracking_uri
 from mnist_job.training.driver import run_training
@@ -139,12 +140,10 @@ def evaluate_command(args, runtime: cfg.Runtime) -> int:
 
 def _registry(args, runtime: cfg.Runtime):
     """(params, the registered model's name, tracking URI, client) of a command that reads the registry."""
-    from mlflow import MlflowClient  # 1.3 s to import: only the commands that read the registry pay it
-
     params = _params(args, runtime)
     tracking_uri = resolve_tracking_uri(runtime)
     check_tracking_server(tracking_uri)
-    return params, args.model or params.mlflow.registered_model, tracking_uri, MlflowClient(tracking_uri=tracking_uri)
+    return params, args.model or params.mlflow.registered_model, tracking_uri, mlflow_client(tracking_uri)
 
 
 def promote_command(args, runtime: cfg.Runtime) -> int:

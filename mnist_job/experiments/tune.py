@@ -23,6 +23,7 @@ from mnist_job.core.paths import Output
 from mnist_job.core.tuning_params import SEARCHABLE
 from mnist_job.data.dvc_store import CACHED_DATA_OUTPUTS
 from mnist_job.experiments.compare import KIND_TAG
+from mnist_job.tracking.client import mlflow_client
 from mnist_job.training.planning import resolve_storage_path, when_nodes_join
 
 logger = logging.getLogger(__name__)
@@ -111,12 +112,10 @@ def _run_trial(config: dict, base: Params, runtime: Runtime, study: str, parent_
             if metrics and metrics[0].get("epoch", 0) < base.tune.max_epochs:
                 super().after_report(run_context, metrics, checkpoint)
 
-    from mlflow import MlflowClient
-
     runtime = runtime.for_this_node()  # the trial's node: its own data cache and project folder (a pod's)
     trial_id = tune.get_context().get_trial_id()
     params = trial_params(base, config, study, trial_id, cpus_per_worker)
-    client = MlflowClient(tracking_uri=resolve_tracking_uri(runtime))
+    client = mlflow_client(resolve_tracking_uri(runtime))
     done = client.search_runs([get_or_create_experiment(client, params.mlflow.experiment, runtime.project_dir,
                                                         client.tracking_uri)],
                               filter_string=f"tags.`{TRIAL_TAG}` = '{trial_id}' and attributes.status = 'FINISHED'")
@@ -176,7 +175,6 @@ def run_study(params: Params, runtime: Runtime) -> StudyResult:
     # window would be unknown to the restored study. Every second, a new trial is saved before its actor
     # has started its MLflow run; finish_study marks any run that still escaped (ORPHAN_TAG).
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "1")
-    from mlflow import MlflowClient
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search.optuna import OptunaSearch
@@ -195,7 +193,7 @@ def run_study(params: Params, runtime: Runtime) -> StudyResult:
     ray = init_ray(runtime)
     cpus_per_worker = _cpus_per_worker(params, ray, runtime)
 
-    client = MlflowClient(tracking_uri=tracking_uri)
+    client = mlflow_client(tracking_uri)
     experiment_id = tracking.get_or_create_experiment(client, params.mlflow.experiment, runtime.project_dir,
                                                       tracking_uri)
     parent, resumed_parent = study_parent_run(client, experiment_id, study, params)

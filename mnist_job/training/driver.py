@@ -25,6 +25,7 @@ from mnist_job.core.errors import InvalidInput, JobError
 from mnist_job.core.files import write_atomically
 from mnist_job.core.phases import PhaseClock
 from mnist_job.data.s3 import check_s3_location
+from mnist_job.tracking.client import mlflow_client
 from mnist_job.training import planning
 from mnist_job.training.failures import fit_or_stop
 from mnist_job.training.planning import BatchPlan, WorkerPlan, plan_batches, plan_resources, resolve_storage_path
@@ -187,12 +188,10 @@ def _start_cluster(params: Params, runtime: Runtime, log_file: Path, verbose: bo
 def _start_run(params: Params, runtime: Runtime, checked: _Checked, cluster: _Cluster, base_name: str,
                extra_tags: dict | None) -> _StartedRun:
     """The MLflow run, tagged with what it runs on; resumed when a restarted driver reruns the same run name."""
-    from mlflow import MlflowClient
-
     from mnist_job.data.dvc_store import dvc_lock_hash, dvc_remote_location
     from mnist_job.tracking import runs as tracking
 
-    client = MlflowClient(tracking_uri=checked.tracking_uri)
+    client = mlflow_client(checked.tracking_uri)
     experiment_id = tracking.get_or_create_experiment(client, params.mlflow.experiment, runtime.project_dir,
                                                       checked.tracking_uri)
     data_md5 = dvc_lock_hash(runtime.project_dir, params.data.dir)

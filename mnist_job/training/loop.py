@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import tempfile
 import time
 from pathlib import Path
@@ -24,6 +23,7 @@ import torch
 
 from mnist_job.core.phases import PhaseClock
 from mnist_job.model.network import images_to_tensor
+from mnist_job.tracking.client import mlflow_client
 from mnist_job.training.epoch import (
     Shard,
     TrainingState,
@@ -209,15 +209,10 @@ def _checkpoint(plan: WorkerPlan, worker: Worker, training: TrainingState, epoch
 
 
 def _mlflow_logger(plan: WorkerPlan):
-    from mlflow import MlflowClient
-
     from mnist_job.tracking.runs import EpochMetricsLogger
 
-    # Fail a request in seconds rather than minutes so an outage only delays logging.
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
-    client = MlflowClient(tracking_uri=plan.tracking_uri)
-    return EpochMetricsLogger(client, plan.run_id)
+    # Fail a request in seconds rather than minutes so an outage only delays logging (the buffer retries).
+    return EpochMetricsLogger(mlflow_client(plan.tracking_uri, fail_fast=True), plan.run_id)
 
 
 def finish_run(plan: WorkerPlan, model: torch.nn.Module, test: tuple[np.ndarray, np.ndarray],

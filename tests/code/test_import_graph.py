@@ -28,6 +28,7 @@ LIBRARIES = [
     "model.pixel_pyfunc",
     "model.export",
     "evaluation.scoring",
+    "tracking.client",
     "tracking.runs",
     "tracking.registry",
     "training.failures",
