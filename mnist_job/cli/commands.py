@@ -169,19 +169,20 @@ def serve_command(args, runtime: cfg.Runtime) -> int:
 def submit_command(args, runtime: cfg.Runtime) -> int:
     from mnist_job.cluster.submit import submit  # the kubernetes client: 0.2 s that no other command needs
 
-    return submit(args.manifest, args.namespace, args.wait, args.timeout, args.stuck_after, say=_say)
+    return submit(args.manifest, args.namespace, args.wait, args.timeout, args.stuck_after, say=_say,
+                  in_cluster=runtime.kube_in_cluster)
 
 
 def status_command(args, runtime: cfg.Runtime) -> int:
     from mnist_job.cluster.submit import status
 
-    return status(args.name, args.namespace, args.stuck_after, say=_say)
+    return status(args.name, args.namespace, args.stuck_after, say=_say, in_cluster=runtime.kube_in_cluster)
 
 
 def logs_command(args, runtime: cfg.Runtime) -> int:
     from mnist_job.cluster.submit import logs
 
-    return logs(args.name, args.namespace, args.follow, say=_say)
+    return logs(args.name, args.namespace, args.follow, say=_say, in_cluster=runtime.kube_in_cluster)
 
 
 def _flag(name: str) -> Callable:

@@ -78,7 +78,12 @@ def _add_flags(parser: argparse.ArgumentParser, flags: dict) -> None:
         field = key.split(".", 1)[1]
         parser.add_argument(f"--{name.replace('_', '-')}", dest=name, type=kind, default=None,
                             metavar=field.upper() if kind is not str else "VALUE",
-                            help=f"{cfg.field_help(section, field)}; same as --set {key}=...")
+                            help=f"{_field_help(section, field)}; same as --set {key}=...")
+
+
+def _field_help(section: type, name: str) -> str:
+    field = section.model_fields[name]
+    return f"{field.description} (default: {field.default!r})"
 
 
 def _embedded_store() -> str:

@@ -25,6 +25,7 @@ from mnist_job.data.dvc_store import CACHED_DATA_OUTPUTS
 from mnist_job.experiments.compare import KIND_TAG
 from mnist_job.tracking.client import mlflow_client
 from mnist_job.training.planning import resolve_storage_path, when_nodes_join
+from mnist_job.training.ray_cluster import init_ray, keep_every_log_line
 
 logger = logging.getLogger(__name__)
 
@@ -170,7 +171,7 @@ def _cpus_per_worker(params: Params, ray, runtime: Runtime) -> int:
 def run_study(params: Params, runtime: Runtime) -> StudyResult:
     import os
 
-    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    keep_every_log_line()  # before any import of ray
     # Tune saves the study's state every 10 s or more by default: a trial started and killed inside that
     # window would be unknown to the restored study. Every second, a new trial is saved before its actor
     # has started its MLflow run; finish_study marks any run that still escaped (ORPHAN_TAG).
@@ -181,7 +182,6 @@ def run_study(params: Params, runtime: Runtime) -> StudyResult:
 
     from mnist_job.data.dvc_store import ensure_dataset
     from mnist_job.tracking import runs as tracking
-    from mnist_job.training.ray_cluster import init_ray
 
     study = params.tune.study_name or f"study-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}"
     storage = resolve_storage_path(params.tune.storage_path, runtime)

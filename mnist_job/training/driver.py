@@ -10,7 +10,6 @@ from __future__ import annotations
 import importlib
 import json
 import logging
-import os
 import sys
 import threading
 import time
@@ -29,7 +28,7 @@ from mnist_job.tracking.client import mlflow_client
 from mnist_job.training import planning
 from mnist_job.training.failures import fit_or_stop
 from mnist_job.training.planning import BatchPlan, WorkerPlan, plan_batches, plan_resources, resolve_storage_path
-from mnist_job.training.ray_cluster import init_ray, owns_local_cluster
+from mnist_job.training.ray_cluster import init_ray, keep_every_log_line, owns_local_cluster
 
 logger = logging.getLogger(__name__)
 
@@ -67,10 +66,7 @@ def run_training(params: Params, runtime: Runtime, verbose: bool = False, extra_
 
     ``extra_tags`` go on the MLflow run (a tuning trial: its study run as parent); ``callbacks`` to Ray Train.
     """
-    # Ray folds log lines that differ only in numbers ("[rank 0] epoch 2" / "[rank 1] epoch 2"),
-    # which hides per-rank progress and resume messages in the log file; keep every line.
-    # Ray reads this when it is imported, so before any import of ray.
-    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    keep_every_log_line()  # before any import of ray
     import mlflow  # noqa: F401 (imported before their loggers are routed: importing them sets those up)
     import ray  # noqa: F401
 

@@ -246,7 +246,8 @@ def finish_run(plan: WorkerPlan, model: torch.nn.Module, test: tuple[np.ndarray,
         def log_everything():
             return log_final_results(client, plan.tracking_uri, run_id, model, evaluation, folder, example,
                                      params.mlflow.registered_model if register else None,
-                                     int(history[-1]["epoch"]) if history else 0, phases=clock)
+                                     int(history[-1]["epoch"]) if history else 0, phases=clock,
+                                     image=plan.runtime.for_this_node().image)  # rank 0's pod's image
 
         version = retry(log_everything, "log the final model and plots", timeout)
     if register:
