@@ -11,7 +11,7 @@ import subprocess
 
 import pytest
 
-from tests.support import services
+from loopback import services
 from tests.support.cli import run_cli
 
 pytestmark = pytest.mark.slow

@@ -9,9 +9,9 @@ import time
 
 import pytest
 
+from loopback.polling import wait_until
 from mnist_job.tracking.runs import RUN_NAME_TAG
 from tests.support.local_cluster import NAMESPACE, ROOT
-from tests.support.polling import wait_until
 from tests.support.training import EPOCH_METRICS
 
 pytestmark = [pytest.mark.kubernetes, pytest.mark.slow]
