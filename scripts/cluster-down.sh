@@ -8,6 +8,8 @@
 #   CLUSTER_KEEP_ETCD=1 scripts/cluster-down.sh   # keep the cluster's objects for the next cluster-up
 #   scripts/cluster-down.sh --only NAME           # stop one component, the rest keeps running
 #                                                 # (cluster-up.sh --only NAME starts it again)
+# The node agent stopped alone (--only node-agent) leaves its pods' containers running, as a kubelet's restart
+# does, and the next one adopts them; the whole cluster going down takes them with it.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -16,7 +18,7 @@ PIDS=$STATE/pids
 BRIDGE=mnistbr0
 STOP_TIMEOUT=20
 
-# Reverse start order: the node agent first (it stops its pods), etcd last.
+# Reverse start order: the node agent first (told to stop its pods), etcd last.
 COMPONENTS=(node-agent ray-operator kube-scheduler kube-controller-manager kube-apiserver etcd)
 # What each component's command line contains: a recycled PID of another program is never signalled.
 declare -A PROGRAM=(
@@ -68,6 +70,21 @@ stop_component() {
   rm -f "$file"
 }
 
+# What is left of the pods once the agent is gone (it stopped them all, unless it had to be killed): each
+# recorded process group (tests/support/node_agent/pids.py: "PID START-TIME"), if that very process still runs.
+kill_pods() {
+  local file pid start stat
+  for file in "$STATE"/node/pods/*/containers/*/pid "$STATE"/node/pods/*/containers/*/shim.pid \
+    "$STATE"/node/pods/*/holder.pid; do
+    read -r pid start 2>/dev/null <"$file" || continue
+    stat=$(cat "/proc/$pid/stat" 2>/dev/null) || continue
+    read -ra stat <<<"${stat##*) }"
+    [[ ${stat[19]} == "$start" ]] || continue
+    kill -KILL -- "-$pid" 2>/dev/null && log "pod process group $pid (${file#"$STATE"/node/}) killed"
+  done
+  return 0
+}
+
 # Only the rule cluster-up recorded having added.
 firewall_down() {
   [[ -f $STATE/firewall ]] || return 0
@@ -110,7 +127,9 @@ main() {
     stop_component "$2"
     return
   fi
+  [[ -d $STATE/node ]] && : >"$STATE/node/drain"  # the node agent stops its pods too (tests/support/node_agent)
   for name in "${COMPONENTS[@]}"; do stop_component "$name"; done
+  kill_pods
   firewall_down
   bridge_down
   remove_state

@@ -1,7 +1,8 @@
 # shellcheck shell=bash
 # What scripts/deploy-rayjob.sh and scripts/deploy-rayservice.sh share: sourced, not run.
-# Both render charts/kuberay-mnist-rayjob for one profile, check the credentials Secrets
-# the pods will read, apply, and check that the Ray head runs with token authentication.
+# Both render charts/kuberay-mnist-rayjob for one profile and check the credentials Secrets
+# the pods will read; deploy-rayservice.sh also applies and checks that the Ray head runs with
+# token authentication (a RayJob's head is checked by `mnist-job submit`, which deploy-rayjob.sh runs).
 #
 # The caller sets before sourcing: ROOT, TOOL (prefix of every message, e.g. deploy-rayjob),
 # RESOURCE (the KubeRay kind in kubectl's words: rayjob or rayservice), RESOURCE_TITLE

@@ -169,8 +169,8 @@ def serve_command(args, runtime: cfg.Runtime) -> int:
 def submit_command(args, runtime: cfg.Runtime) -> int:
     from mnist_job.cluster.submit import submit  # the kubernetes client: 0.2 s that no other command needs
 
-    return submit(args.manifest, args.namespace, args.wait, args.timeout, args.stuck_after, say=_say,
-                  in_cluster=runtime.kube_in_cluster)
+    return submit(args.manifest, args.namespace, args.wait, args.timeout, args.stuck_after, runtime.tracking_uri,
+                  say=_say, in_cluster=runtime.kube_in_cluster)
 
 
 def status_command(args, runtime: cfg.Runtime) -> int:

@@ -84,6 +84,10 @@ class Cluster:
                 return None
             raise
 
+    def delete_rayjob(self, name: str, namespace: str) -> None:
+        self.call("delete RayJob", self.custom.delete_namespaced_custom_object, **RAYJOB, namespace=namespace,
+                  name=name, _request_timeout=30)
+
     def snapshot(self, rayjob: dict, log_lines: int = 60) -> Snapshot:
         """The RayJob with its submitter Job, the pods of both and their events, and the driver's last lines."""
         namespace, name = rayjob["metadata"]["namespace"], rayjob["metadata"]["name"]

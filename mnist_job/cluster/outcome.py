@@ -30,7 +30,7 @@ class Snapshot:
 
 @dataclass(frozen=True)
 class Verdict:
-    state: str  # "running", "succeeded" or "failed"
+    state: str  # "running", "succeeded", "failed" or "refused" (mnist_job/cluster/submit.py refuses)
     summary: str  # one line: what KubeRay says
     cause: str | None = None  # the first cause found, in plain words
 
@@ -51,6 +51,8 @@ def decide(snapshot: Snapshot, now: datetime | None = None, stuck_after_s: float
     summary = status_line(snapshot.rayjob)
     if deployment == "Complete" and job in FINISHED_OK and not _job_failed(snapshot.job):
         return Verdict("succeeded", summary)
+    if deployment == "ValidationFailed":  # the operator refused the spec and stops reconciling it
+        return Verdict("failed", summary, _kuberay_message(status) or "KubeRay refused the RayJob's spec")
     if deployment == "Failed" or (deployment == "Complete" and job in FINISHED_BAD):
         return Verdict("failed", summary, first_cause(snapshot) or _kuberay_message(status) or "the Ray job failed")
     stuck = stuck_pod(snapshot, now or datetime.now(UTC), stuck_after_s)
@@ -74,6 +76,20 @@ def first_cause(snapshot: Snapshot) -> str | None:
     if quota:
         return quota
     return driver_failure(snapshot.driver_log_tail)
+
+
+def head_auth(snapshot: Snapshot) -> tuple[str, str] | None:
+    """(head pod, its Ray container's RAY_AUTH_MODE or "<unset>") once a head runs, for a RayJob that asks for
+    token authentication (``authOptions.mode: token``, which KubeRay turns into that variable); else None."""
+    cluster = (snapshot.rayjob.get("spec") or {}).get("rayClusterSpec") or {}
+    if (cluster.get("authOptions") or {}).get("mode") != "token":
+        return None
+    for pod in snapshot.pods:
+        labels = pod["metadata"].get("labels") or {}
+        if labels.get("ray.io/node-type") == "head" and (pod.get("status") or {}).get("phase") == "Running":
+            env = {e["name"]: e.get("value") for e in pod["spec"]["containers"][0].get("env") or []}
+            return pod["metadata"]["name"], env.get("RAY_AUTH_MODE") or "<unset>"
+    return None
 
 
 def pod_cannot_start(pod: dict) -> str | None:

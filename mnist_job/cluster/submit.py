@@ -4,8 +4,12 @@
 its NetworkPolicies) and, with ``--wait``, follows the submitter's logs (the driver's output) while it reads
 the RayJob, its submitter Job, their pods and events every few seconds; the outcome is decided from all of
 them together (mnist_job/cluster/outcome.py). Exit codes: 0 the Ray job SUCCEEDED, 1 it FAILED or STOPPED or
-could not start (the first cause is printed in plain words), 2 invalid input, 3 the API server unreachable.
-The RayJob is left as it is whatever the outcome: its deletion rules and TTL (the chart's) decide.
+could not start (the first cause is printed in plain words), 2 invalid input, 3 the API server unreachable, 4
+refused: the running head lacks the Ray token authentication the RayJob asks for (the RayJob is then deleted).
+Once the outcome is known it prints what the job cost (CPU- and GPU-hours, queue wait; mnist_job/cluster/cost.py)
+and logs it to the job's MLflow run, with the resolved RayJob and the images' digests, where MLFLOW_TRACKING_URI
+reaches the platform's MLflow (run_record.py). A refused RayJob is deleted; any other is left as it is: its
+deletion rules and TTL (the chart's) decide.
 """
 
 from __future__ import annotations
@@ -13,23 +17,25 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
 from kubernetes.client.rest import ApiException
 
+from mnist_job.cluster.cost import reckon
 from mnist_job.cluster.kube import Cluster, read_manifest
-from mnist_job.cluster.outcome import Verdict, decide, first_cause, status_line
-from mnist_job.core.errors import InvalidInput, ServiceUnavailable
+from mnist_job.cluster.outcome import Snapshot, Verdict, decide, first_cause, head_auth, status_line
+from mnist_job.core.errors import InvalidInput, JobError, ServiceUnavailable
 
 logger = logging.getLogger(__name__)
-TERMINAL = ("Complete", "Failed")
-EXIT = {"succeeded": 0, "failed": 1, "running": 0}
+TERMINAL = ("Complete", "Failed", "ValidationFailed")
+EXIT = {"succeeded": 0, "failed": 1, "running": 0, "refused": 4}
 API_OUTAGE_S = 300  # how long the wait rides out an unreachable API server (a control-plane restart)
 
 
 def submit(manifest: Path, namespace: str | None, wait: bool, timeout_s: float, stuck_after_s: float,
-           say=print, in_cluster: bool = False) -> int:
+           tracking_uri: str | None = None, say=print, in_cluster: bool = False) -> int:
     """Apply ``manifest``; with ``wait``, follow the job to its end and return its exit code."""
     documents = read_manifest(manifest)
     cluster = Cluster(in_cluster=in_cluster)
@@ -45,20 +51,34 @@ def submit(manifest: Path, namespace: str | None, wait: bool, timeout_s: float, 
     if not wait:
         say(f"follow it with: mnist-job status {name} -n {namespace}; mnist-job logs {name} -n {namespace}")
         return 0
-    verdict = follow(cluster, name, namespace, timeout_s, stuck_after_s, say)
-    return report(verdict, name, namespace, say)
+    followed = follow(cluster, name, namespace, timeout_s, stuck_after_s, say)
+    code = report(followed.verdict, name, namespace, say)
+    if followed.rayjob is not None and followed.verdict.state != "running":
+        account(followed, tracking_uri, say)
+    return code
+
+
+@dataclass
+class Followed:
+    """What following a RayJob came to: the verdict, the RayJob as last read, the last state of every pod seen."""
+
+    verdict: Verdict
+    rayjob: dict | None = None
+    pods: dict[str, dict] = field(default_factory=dict)  # by uid: pods deleted on the way (workers) count too
+    head_checked: bool = False  # the running head's token authentication was checked
 
 
 def follow(cluster: Cluster, name: str, namespace: str, timeout_s: float, stuck_after_s: float, say,
-           poll_s: float = 2.0) -> Verdict:
+           poll_s: float = 2.0) -> Followed:
     """Read the RayJob and what it made until the outcome is known, printing the driver's lines as they come."""
     started, last_line, followed, followers = time.monotonic(), "", set(), []
-    outage_since = None
+    outage_since, seen = None, Followed(Verdict("running", ""))
     while True:
         try:
             rayjob = cluster.rayjob(name, namespace)
             if rayjob is None:
-                return Verdict("failed", "deleted", f"RayJob {namespace}/{name} was deleted while it ran")
+                seen.verdict = Verdict("failed", "deleted", f"RayJob {namespace}/{name} was deleted while it ran")
+                return seen
             # the driver's last lines name a failure's cause: read once the deployment has ended, not every poll
             ended = (rayjob.get("status") or {}).get("jobDeploymentStatus") in TERMINAL
             snapshot = cluster.snapshot(rayjob, log_lines=60 if ended else 0)
@@ -70,19 +90,40 @@ def follow(cluster: Cluster, name: str, namespace: str, timeout_s: float, stuck_
             say(f"cannot read RayJob {name}, retrying: {str(exc).splitlines()[0]}")
             time.sleep(poll_s)
             continue
+        seen.rayjob = rayjob
+        seen.pods.update((pod["metadata"]["uid"], pod) for pod in snapshot.pods)
         followers += _follow_new_submitters(cluster, snapshot.pods, followed, say)
-        verdict = decide(snapshot, datetime.now(UTC), stuck_after_s)
+        seen.verdict = verdict = _refused_head(cluster, snapshot, seen, say) or \
+            decide(snapshot, datetime.now(UTC), stuck_after_s)
         if verdict.summary != last_line:
             logger.info(f"RayJob {name}: {verdict.summary}")
             last_line = verdict.summary
         if verdict.state != "running":
             for follower in followers:  # the driver's last lines before the verdict
                 follower.join(10)
-            return verdict
+            return seen
         if time.monotonic() - started > timeout_s:
-            return Verdict("failed", verdict.summary, f"not finished after --timeout {timeout_s:.0f} s ("
-                           f"{verdict.summary}){'; ' + cause if (cause := first_cause(snapshot)) else ''}")
+            seen.verdict = Verdict("failed", verdict.summary, f"not finished after --timeout {timeout_s:.0f} s ("
+                                   f"{verdict.summary}){'; ' + cause if (cause := first_cause(snapshot)) else ''}")
+            return seen
         time.sleep(poll_s)
+
+
+def _refused_head(cluster: Cluster, snapshot: Snapshot, seen: Followed, say) -> Verdict | None:
+    """Once its head runs, a RayJob that asks for Ray token authentication has it, or it is deleted and refused
+    (exit 4): without it anyone reaching the head's ports could run code."""
+    found = None if seen.head_checked else head_auth(snapshot)
+    if found is None:
+        return None
+    seen.head_checked, (pod, mode) = True, found
+    if mode == "token":
+        say(f"head pod {pod} runs with Ray token authentication")
+        return None
+    name, namespace = snapshot.rayjob["metadata"]["name"], snapshot.rayjob["metadata"]["namespace"]
+    cluster.delete_rayjob(name, namespace)
+    return Verdict("refused", status_line(snapshot.rayjob), f"head pod {pod} runs without Ray token authentication "
+                   f"(RAY_AUTH_MODE={mode}, expected token): anyone reaching its ports could run code; "
+                   f"RayJob {name} deleted")
 
 
 def _follow_new_submitters(cluster: Cluster, pods: list[dict], followed: set[str], say) -> list[threading.Thread]:
@@ -107,11 +148,33 @@ def _print_lines(cluster: Cluster, pod: dict, say) -> None:
         logger.debug(f"logs of {pod['metadata']['name']} ended: {exc}")
 
 
+def account(followed: Followed, tracking_uri: str | None, say) -> None:
+    """Print what the job cost and log it to the job's MLflow run (mnist_job/cluster/cost.py, run_record.py);
+    a cost that cannot be logged is said, and changes nothing else."""
+    from mnist_job.cluster.run_record import NotRecorded, record  # MLflow (1.3 s): only once a job has ended
+
+    cost = reckon(followed.rayjob, list(followed.pods.values()), datetime.now(UTC))
+    say(cost.summary())
+    for charge in cost.pods:
+        say(f"  {charge.line()}")
+    try:
+        run_id = record(tracking_uri, followed.rayjob, cost, images_run(followed.pods.values()))
+        say(f"cost logged to MLflow run {run_id} (metrics cost_*; artifacts submit/rayjob.yaml, submit/images.json)")
+    except (NotRecorded, JobError) as exc:
+        say(f"cost not logged to MLflow: {exc}")
+
+
+def images_run(pods) -> dict[str, str]:
+    """Each image the pods ran, with the digest the node reported for it (``imageID``), where it did."""
+    return {cs["image"]: cs.get("imageID") or "not reported by the node"
+            for pod in pods for cs in (pod.get("status") or {}).get("containerStatuses") or []}
+
+
 def report(verdict: Verdict, name: str, namespace: str, say=print) -> int:
     if verdict.state == "succeeded":
         say(f"RayJob {namespace}/{name}: SUCCEEDED ({verdict.summary})")
-    elif verdict.state == "failed":
-        say(f"RayJob {namespace}/{name}: FAILED ({verdict.summary})\ncause: {verdict.cause}")
+    elif verdict.state in ("failed", "refused"):
+        say(f"RayJob {namespace}/{name}: {verdict.state.upper()} ({verdict.summary})\ncause: {verdict.cause}")
     else:
         say(f"RayJob {namespace}/{name}: running ({verdict.summary})")
     return EXIT[verdict.state]

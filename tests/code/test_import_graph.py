@@ -42,7 +42,7 @@ STAGES = ["data.fetch", "data.prepare", "training.epoch", "training.loop", "trai
 SERVING = ["serving.images", "serving.predict", "serving.champion", "serving.app"]
 EXPERIMENTS = ["experiments.compare", "experiments.baseline", "experiments.tune", "experiments.study_report"]
 # The cluster from the user's seat: a RayJob submitted and followed through the Kubernetes API.
-CLUSTER = ["cluster.outcome", "cluster.kube", "cluster.submit"]
+CLUSTER = ["cluster.outcome", "cluster.cost", "cluster.kube", "cluster.run_record", "cluster.submit"]
 TOP = ["cli.parser", "cli.commands", "__main__"]
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from mnist_job.cluster.outcome import Snapshot, decide, driver_failure
+from mnist_job.cluster.outcome import Snapshot, decide, driver_failure, head_auth
 
 NOW = datetime(2026, 12, 6, 12, 0, tzinfo=UTC)
 
@@ -43,6 +43,27 @@ def test_a_failed_ray_job_status_alone_while_the_head_is_replaced_is_not_the_end
     for job in ("FAILED", "Failure"):
         assert decide(Snapshot(rayjob("Running", job)), NOW).state == "running"
     assert decide(Snapshot(rayjob("Retrying", "FAILED")), NOW).state == "running"
+
+
+def test_a_spec_the_operator_refused_ends_the_wait_with_its_message():
+    refused = rayjob("ValidationFailed")
+    refused["status"]["message"] = "duplicate rule for DeletionPolicyType 'DeleteWorkers'"
+    verdict = decide(Snapshot(refused), NOW)
+    assert verdict.state == "failed" and "duplicate rule for DeletionPolicyType" in verdict.cause
+
+
+def test_the_running_heads_token_authentication_is_read_only_when_the_rayjob_asks_for_it():
+    asks = rayjob("Running")
+    asks["spec"]["rayClusterSpec"] = {"authOptions": {"mode": "token"}}
+    head = pod("j-head")
+    head["metadata"]["labels"] = {"ray.io/node-type": "head"}
+    head["status"]["phase"] = "Pending"
+    assert head_auth(Snapshot(asks, pods=[head])) is None, "not judged before it runs"
+    head["status"]["phase"] = "Running"
+    assert head_auth(Snapshot(asks, pods=[head])) == ("j-head", "<unset>")
+    head["spec"]["containers"][0]["env"] = [{"name": "RAY_AUTH_MODE", "value": "token"}]
+    assert head_auth(Snapshot(asks, pods=[head])) == ("j-head", "token")
+    assert head_auth(Snapshot(rayjob("Running"), pods=[head])) is None
 
 
 def test_an_image_that_cannot_be_pulled_fails_once_it_has_lasted():

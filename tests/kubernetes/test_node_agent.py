@@ -3,13 +3,22 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
 import struct
+import subprocess
+from pathlib import Path
 
 import pytest
 
-from tests.support.node_agent import dns, images
+from tests.support.node_agent import container as containers
+from tests.support.node_agent import dns, images, pids, pod_state
+from tests.support.node_agent.network import AddressPool
+from tests.support.node_agent.pod_sandbox import Node, now
+from tests.support.node_agent.pod_worker import PodWorker
 from tests.support.node_agent.podspec import container_env, expand, field_value
+from tests.support.node_agent.service_map import ServiceMap
 
 POD = {"metadata": {"name": "p", "namespace": "ns", "uid": "u-1", "labels": {"app": "web"}},
        "spec": {"nodeName": "n", "serviceAccountName": "sa", "containers": [
@@ -83,3 +92,69 @@ def test_dns_answers_a_records_empty_for_other_types_and_nxdomain_for_unknown_na
 def test_resolv_conf_is_the_kubelets_cluster_first():
     assert dns.resolv_conf("mnist", "10.244.0.1") == (
         "nameserver 10.244.0.1\nsearch mnist.svc.cluster.local svc.cluster.local cluster.local\noptions ndots:5\n")
+
+
+# ------------------------------------------------------------ containers that outlive the agent (pod_state.py)
+
+RUNNING_POD = {"metadata": {"name": "p", "namespace": "ns", "uid": "u-2"},
+               "spec": {"containers": [{"name": "c", "image": "kuberay-mnist:dev-cpu"}]}}
+
+
+def a_node(state: Path) -> Node:
+    hosts = ServiceMap(None, "mnistbr0", "10.244.0.1")
+    return Node(None, "n", "10.244.0.1", "mnistbr0", AddressPool("10.244.0.0/24", "10.244.0.1", state), {}, state,
+                hosts)
+
+
+def launch(folder: Path, script: str, log: Path) -> containers.Running:
+    """A process under its shim, with a container's files, as container.start leaves them."""
+    spec = containers.ContainerSpec("ns/p", folder.name, [], {"GREETING": "hi"}, "/", os.getuid(), os.getgid(), [],
+                                    False, [], folder, folder, folder)
+    spec.prepare()
+    return containers.launch(folder, ["sh", "-c", script], log, now(), containers.Identity.of(folder))
+
+
+def pod_left_running(node: Node, script: str) -> tuple[PodWorker, subprocess.Popen]:
+    """What an agent leaves when it stops: a pod's holder and its container running, its status on disk."""
+    worker = PodWorker(node, RUNNING_POD)
+    holder = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    (worker.folder / "containers" / "c").mkdir(parents=True)
+    pids.record(worker.folder / "holder.pid", holder.pid)
+    cs = worker.main[0]
+    cs.running = launch(worker.folder / "containers" / "c", script, node.state / "c.log")
+    cs.state, worker.phase, worker.reporting = {"running": {"startedAt": cs.running.started_at}}, "Running", False
+    worker.report()  # writes status.json; reports nothing (no API here)
+    return worker, holder
+
+
+def test_a_container_outlives_its_agent_and_the_next_one_reads_its_exit_code_from_the_shim(tmp_path):
+    first = launch(tmp_path / "c", "echo before; sleep 1; echo after; exit 3", tmp_path / "c.log")
+    adopted = containers.adopt(tmp_path / "c", first.started_at)
+    del first  # the agent that started it is gone; its shim is not
+    assert adopted.poll() is None and adopted.identity.env == {"GREETING": "hi"}
+    assert adopted.wait(10) == 3 and adopted.finished_at
+    assert (tmp_path / "c.log").read_text() == "before\nafter\n"  # the shim kept the log open
+
+
+def test_a_restarted_agent_adopts_a_running_pod_and_restarts_nothing(tmp_path):
+    node = a_node(tmp_path)
+    first, holder = pod_left_running(node, "sleep 1; exit 3")
+    ip, pid = node.pool.take(first.uid), first.main[0].running.pid
+    worker = pod_state.adopt(a_node(tmp_path), RUNNING_POD)  # a new agent, with nothing but the node's folder
+    try:
+        cs = worker.main[0]
+        assert (worker.network.ip, worker.network.pid, cs.running.pid, cs.restarts) == (ip, holder.pid, pid, 0)
+        assert cs.running.wait(10) == 3
+        assert worker.record_exit(cs) == 3 and cs.state["terminated"]["startedAt"] == first.main[0].state[
+            "running"]["startedAt"]
+    finally:
+        worker.teardown()  # the holder, stopped by its PID (the adopting agent is not its parent)
+    assert holder.wait(10) is not None
+
+
+def test_the_containers_of_a_pod_deleted_while_no_agent_ran_are_killed(tmp_path):
+    node = a_node(tmp_path)
+    first, holder = pod_left_running(node, "sleep 60")
+    assert pod_state.forget_unlisted(node, set()) == [first.uid]
+    assert holder.wait(10) is not None and first.main[0].running.wait(10) == 128 + signal.SIGKILL
+    assert not first.folder.exists() and first.uid not in node.pool.taken

@@ -58,5 +58,6 @@ def test_a_rayjob_the_operator_rejects_ends_the_deploy_with_kuberays_message(clu
     done = cluster.run("bash", "scripts/deploy-rayjob.sh", "--profile", "cpu-kind", "--", *duplicate, timeout=300,
                        check=False)
     assert done.returncode == 1, f"{done.stdout[-2000:]}\n{done.stderr[-2000:]}"
-    assert "jobDeploymentStatus=ValidationFailed" in done.stderr, done.stderr[-2000:]
-    assert "duplicate rule for DeletionPolicyType 'DeleteWorkers'" in done.stderr, done.stderr[-2000:]
+    assert "FAILED (deployment=ValidationFailed" in done.stdout, done.stdout[-2000:]
+    assert "cause: KubeRay:" in done.stdout, done.stdout[-2000:]
+    assert "duplicate rule for DeletionPolicyType 'DeleteWorkers'" in done.stdout, done.stdout[-2000:]

@@ -12,7 +12,7 @@ import pytest
 
 from loopback.polling import wait_until
 from mnist_job.tracking.runs import RUN_BASE_TAG, RUN_NAME_TAG
-from tests.support.local_cluster import NAMESPACE, ROOT, operator_source
+from tests.support.local_cluster import NAMESPACE, ROOT, mlflow_as_a_user, operator_source
 from tests.support.training import EPOCH_METRICS
 
 pytestmark = [pytest.mark.kubernetes, pytest.mark.slow]
@@ -120,15 +120,19 @@ def test_the_static_manifest_applied_again_trains_a_new_run(cluster, mlflow):
 def test_make_deploy_rayjob_succeeds_and_the_cluster_goes_after_its_ttl(cluster, mlflow):
     ttl = 20
     started = time.monotonic()
-    done = cluster.run("make", "deploy-rayjob", "PROFILE=cpu-kind", f"SET=lifecycle.deleteClusterAfterSeconds={ttl}",
-                       timeout=JOB_TIMEOUT_S + 120, check=False)
+    with mlflow_as_a_user(cluster) as user:  # where `mnist-job submit` logs the job's cost
+        done = cluster.run("make", "deploy-rayjob", "PROFILE=cpu-kind", f"SET=lifecycle.deleteClusterAfterSeconds={ttl}",
+                           timeout=JOB_TIMEOUT_S + 120, check=False, **user)
     print(f"make deploy-rayjob: exit {done.returncode} in {time.monotonic() - started:.0f} s\n{done.stdout[-1500:]}")
     assert done.returncode == 0, f"{done.stdout[-3000:]}\n{done.stderr[-3000:]}\n{cluster.diagnostics()}"
-    name = next(line.split()[1].rstrip(":") for line in done.stdout.splitlines() if line.startswith("RayJob "))
+    (name,) = re.findall(rf"^RayJob {NAMESPACE}/(\S+): SUCCEEDED", done.stdout, re.MULTILINE)
     assert "runs with Ray token authentication" in done.stdout
     rayjob = cluster.get("rayjob", name, "-n", NAMESPACE)
     assert rayjob["status"]["jobStatus"] == "SUCCEEDED"
-    check_run(mlflow, name)
+    run = check_run(mlflow, name)
+    # mnist-job submit (which the script runs) logged what the job cost to the job's own run
+    assert f"cost logged to MLflow run {run['info']['run_id']}" in done.stdout, done.stdout[-1500:]
+    assert {m["key"] for m in run["data"]["metrics"]} >= {"cost_cpu_hours", "cost_gpu_hours", "cost_queue_wait_s"}
     cluster_name = rayjob["status"]["rayClusterName"]
     wait_until(lambda: cluster.kubectl("get", "raycluster", cluster_name, "-n", NAMESPACE, check=False).returncode != 0,
                ttl + 90, f"RayCluster {cluster_name} still there {ttl} s after the job ended (DeleteCluster rule)",

@@ -105,3 +105,10 @@ def test_kind_profile_mounts_only_the_training_users_secrets(tools):
     head = rayjob["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]
     assert mounted_secrets(head, head["spec"]["containers"][0]) == {
         f"{PLATFORM_RELEASE}-s3-training", f"{PLATFORM_RELEASE}-mlflow-training"}
+
+
+def test_without_mnist_job_exits_3_before_applying(tools):
+    """The script's waiting is `mnist-job submit`'s: without the package it stops before touching a cluster."""
+    proc = deploy(env={"MNIST_JOB": "/nonexistent/mnist-job", "PATH": "/usr/bin:/bin"})
+    assert proc.returncode == 3, proc.stdout + proc.stderr
+    assert "deploy-rayjob: mnist-job not found: run make venv" in proc.stderr

@@ -35,6 +35,21 @@ def test_renders_the_rayservice_and_no_rayjob(tools, profile):
             f"{PLATFORM_RELEASE}-s3-training", f"{PLATFORM_RELEASE}-mlflow-serving"}, role
 
 
+def test_serving_workers_are_restarted_when_their_serve_proxy_stops_answering(tools):
+    """A worker's liveness asks its raylet and its Serve proxy (KubeRay's asks the raylet only); the head's and a
+    RayJob's workers keep KubeRay's probes. tests/kubernetes/test_rayservice.py runs the probe in the pods."""
+    docs = render("--profile", "cpu-kind", "--", "--set", "rayService.livenessFailures=3")
+    templates = rayjob_pod_templates(one(docs, "RayService"))
+    (worker,) = [t for role, t in templates.items() if role.startswith("worker")]
+    probe = worker["spec"]["containers"][0]["livenessProbe"]
+    command = probe["exec"]["command"][-1]
+    assert "http://localhost:52365/api/healthz" in command and "http://localhost:8000/-/healthz" in command
+    assert probe["failureThreshold"] == 3 and probe["timeoutSeconds"] > 2 * 5
+    assert "livenessProbe" not in templates["head"]["spec"]["containers"][0]
+    rayjob = one([d for d in yaml.safe_load_all((ROOT / "k8s" / "rayjob-cpu-kind.yaml").read_text()) if d], "RayJob")
+    assert not [t for t in rayjob_pod_templates(rayjob).values() if "livenessProbe" in t["spec"]["containers"][0]]
+
+
 def test_image_repository_for_a_users_registry(tools):
     service = one(render("--profile", "gpu", "--image", "registry.example.com/team/kuberay-mnist"), "RayService")
     head = service["spec"]["rayClusterConfig"]["headGroupSpec"]["template"]["spec"]["containers"][0]["image"]

@@ -8,6 +8,7 @@ The control plane, the KubeRay operator and the Kubernetes objects are upstream'
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import ssl
@@ -23,6 +24,7 @@ import yaml
 
 from loopback.polling import wait_until
 from loopback.project_env import PROJECT_ENV
+from tests.support.port_forward import port_forward
 
 ROOT = Path(__file__).resolve().parents[2]
 TOOLS = ROOT / ".tools" / "bin"
@@ -222,6 +224,16 @@ class MlflowReader:
     def model_versions(self, run_id: str) -> list[dict]:
         query = urllib.parse.urlencode({"filter": f"run_id = '{run_id}'"})
         return self.call(f"model-versions/search?{query}").get("model_versions", [])
+
+
+@contextlib.contextmanager
+def mlflow_as_a_user(cluster: LocalCluster, secret: str = f"{PLATFORM_RELEASE}-mlflow-training"):
+    """The environment of a user who port-forwarded the platform's MLflow and signed in as the user of ``secret``:
+    ``MLFLOW_TRACKING_URI`` at localhost and that user's name and password (tests/support/port_forward.py)."""
+    with port_forward(cluster.cluster_ip(f"{PLATFORM_RELEASE}-mlflow"), 5000) as port:
+        yield {"MLFLOW_TRACKING_URI": f"http://127.0.0.1:{port}",
+               "MLFLOW_TRACKING_USERNAME": cluster.secret_value(secret, "MLFLOW_TRACKING_USERNAME"),
+               "MLFLOW_TRACKING_PASSWORD": cluster.secret_value(secret, "MLFLOW_TRACKING_PASSWORD")}
 
 
 def start(state: Path, timeout: float = 600) -> LocalCluster:

@@ -120,6 +120,19 @@ workerGroupSpecs:
             ports:
               - name: serve
                 containerPort: {{ $servePort }}
+            # KubeRay gives a serving worker a readiness probe that asks Serve's proxy too, but a liveness
+            # probe that asks only the raylet: a worker whose proxy hangs would stay, out of the Service, for
+            # ever. This one restarts it (docs/kubernetes.md, "What runs where").
+            livenessProbe:
+              exec:
+                command:
+                  - bash
+                  - -c
+                  - wget -T 5 -q -O /dev/null http://localhost:52365/api/healthz && wget -T 5 -q -O- http://localhost:{{ $servePort }}/-/healthz | grep -q success
+              initialDelaySeconds: 30
+              periodSeconds: 10
+              timeoutSeconds: 12
+              failureThreshold: {{ int $root.Values.rayService.livenessFailures }}
             {{- end }}
             env:
               {{- include "rayjob.env" $root | trim | nindent 14 }}

@@ -52,6 +52,8 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     for noisy in ("kubernetes", "urllib3"):  # the API server's restarts are the agent's to report, once
         logging.getLogger(noisy).setLevel(logging.ERROR)
+    drain = args.state / "drain"  # scripts/cluster-down.sh writes it when the whole cluster goes
+    drain.unlink(missing_ok=True)
     api = api_client(args.kubeconfig)
     agent = Agent(api, args.node, args.gateway, args.bridge, args.pod_cidr, args.state.resolve(), args.cpu,
                   args.memory or host_memory(), args.kube_version)
@@ -64,8 +66,9 @@ def main() -> None:
         signal.signal(sig, lambda *_: done.set())
     agent.run()
     done.wait()
-    logging.info("stopping: every pod's containers and sandbox")
-    agent.shutdown()
+    draining = drain.exists()
+    logging.info("stopping: %s", "every pod's containers and sandbox" if draining else "the pods run on")
+    agent.shutdown(draining)
 
 
 if __name__ == "__main__":

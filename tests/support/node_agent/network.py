@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from loopback import services
+from tests.support.node_agent import pids
 
 HOST_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
 
@@ -70,7 +71,7 @@ class PodNetwork:
     gateway: str
     bridge: str
     host_veth: str
-    holder: services.Managed
+    holder: services.Managed | pids.Group  # a Group: adopted from an earlier agent (pod_state.py)
 
     @property
     def pid(self) -> int:
@@ -79,6 +80,10 @@ class PodNetwork:
     def stop(self) -> None:
         self.holder.stop(timeout=5)  # the namespace, its veth end and its emptyDirs go with the holder
         subprocess.run(["ip", "link", "delete", self.host_veth], env=HOST_ENV, capture_output=True)
+
+
+def veth_name(pod_uid: str) -> str:
+    return f"veth{pod_uid.replace('-', '')[:11]}"  # interface names: 15 characters at most
 
 
 def start_pod_network(pod: str, uid: str, hostname: str, ip: str, pool: AddressPool, bridge: str,
@@ -91,8 +96,8 @@ def start_pod_network(pod: str, uid: str, hostname: str, ip: str, pool: AddressP
         if not holder.alive() or time.monotonic() > deadline:
             raise RuntimeError(f"{pod}: its sandbox did not start: {holder.tail()}")
         time.sleep(0.05)
-    host_veth = f"veth{uid.replace('-', '')[:11]}"  # interface names: 15 characters at most
-    net = PodNetwork(pod, ip, pool.network.prefixlen, str(pool.gateway), bridge, host_veth, holder)
+    net = PodNetwork(pod, ip, pool.network.prefixlen, str(pool.gateway), bridge, veth_name(uid), holder)
+    host_veth = net.host_veth
     try:
         subprocess.run(["ip", "link", "delete", host_veth], env=HOST_ENV, capture_output=True)  # a stale one
         sh("ip", "link", "add", host_veth, "type", "veth", "peer", "name", "eth0", "netns", str(holder.pid))

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from kubernetes import client, watch
 
+from tests.support.node_agent import pod_state
 from tests.support.node_agent.dns import DnsServer
 from tests.support.node_agent.network import AddressPool
 from tests.support.node_agent.pod_sandbox import Node, log_path, now
@@ -107,6 +108,8 @@ class Agent:
         uid = meta["uid"]
         with self.lock:
             worker = self.workers.get(uid)
+        if worker is None and (pod.get("status") or {}).get("phase") not in TERMINAL:
+            worker = self.adopt(pod)
         if kind == "DELETED" or meta.get("deletionTimestamp"):
             if worker is not None and not worker.deleting:
                 worker.deleting = True
@@ -124,6 +127,17 @@ class Agent:
                 self.workers[uid] = worker
             log.info("pod %s/%s: starting", meta["namespace"], meta["name"])
             worker.start()
+
+    def adopt(self, pod: dict) -> PodWorker | None:
+        """The pod's worker, when an earlier agent left its containers running (pod_state.py)."""
+        worker = pod_state.adopt(self.node, pod)
+        if worker is not None:
+            with self.lock:
+                self.workers[worker.uid] = worker
+            running = {cs.spec["name"]: cs.running.pid for cs in worker.init + worker.main if cs.running}
+            log.info("pod %s: adopted from an earlier agent: containers running %s", worker.key, running)
+            worker.start()
+        return worker
 
     def finish_deletion(self, worker: PodWorker, gone: bool) -> None:
         worker.finished.wait()
@@ -161,6 +175,10 @@ class Agent:
                 body = json.loads(listed.data)
                 for pod in body["items"]:
                     self.handle("ADDED", pod)
+                with self.lock:
+                    known = {p["metadata"]["uid"] for p in body["items"]} | set(self.workers)
+                for uid in pod_state.forget_unlisted(self.node, known):
+                    log.info("pod %s: deleted while no agent ran; its containers killed", uid)
                 version = body["metadata"]["resourceVersion"]
                 for event in watch.Watch().stream(self.core.list_pod_for_all_namespaces, field_selector=selector,
                                                   resource_version=version, timeout_seconds=300,
@@ -184,11 +202,13 @@ class Agent:
         log.info("node %s ready: pods on %s, cpu %s, memory %s (pid %d)", self.name, self.node.pool.network,
                  self.cpu, self.memory, os.getpid())
 
-    def shutdown(self) -> None:
-        """Stop every pod's containers and sandbox (the API objects stay, as when a kubelet's node goes down)."""
+    def shutdown(self, drain: bool) -> None:
+        """With ``drain``, stop every pod's containers and sandbox (the API objects stay, as when a kubelet's node
+        goes down); without, leave them running for the next agent to adopt, as a kubelet's restart leaves its
+        containers to the container runtime."""
         self.stopped.set()
         with self.lock:
-            workers = list(self.workers.values())
+            workers = list(self.workers.values()) if drain else []
         for worker in workers:
             worker.request_stop(5, report=False)
         for worker in workers:

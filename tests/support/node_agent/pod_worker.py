@@ -3,6 +3,7 @@ restarts by the pod's restartPolicy, status reported to the API server, and a gr
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import signal
@@ -12,6 +13,7 @@ import time
 from kubernetes import client
 
 from tests.support.node_agent import container as containers
+from tests.support.node_agent import pids
 from tests.support.node_agent.images import ImageNotRunnable
 from tests.support.node_agent.network import PodNetwork, start_pod_network
 from tests.support.node_agent.pod_sandbox import ContainerState, Node, PodSandbox, now
@@ -39,6 +41,7 @@ class PodWorker(threading.Thread):
         self.conditions: dict[str, dict] = {}
         self.started_at = now()
         self.reported: dict | None = None
+        self.saved: dict | None = None
         self.reporting = True
         self.deleting = False  # the agent is finishing this pod's deletion
         self.finished = threading.Event()
@@ -47,7 +50,8 @@ class PodWorker(threading.Thread):
 
     def run(self) -> None:
         try:
-            self.start_sandbox()
+            if self.network is None:  # else an earlier agent's sandbox, adopted (pod_state.py)
+                self.start_sandbox()
             if self.run_init_containers():
                 self.run_containers()
         except Exception as exc:  # noqa: BLE001 - a pod's failure must not end the agent
@@ -61,8 +65,7 @@ class PodWorker(threading.Thread):
             self.finished.set()
 
     def request_stop(self, grace: float | None, report: bool = True) -> None:
-        """Stop the pod's containers; ``report=False`` when the agent itself goes down (a kubelet that stops
-        reports nothing: the pod's status stays as it was)."""
+        """Stop the pod's containers; ``report=False`` when the node goes down: its pods' status stays."""
         if grace is not None:
             self.grace = min(self.grace, grace)
         self.reporting = self.reporting and report
@@ -79,12 +82,17 @@ class PodWorker(threading.Thread):
         holder = self.sandbox.holder_script()
         self.network = start_pod_network(self.key, self.uid, hostname[:63], ip, self.node.pool, self.node.bridge,
                                          holder, self.folder / "logs")
-        subdomain = spec.get("subdomain")
-        fqdn = f"{hostname}.{subdomain}.{meta['namespace']}.svc.cluster.local" if subdomain else None
-        self.node.hosts.add_pod(self.uid, meta["namespace"], ip, hostname, fqdn, self.folder / "hosts",
-                                meta.get("labels") or {}, spec["containers"])
+        pids.record(self.folder / "holder.pid", self.network.pid)  # for a restarted agent to adopt the pod
+        self.add_to_service_map()
         self.set_condition("PodReadyToStartContainers", True)
         self.report()
+
+    def add_to_service_map(self) -> None:
+        meta, spec = self.pod["metadata"], self.pod["spec"]
+        hostname, subdomain = spec.get("hostname") or meta["name"], spec.get("subdomain")
+        fqdn = f"{hostname}.{subdomain}.{meta['namespace']}.svc.cluster.local" if subdomain else None
+        self.node.hosts.add_pod(self.uid, meta["namespace"], self.network.ip, hostname, fqdn, self.folder / "hosts",
+                                meta.get("labels") or {}, spec["containers"])
 
     def start_container(self, cs: ContainerState) -> bool:
         """Start ``cs``; False (and a waiting reason) when it cannot start now."""
@@ -104,21 +112,22 @@ class PodWorker(threading.Thread):
         cs.running = containers.start(spec, self.network.pid, log_file, started)
         cs.state = {"running": {"startedAt": started}}
         cs.ready, cs.started = False, False
-        cs.probes = {kind: Prober(kind, cs.spec[f"{kind}Probe"], cs.spec,
-                                  lambda argv, t, r=cs.running: containers.exec_in(r, argv, t))
-                     for kind in ("startup", "readiness", "liveness") if cs.spec.get(f"{kind}Probe")}
-        if "startup" not in cs.probes:
-            cs.started = True
-        log.info("%s: container %s started (pid %d) as %s", self.key, cs.spec["name"], cs.running.popen.pid,
+        self.set_probes(cs)
+        cs.started = "startup" not in cs.probes
+        log.info("%s: container %s started (pid %d) as %s", self.key, cs.spec["name"], cs.running.pid,
                  cs.image.stands_for)
         return True
 
+    def set_probes(self, cs: ContainerState) -> None:
+        cs.probes = {kind: Prober(kind, cs.spec[f"{kind}Probe"], cs.spec,
+                                  lambda argv, t, r=cs.running: containers.exec_in(r, argv, t))
+                     for kind in ("startup", "readiness", "liveness") if cs.spec.get(f"{kind}Probe")}
+
     def record_exit(self, cs: ContainerState) -> int:
         code = cs.running.poll()
-        started = cs.running.started_at
         cs.state = {"terminated": {"exitCode": code, "reason": "Completed" if code == 0 else "Error",
-                                   "startedAt": started, "finishedAt": now(),
-                                   "containerID": f"agent://{cs.running.popen.pid}"}}
+                                   "startedAt": cs.running.started_at, "finishedAt": cs.running.finished_at or now(),
+                                   "containerID": f"agent://{cs.running.pid}"}}
         cs.running, cs.ready, cs.started = None, False, False
         log.info("%s: container %s exited %d", self.key, cs.spec["name"], code)
         return code
@@ -126,7 +135,7 @@ class PodWorker(threading.Thread):
     def run_init_containers(self) -> bool:
         policy = self.pod["spec"].get("restartPolicy", "Always")
         for cs in self.init:
-            while not self.stop_requested.is_set():
+            while not cs.done and not self.stop_requested.is_set():
                 if cs.running is None and time.monotonic() >= cs.backoff_until:
                     if not self.start_container(cs):
                         self.report()
@@ -193,7 +202,7 @@ class PodWorker(threading.Thread):
             elif kind in ("liveness", "startup") and result is False:
                 log.info("%s: container %s failed its %s probe: %s; restarting it", self.key, cs.spec["name"],
                          kind, prober.message)
-                self.stop_container(cs, float(self.pod["spec"].get("terminationGracePeriodSeconds", 30)))
+                self.stop_containers([cs], float(self.pod["spec"].get("terminationGracePeriodSeconds", 30)))
                 return
 
     def update_phase(self, policy: str) -> None:
@@ -210,30 +219,19 @@ class PodWorker(threading.Thread):
 
     # ------------------------------------------------------------ stopping
 
-    def stop_container(self, cs: ContainerState, grace: float) -> None:
-        running = cs.running
-        if running is None:
-            return
-        running.signal(signal.SIGTERM)
-        try:
-            running.popen.wait(timeout=max(grace, 0))
-        except Exception:  # noqa: BLE001 - subprocess.TimeoutExpired
-            pass
-        running.kill()
-        self.record_exit(cs)
-
-    def stop_all(self, grace: float) -> None:
-        live = [cs for cs in self.init + self.main if cs.running is not None]
+    def stop_containers(self, live: list[ContainerState], grace: float) -> None:
         for cs in live:
             cs.running.signal(signal.SIGTERM)
         deadline = time.monotonic() + grace
         for cs in live:
-            try:
-                cs.running.popen.wait(timeout=max(0.0, deadline - time.monotonic()))
-            except Exception:  # noqa: BLE001 - past the grace period
-                pass
+            cs.running.wait(max(0.0, deadline - time.monotonic()))
             cs.running.kill()
             self.record_exit(cs)
+
+    def stop_all(self, grace: float) -> None:
+        live = [cs for cs in self.init + self.main if cs.running is not None]
+        self.stop_containers(live, grace)
+        for cs in live:
             cs.done = True
         if live and self.phase not in ("Succeeded", "Failed"):
             self.update_phase(self.pod["spec"].get("restartPolicy", "Always"))
@@ -260,7 +258,7 @@ class PodWorker(threading.Thread):
         out = {"name": cs.spec["name"], "image": cs.spec["image"], "imageID": "", "ready": cs.ready,
                "restartCount": cs.restarts, "state": cs.state, "started": cs.running is not None and cs.started}
         if cs.running is not None:
-            out["containerID"] = f"agent://{cs.running.popen.pid}"
+            out["containerID"] = f"agent://{cs.running.pid}"
         if cs.last_state:
             out["lastState"] = cs.last_state
         return out
@@ -284,6 +282,9 @@ class PodWorker(threading.Thread):
 
     def report(self) -> None:
         status = self.status()
+        if status != self.saved and self.folder.is_dir():  # what a restarted agent adopts (pod_state.py)
+            pids.write(self.folder / "status.json", json.dumps(status))
+            self.saved = status
         if status == self.reported or not self.reporting:
             return
         meta = self.pod["metadata"]
