@@ -21,9 +21,13 @@ from mnist_job.core.config import Params, Runtime
 from mnist_job.core.errors import InvalidInput, JobError
 from mnist_job.core.paths import Output
 from mnist_job.core.tuning_params import SEARCHABLE
-from mnist_job.data.dvc_store import CACHED_DATA_OUTPUTS
+from mnist_job.data.dvc_store import CACHED_DATA_OUTPUTS, ensure_dataset
 from mnist_job.experiments.compare import KIND_TAG
+from mnist_job.experiments.study_report import log_study
+from mnist_job.tracking import runs as tracking
 from mnist_job.tracking.client import mlflow_client
+from mnist_job.tracking.runs import get_or_create_experiment, resolve_tracking_uri
+from mnist_job.training.driver import run_training
 from mnist_job.training.planning import resolve_storage_path, when_nodes_join
 from mnist_job.training.ray_cluster import init_ray, keep_every_log_line
 
@@ -101,9 +105,6 @@ def _run_trial(config: dict, base: Params, runtime: Runtime, study: str, parent_
     from ray import tune
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    from mnist_job.tracking.runs import get_or_create_experiment, resolve_tracking_uri
-    from mnist_job.training.driver import run_training
-
     class EpochsBeforeTheLast(TuneReportCallback):
         """Every epoch but the last to Tune. Tune stops a trial once it reports its last epoch (ASHA's
         max_t), which would kill the trainer while it still logs the test metrics and the model; the
@@ -180,9 +181,6 @@ def run_study(params: Params, runtime: Runtime) -> StudyResult:
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search.optuna import OptunaSearch
 
-    from mnist_job.data.dvc_store import ensure_dataset
-    from mnist_job.tracking import runs as tracking
-
     study = params.tune.study_name or f"study-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}"
     storage = resolve_storage_path(params.tune.storage_path, runtime)
     if runtime.ray_address and not runtime.tracking_uri:
@@ -227,8 +225,6 @@ def run_study(params: Params, runtime: Runtime) -> StudyResult:
 def finish_study(client, experiment_id: str, parent: str, study: str, params: Params, results,
                  resumed: bool) -> StudyResult:
     """Stopped trials' runs marked, the best trial found, and the parent run given what it should hold."""
-    from mnist_job.experiments.study_report import log_study
-
     children = {r.data.tags.get(TRIAL_TAG): r for r in client.search_runs(
         [experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent}'", max_results=10000)}
     rows, stopped = [], 0
