@@ -67,7 +67,7 @@ test-fast: test-location data tools cluster-tools ## the tests not marked slow
 
 .PHONY: lint
 lint: venv ## ruff
-	ruff check mnist_job tests bench
+	ruff check mnist_job tests bench loopback
 
 .PHONY: clean
 clean: ## remove outputs, local runs and caches (not the venv or the data)

@@ -64,11 +64,10 @@ def run_command(name: str, seed: int, sets: list[str], folder: Path, timeout: fl
 
 def logged_phases(tracking_uri: str, run_id: str) -> dict[str, float]:
     """Seconds per phase of a finished run, a repeated phase (each epoch) summed over its steps."""
-    from mlflow import MlflowClient
-
     from mnist_job.core.phases import PREFIX, SUFFIX
+    from mnist_job.tracking.client import mlflow_client
 
-    client = MlflowClient(tracking_uri=tracking_uri)
+    client = mlflow_client(tracking_uri)
     keys = [k for k in client.get_run(run_id).data.metrics if k.startswith(PREFIX) and k.endswith(SUFFIX)]
     return {key[len(PREFIX):-len(SUFFIX)]: round(sum(m.value for m in client.get_metric_history(run_id, key)), 3)
             for key in keys}

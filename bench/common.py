@@ -1,4 +1,4 @@
-"""Shared by the orchestrator and the contenders: paths, the test set, GEMM FLOP/s, atomic JSON."""
+"""Shared by the orchestrator and the contenders: paths, the test set, params, epoch lines, GEMM FLOP/s, atomic JSON."""
 
 from __future__ import annotations
 
@@ -36,6 +36,33 @@ def test_accuracy(model, x, y) -> float:
 
     _, correct, seen = score(model, x, y)
     return correct / seen
+
+
+def project_params(cfg: dict, overrides: list[str] = ()):
+    """params.yaml with the round's seed and the benchmark's overrides (quick mode: a subset, one epoch)."""
+    from mnist_job.core.config import load_params
+
+    sets = [*overrides, f"train.seed={cfg['seed']}"]
+    if cfg["train_subset"]:
+        sets += [f"data.train_subset={cfg['train_subset']}", f"data.validation_size={cfg['validation_size']}"]
+    if cfg.get("project_epochs"):
+        sets.append(f"train.epochs={cfg['project_epochs']}")
+    sets.append(f"data.test_subset={cfg['test_subset']}")
+    return load_params(PROJECT_DIR / "params.yaml", sets)
+
+
+def _say(message: str) -> None:
+    print(f"[bench] {message}", flush=True)
+
+
+def epoch_reporter(epochs: list[dict], name: str):
+    """A contender's per-epoch callback: keeps each record in ``epochs`` and prints one line."""
+    def report(record: dict) -> None:
+        epochs.append(record)
+        _say(f"{name} epoch {record['epoch']}: test_acc={record['test_accuracy']:.4f} "
+             f"train={record['train_s']:.1f}s elapsed={record['elapsed_s']:.1f}s "
+             f"images/s={record['images_per_s']:.0f}")
+    return report
 
 
 def gemm_gflops(threads: int, n: int = 2048, seconds: float = 3.0) -> float:

@@ -17,7 +17,14 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.common import PROJECT_DIR, load_arrays, test_accuracy, test_tensors, write_json
+from bench.common import (
+    epoch_reporter,
+    load_arrays,
+    project_params,
+    test_accuracy,
+    test_tensors,
+    write_json,
+)
 
 # name: what it is (bench/README.md describes each)
 CONTENDERS = {
@@ -27,19 +34,6 @@ CONTENDERS = {
     "default": "project loop, params.yaml, one process, no Ray",
     "ray_2": "project Ray Train job (run_training), 2 workers, params.yaml, local Ray",
 }
-
-
-def _say(message: str) -> None:
-    print(f"[bench] {message}", flush=True)
-
-
-def _reporter(epochs: list[dict], name: str):
-    def report(record: dict) -> None:
-        epochs.append(record)
-        _say(f"{name} epoch {record['epoch']}: test_acc={record['test_accuracy']:.4f} "
-             f"train={record['train_s']:.1f}s elapsed={record['elapsed_s']:.1f}s "
-             f"images/s={record['images_per_s']:.0f}")
-    return report
 
 
 def save_model(model, folder: Path) -> float:
@@ -61,23 +55,10 @@ def run_examples(cfg: dict, preloaded: bool, folder: Path) -> dict:
     test_x, test_y = test_tensors(data, cfg["test_subset"])
     epochs: list[dict] = []
     name = "examples_preloaded" if preloaded else "examples"
-    extra = run({**cfg, "epochs": cfg["examples_epochs"]}, data, test_x, test_y, _reporter(epochs, name), preloaded)
+    extra = run({**cfg, "epochs": cfg["examples_epochs"]}, data, test_x, test_y, epoch_reporter(epochs, name), preloaded)
     return {"epochs": epochs, "threads": cfg["threads"], "model_written_at": save_model(extra["model"], folder),
             "scoring_s": extra["scoring_s"], "flops_per_image_forward": count_flops_per_image(extra["model"]),
             "recipe": extra["recipe"]}
-
-
-def project_params(cfg: dict, overrides: list[str] = ()):
-    """params.yaml with the round's seed and the benchmark's overrides (quick mode: a subset, one epoch)."""
-    from mnist_job.core.config import load_params
-
-    sets = [*overrides, f"train.seed={cfg['seed']}"]
-    if cfg["train_subset"]:
-        sets += [f"data.train_subset={cfg['train_subset']}", f"data.validation_size={cfg['validation_size']}"]
-    if cfg.get("project_epochs"):
-        sets.append(f"train.epochs={cfg['project_epochs']}")
-    sets.append(f"data.test_subset={cfg['test_subset']}")
-    return load_params(PROJECT_DIR / "params.yaml", sets)
 
 
 def run_project_single(cfg: dict, preset: str, folder: Path) -> dict:
@@ -105,7 +86,7 @@ def run_project_single(cfg: dict, preset: str, folder: Path) -> dict:
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=params.train.learning_rate,
                                                     total_steps=params.train.epochs * steps)
     epochs: list[dict] = []
-    report = _reporter(epochs, preset)
+    report = epoch_reporter(epochs, preset)
     elapsed = scoring = 0.0
     for epoch in range(1, params.train.epochs + 1):
         t0 = time.perf_counter()

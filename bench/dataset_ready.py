@@ -72,7 +72,7 @@ def measure(endpoint: str, cache: Path) -> dict:
 
 def main(argv: list[str]) -> int:
     sys.path.insert(0, str(PROJECT_DIR))
-    from tests.support.services import TEST_ACCESS_KEY, TEST_SECRET_KEY, start_s3
+    from loopback.services import TEST_ACCESS_KEY, TEST_SECRET_KEY, start_s3
 
     repeats, out = int(argv[0]), Path(argv[1])
     tmp = Path(tempfile.mkdtemp(prefix="bench-data-"))

@@ -14,7 +14,7 @@ import threading
 import time
 from pathlib import Path
 
-from bench.common import PROJECT_DIR, load_arrays, test_accuracy, test_tensors
+from bench.common import PROJECT_DIR, epoch_reporter, load_arrays, project_params, test_accuracy, test_tensors
 
 
 class CheckpointCopier:
@@ -77,12 +77,11 @@ class CheckpointCopier:
 
 def run_ray(cfg: dict, workers: int, tmp: Path) -> dict:
     import torch
-    from mlflow import MlflowClient
 
-    from bench.contenders import _reporter, project_params
     from mnist_job.core.config import Runtime
     from mnist_job.core.console import show_on_stdout
     from mnist_job.model.network import build_model, count_flops_per_image
+    from mnist_job.tracking.client import mlflow_client
     from mnist_job.training.driver import run_training
     from mnist_job.training.ray_cluster import init_ray
 
@@ -103,7 +102,7 @@ def run_ray(cfg: dict, workers: int, tmp: Path) -> dict:
 
     ray.shutdown()
 
-    client = MlflowClient(tracking_uri=runtime.tracking_uri)
+    client = mlflow_client(runtime.tracking_uri)
     history = {m.step: m for m in client.get_metric_history(result.run_id, "epoch_time_s")}
     ips = {m.step: m.value for m in client.get_metric_history(result.run_id, "images_per_s")}
     states = copier.by_epoch()
@@ -111,7 +110,7 @@ def run_ray(cfg: dict, workers: int, tmp: Path) -> dict:
     test_x, test_y = test_tensors(data, cfg["test_subset"])
     torch.set_num_threads(cfg["threads"])
     epochs: list[dict] = []
-    report = _reporter(epochs, f"ray_{workers}")
+    report = epoch_reporter(epochs, f"ray_{workers}")
     first = history[min(history)]
     # rank 0 logs an epoch's metrics epoch_time_s after the epoch began (after its checkpoint upload)
     first_epoch_start = first.timestamp / 1000 - first.value

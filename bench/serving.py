@@ -1,8 +1,8 @@
 """Serving figure: ``python -m bench.serving [--rounds 3] [--requests 200] [--concurrency 8] [--out DIR]``.
 
 Starts what a user starts: a real ``mlflow server`` holding a registered champion (a small network
-trained as tests/support/models.py trains it; the figure is about serving, not accuracy), a one-node
-``ray start`` cluster and ``mnist-job serve`` on it (tests/support/serving.py). Then a bounded load
+trained as loopback/models.py trains it; the figure is about serving, not accuracy), a one-node
+``ray start`` cluster and ``mnist-job serve`` on it (loopback/serving.py). Then a bounded load
 on loopback: ``--concurrency`` client threads, each with its own keep-alive HTTP connection, send
 ``--requests`` ``POST /predict`` requests per mode and round; modes ``single`` (one 28x28 test image
 per request, JSON), ``batch64`` (64 images per request, JSON) and ``batch64_raw`` (the same 64 as raw
@@ -158,9 +158,9 @@ def main() -> int:
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
     sys.path.insert(0, str(PROJECT_DIR))
-    from tests.support import services
-    from tests.support.models import register, train_small_network
-    from tests.support.serving import serving
+    from loopback import services
+    from loopback.models import register, train_small_network
+    from loopback.serving import serving
 
     dataset = PROJECT_DIR / "data" / "mnist"
     if not (dataset / "manifest.json").is_file():

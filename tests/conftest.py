@@ -1,4 +1,4 @@
-"""Fixtures shared by every kind of test. Services are real processes (tests/support/services.py)."""
+"""Fixtures shared by every kind of test. Services are real processes (loopback/services.py)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import services
+from loopback import services
 
 PROJECT_DIR = services.PROJECT_DIR
 
@@ -35,8 +35,8 @@ def s3(tmp_path_factory) -> services.S3Server:
 
 @pytest.fixture(scope="session")
 def trained_network(prepared_dataset, request):
-    """A small CNN trained for real (tests/support/models.py), shared by the tests of the model's users."""
-    from tests.support.models import train_small_network
+    """A small CNN trained for real (loopback/models.py), shared by the tests of the model's users."""
+    from loopback.models import train_small_network
 
     return train_small_network(prepared_dataset, request.config.cache.mkdir("trained-network"))
 
@@ -44,7 +44,7 @@ def trained_network(prepared_dataset, request):
 @pytest.fixture(scope="session")
 def champion_server(tmp_path_factory, prepared_dataset, trained_network):
     """A real `mlflow server` holding one registered version of ``trained_network``: the champion."""
-    from tests.support.models import register
+    from loopback.models import register
 
     root = tmp_path_factory.mktemp("champion")
     server = services.start_mlflow(root / "logs", root / "mlflow")

@@ -33,6 +33,7 @@ from mnist_job.experiments.compare import compare_command
 from mnist_job.experiments.tune import TUNE_OUTPUTS, run_study, summary
 from mnist_job.serving.app import READY_FILE, serve_forever
 from mnist_job.serving.predict import model_uri, predict_files
+from mnist_job.tracking.client import mlflow_client
 from mnist_job.tracking.registry import CHAMPION, promote
 from mnist_job.tracking.runs import check_tracking_server, resolve_tracking_uri
 from mnist_job.training.driver import run_training
@@ -139,12 +140,10 @@ def evaluate_command(args, runtime: cfg.Runtime) -> int:
 
 def _registry(args, runtime: cfg.Runtime):
     """(params, the registered model's name, tracking URI, client) of a command that reads the registry."""
-    from mlflow import MlflowClient  # 1.3 s to import: only the commands that read the registry pay it
-
     params = _params(args, runtime)
     tracking_uri = resolve_tracking_uri(runtime)
     check_tracking_server(tracking_uri)
-    return params, args.model or params.mlflow.registered_model, tracking_uri, MlflowClient(tracking_uri=tracking_uri)
+    return params, args.model or params.mlflow.registered_model, tracking_uri, mlflow_client(tracking_uri)
 
 
 def promote_command(args, runtime: cfg.Runtime) -> int:
@@ -171,19 +170,19 @@ def submit_command(args, runtime: cfg.Runtime) -> int:
     from mnist_job.cluster.submit import submit  # the kubernetes client: 0.2 s that no other command needs
 
     return submit(args.manifest, args.namespace, args.wait, args.timeout, args.stuck_after, runtime.tracking_uri,
-                  say=_say)
+                  say=_say, in_cluster=runtime.kube_in_cluster)
 
 
 def status_command(args, runtime: cfg.Runtime) -> int:
     from mnist_job.cluster.submit import status
 
-    return status(args.name, args.namespace, args.stuck_after, say=_say)
+    return status(args.name, args.namespace, args.stuck_after, say=_say, in_cluster=runtime.kube_in_cluster)
 
 
 def logs_command(args, runtime: cfg.Runtime) -> int:
     from mnist_job.cluster.submit import logs
 
-    return logs(args.name, args.namespace, args.follow, say=_say)
+    return logs(args.name, args.namespace, args.follow, say=_say, in_cluster=runtime.kube_in_cluster)
 
 
 def _flag(name: str) -> Callable:

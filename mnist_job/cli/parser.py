@@ -78,7 +78,12 @@ def _add_flags(parser: argparse.ArgumentParser, flags: dict) -> None:
         field = key.split(".", 1)[1]
         parser.add_argument(f"--{name.replace('_', '-')}", dest=name, type=kind, default=None,
                             metavar=field.upper() if kind is not str else "VALUE",
-                            help=f"{cfg.field_help(section, field)}; same as --set {key}=...")
+                            help=f"{_field_help(section, field)}; same as --set {key}=...")
+
+
+def _field_help(section: type, name: str) -> str:
+    field = section.model_fields[name]
+    return f"{field.description} (default: {field.default!r})"
 
 
 def _embedded_store() -> str:
@@ -98,7 +103,14 @@ def build_parser() -> argparse.ArgumentParser:
                             "Exit codes: 0 ok, 2 invalid input, 3 service unreachable, 4 dataset missing or corrupt, "
                             "130/143 stopped by SIGINT/SIGTERM.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    # in this order in --help: the pipeline's stages, work across runs, a node's data, the model's uses, the cluster
+    for add_group in (_add_data_stages, _add_training, _add_compare, _add_tune_and_ci, _add_pull_data, _add_registry,
+                      _add_serve, _add_cluster):
+        add_group(sub)
+    return parser
 
+
+def _add_data_stages(sub) -> None:
     p = sub.add_parser("fetch", help="download or copy raw MNIST into data.raw_dir, verified by SHA-256")
     _add_common(p)
     _add_flags(p, DATA_FLAGS)
@@ -111,6 +123,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="blur: every image Gaussian-blurred (sigma 1 px), for the blurred variant "
                         "(dvc.yaml stage prepare-blurred writes it to data/mnist-blurred)")
 
+
+def _add_training(sub) -> None:
     p = sub.add_parser("train", help="train with Ray Train on N workers, track in MLflow, register the model",
                        description="Train the CNN with ray.train.torch.TorchTrainer. Checks MLflow, S3 and the "
                                    "dataset first; logs params, per-epoch metrics, plots and the model to MLflow; "
@@ -130,6 +144,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metrics", type=output_path, default=Path("outputs/metrics.json"), help="metrics file for DVC")
     p.add_argument("--plots", type=output_path, default=Path("outputs/plots"), help="folder for plots")
 
+
+def _add_compare(sub) -> None:
     p = sub.add_parser("compare", help="compare runs: params that differ, metrics with deltas, curves overlaid",
                        description="Reads runs back from MLflow (MLFLOW_TRACKING_URI); the first run is the "
                                    "reference of every delta. Prints a Markdown table; logs it and one PNG of the "
@@ -145,6 +161,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also write comparison.md and comparison_curves.png here")
     p.add_argument("--no-log", action="store_true", help="do not log the comparison to MLflow")
 
+
+def _add_tune_and_ci(sub) -> None:
     p = sub.add_parser("tune", help="hyperparameter study: Ray Tune + Optuna + ASHA, trials as nested MLflow runs",
                        description="Searches the space in params.yaml's tune.search; each trial trains as `mnist-job "
                                    "train` does, for at most tune.max_epochs. Running the same tune.study_name again "
@@ -162,9 +180,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--refresh", action="store_true", help="rewrite the baseline from this run (make ci-baseline)")
     p.add_argument("--verbose", action="store_true", help="also print the job's debug lines")
 
+
+def _add_pull_data(sub) -> None:
     p = sub.add_parser("pull-data", help="dvc pull the dataset into MNIST_DATA_CACHE (once per node) and verify it")
     _add_common(p)
 
+
+def _add_registry(sub) -> None:
     p = sub.add_parser("promote", help="point the registry alias 'champion' at a model version by hand")
     _add_common(p)
     p.add_argument("--model", default=None, help="registered model name (default: mlflow.registered_model)")
@@ -176,20 +198,24 @@ def build_parser() -> argparse.ArgumentParser:
                                    "the MNIST way: grayscale, white on black, fitted into 20x20, centred by mass.")
     _add_common(p)
     p.add_argument("inputs", nargs="+", type=Path, help="PNG/JPEG files, folders of them, .npy arrays, IDX files")
-    p.add_argument("--model", default=None, help="registered model name (default: mlflow.registered_model)")
-    which = p.add_mutually_exclusive_group()
-    which.add_argument("--version", default=None, help="a registered version instead of the champion")
-    which.add_argument("--run", default=None, help="the model an MLflow run logged, by run id")
+    _add_model_choice(p)
     p.add_argument("--invert", choices=["auto", "yes", "no"], default="auto",
                    help="images drawn dark on light are inverted: auto decides by the border (default)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
-    p = sub.add_parser("serve", help="serve the champion over HTTP with Ray Serve (POST /predict, GET /healthz, GET /)")
-    _add_common(p)
-    p.add_argument("--model", default=None, help="registered model name (default: mlflow.registered_model)")
-    which = p.add_mutually_exclusive_group()
+
+def _add_model_choice(parser: argparse.ArgumentParser) -> None:
+    """predict's and serve's: the registered model, its champion unless a version or a run is named."""
+    parser.add_argument("--model", default=None, help="registered model name (default: mlflow.registered_model)")
+    which = parser.add_mutually_exclusive_group()
     which.add_argument("--version", default=None, help="a registered version instead of the champion")
     which.add_argument("--run", default=None, help="the model an MLflow run logged, by run id")
+
+
+def _add_serve(sub) -> None:
+    p = sub.add_parser("serve", help="serve the champion over HTTP with Ray Serve (POST /predict, GET /healthz, GET /)")
+    _add_common(p)
+    _add_model_choice(p)
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; 0.0.0.0 in a pod)")
     p.add_argument("--port", type=int, default=8000, help="HTTP port (default 8000)")
     p.add_argument("--num-cpus", type=float, default=1.0, help="CPUs per replica (default 1)")
@@ -198,6 +224,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "version without dropping requests (default 30; 0: never; a --version or --run is fixed)")
     p.add_argument("--ready-file", type=output_path, default=None, help="write the URL here once the app answers")
 
+
+def _add_cluster(sub) -> None:
     p = sub.add_parser("submit", help="apply a RayJob manifest to the cluster of your kubeconfig and follow it to its end",
                        description="Applies the manifest (server-side, with the kubernetes client) and, with --wait, "
                                    "prints the driver's output and decides the outcome from the RayJob, its submitter "
@@ -222,4 +250,3 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("ensure-buckets", help="create S3 buckets at AWS_ENDPOINT_URL, waiting for the endpoint")
     p.add_argument("--bucket", action="append", required=True, help="bucket name (repeatable)")
     p.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for the endpoint (default 300)")
-    return parser

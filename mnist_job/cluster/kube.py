@@ -8,7 +8,6 @@ naming it; a manifest the API server refuses is ``InvalidInput`` (exit 2) with i
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import urllib3
@@ -24,11 +23,12 @@ RAYJOB = {"group": "ray.io", "version": "v1", "plural": "rayjobs"}
 
 
 class Cluster:
-    """The cluster of the current kubeconfig context (KUBECONFIG, else ~/.kube/config, else in-cluster)."""
+    """The cluster of the current kubeconfig context (KUBECONFIG, else ~/.kube/config), or with ``in_cluster``
+    (Runtime.kube_in_cluster: in a pod, no KUBECONFIG) the pod's own, through its service account."""
 
-    def __init__(self, context: str | None = None):
+    def __init__(self, context: str | None = None, in_cluster: bool = False):
         try:
-            if os.environ.get("KUBERNETES_SERVICE_HOST") and not os.environ.get("KUBECONFIG"):
+            if in_cluster:
                 config.load_incluster_config()
                 self.default_namespace = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace").read_text()
             else:

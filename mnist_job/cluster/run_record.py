@@ -12,16 +12,15 @@ prints the cost and says how to log it. The run is the one the driver made: its 
 from __future__ import annotations
 
 import json
-import os
 import re
 import time
 
 import yaml
 from mlflow.entities import Metric
 from mlflow.exceptions import MlflowException
-from mlflow.tracking import MlflowClient
 
 from mnist_job.cluster.cost import RunCost
+from mnist_job.tracking.client import mlflow_client
 
 HOW = ("set MLFLOW_TRACKING_URI to the platform's MLflow (e.g. `kubectl -n mnist port-forward "
        "svc/mnist-platform-mlflow 5000:5000`, then http://localhost:5000) and your MLflow user to log it")
@@ -36,9 +35,7 @@ def record(tracking_uri: str | None, rayjob: dict, cost: RunCost, images: dict[s
     the job's MLflow run; its run id."""
     if not tracking_uri or not tracking_uri.startswith(("http://", "https://")):
         raise NotRecorded(HOW)
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")  # a wrong URI is said in seconds, not minutes
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
-    client = MlflowClient(tracking_uri=tracking_uri)
+    client = mlflow_client(tracking_uri, fail_fast=True)  # a wrong URI is said in seconds, not minutes
     try:
         run_id = find_run(client, run_name(rayjob))
         now = int(time.time() * 1000)
@@ -50,7 +47,7 @@ def record(tracking_uri: str | None, rayjob: dict, cost: RunCost, images: dict[s
     return run_id
 
 
-def find_run(client: MlflowClient, name: str) -> str:
+def find_run(client, name: str) -> str:
     """The id of the newest run named ``name``, in any experiment."""
     ids = [e.experiment_id for e in client.search_experiments()]
     runs = client.search_runs(ids, f"attributes.run_name = '{name}'", max_results=1,

@@ -35,10 +35,10 @@ API_OUTAGE_S = 300  # how long the wait rides out an unreachable API server (a c
 
 
 def submit(manifest: Path, namespace: str | None, wait: bool, timeout_s: float, stuck_after_s: float,
-           tracking_uri: str | None = None, say=print) -> int:
+           tracking_uri: str | None = None, say=print, in_cluster: bool = False) -> int:
     """Apply ``manifest``; with ``wait``, follow the job to its end and return its exit code."""
     documents = read_manifest(manifest)
-    cluster = Cluster()
+    cluster = Cluster(in_cluster=in_cluster)
     (rayjob,) = [d for d in documents if d["kind"] == "RayJob"]
     namespace = rayjob.get("metadata", {}).get("namespace") or namespace or cluster.default_namespace
     name = rayjob["metadata"]["name"]
@@ -180,9 +180,9 @@ def report(verdict: Verdict, name: str, namespace: str, say=print) -> int:
     return EXIT[verdict.state]
 
 
-def status(name: str, namespace: str | None, stuck_after_s: float, say=print) -> int:
+def status(name: str, namespace: str | None, stuck_after_s: float, say=print, in_cluster: bool = False) -> int:
     """One reading of a RayJob submitted earlier: what it came to so far, and its first cause if it failed."""
-    cluster = Cluster()
+    cluster = Cluster(in_cluster=in_cluster)
     namespace = namespace or cluster.default_namespace
     rayjob = cluster.rayjob(name, namespace)
     if rayjob is None:
@@ -193,9 +193,9 @@ def status(name: str, namespace: str | None, stuck_after_s: float, say=print) ->
     return report(decide(snapshot, datetime.now(UTC), stuck_after_s), name, namespace, say)
 
 
-def logs(name: str, namespace: str | None, follow_them: bool, say=print) -> int:
+def logs(name: str, namespace: str | None, follow_them: bool, say=print, in_cluster: bool = False) -> int:
     """The driver's output: the submitter pods' logs (every attempt), oldest first."""
-    cluster = Cluster()
+    cluster = Cluster(in_cluster=in_cluster)
     namespace = namespace or cluster.default_namespace
     if cluster.rayjob(name, namespace) is None:
         raise InvalidInput(f"NAME: no RayJob {name} in namespace {namespace}")

@@ -158,6 +158,9 @@ class Runtime(BaseModel):
     data_cache: Path | None = None
     ray_address: str | None = None
     git_commit: str | None = None
+    image: str | None = None  # MNIST_IMAGE: the container image, tagged on each registered version
+    ray_gcs_port: str | None = None  # RAY_GCS_SERVER_PORT: a local cluster's GCS port (default: a free one)
+    kube_in_cluster: bool = False  # in a pod and no KUBECONFIG: the API server of the pod's service account
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Runtime:
@@ -166,21 +169,21 @@ class Runtime(BaseModel):
         def get(name: str) -> str | None:
             return env.get(name, "").strip() or None
 
-        project = Path(get("MNIST_PROJECT_DIR") or os.getcwd()).resolve()
-        cache = get("MNIST_DATA_CACHE")
         runtime = cls(
-            project_dir=project,
+            project_dir=Path(get("MNIST_PROJECT_DIR") or os.getcwd()).resolve(),
             tracking_uri=get("MLFLOW_TRACKING_URI"),
             s3_endpoint=get("AWS_ENDPOINT_URL") or get("MLFLOW_S3_ENDPOINT_URL"),
             dvc_remote_url=get("MNIST_DVC_REMOTE_URL"),
-            data_cache=Path(cache).resolve() if cache else None,
+            data_cache=Path(cache).resolve() if (cache := get("MNIST_DATA_CACHE")) else None,
             ray_address=get("RAY_ADDRESS"),
             git_commit=get("GIT_COMMIT"),
+            image=get("MNIST_IMAGE"),
+            ray_gcs_port=get("RAY_GCS_SERVER_PORT"),
+            kube_in_cluster=bool(get("KUBERNETES_SERVICE_HOST")) and not get("KUBECONFIG"),
         )
-        problems = []
-        for name, value in (("MLFLOW_TRACKING_URI", runtime.tracking_uri), ("AWS_ENDPOINT_URL", runtime.s3_endpoint)):
-            if value and "://" not in value:
-                problems.append(f"{name}: {value!r} is not a URI (expected e.g. http://host:port)")
+        problems = [f"{name}: {value!r} is not a URI (expected e.g. http://host:port)" for name, value in
+                    (("MLFLOW_TRACKING_URI", runtime.tracking_uri), ("AWS_ENDPOINT_URL", runtime.s3_endpoint))
+                    if value and "://" not in value]
         if runtime.dvc_remote_url and "://" not in runtime.dvc_remote_url and not runtime.dvc_remote_url.startswith("/"):
             problems.append(f"MNIST_DVC_REMOTE_URL: {runtime.dvc_remote_url!r} is neither a URL nor an absolute path")
         if problems:
@@ -191,7 +194,7 @@ class Runtime(BaseModel):
         """This settings object as seen from another node: that node's own environment wins.
 
         Pods (and the local harness's nodes) may keep the project and the data cache at other
-        paths than the driver's; a worker uses its own, and the driver's where it sets none.
+        paths than the driver's, and run another image; a worker uses its own, and the driver's where it sets none.
         """
         env = os.environ if environ is None else environ
         mine = Runtime.from_env({k: v for k, v in env.items() if k in _NODE_LOCAL and v.strip()}
@@ -201,6 +204,7 @@ class Runtime(BaseModel):
             "data_cache": mine.data_cache or self.data_cache,
             "s3_endpoint": mine.s3_endpoint or self.s3_endpoint,
             "dvc_remote_url": mine.dvc_remote_url or self.dvc_remote_url,
+            "image": mine.image or self.image,
         })
 
     def path(self, relative: str) -> Path:
@@ -215,7 +219,8 @@ class Runtime(BaseModel):
 
 
 # The settings a node may override for itself (see Runtime.for_this_node).
-_NODE_LOCAL = ("MNIST_PROJECT_DIR", "MNIST_DATA_CACHE", "AWS_ENDPOINT_URL", "MLFLOW_S3_ENDPOINT_URL", "MNIST_DVC_REMOTE_URL")
+_NODE_LOCAL = ("MNIST_PROJECT_DIR", "MNIST_DATA_CACHE", "AWS_ENDPOINT_URL", "MLFLOW_S3_ENDPOINT_URL", "MNIST_DVC_REMOTE_URL",
+               "MNIST_IMAGE")
 
 # --------------------------------------------------------------------------- loading
 
@@ -293,7 +298,3 @@ def load_params(
     except ValidationError as exc:
         raise InvalidInput([_describe(e) for e in exc.errors()]) from None
 
-
-def field_help(section: type[_Section], name: str) -> str:
-    field = section.model_fields[name]
-    return f"{field.description} (default: {field.default!r})"

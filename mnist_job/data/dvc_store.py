@@ -29,6 +29,7 @@ from mnist_job.core.errors import DataError, InvalidInput, ServiceUnavailable
 from mnist_job.core.files import write_atomically
 from mnist_job.core.paths import Output
 from mnist_job.data.format import MANIFEST, verify_dataset
+from mnist_job.data.s3 import check_s3_location
 
 logger = logging.getLogger(__name__)
 
@@ -137,8 +138,6 @@ def dvc_pull(project_dir: Path, workspace: Path, out_path: str, remote_url: str 
     workspace.mkdir(parents=True, exist_ok=True)
     url = write_pull_workspace(project_dir, workspace, out_path, remote_url, s3_endpoint)
     if url.startswith("s3://"):
-        from mnist_job.data.s3 import check_s3_location
-
         # DVC reports a missing bucket as missing files; say what is wrong, and fast
         check_s3_location(url, s3_endpoint, "MNIST_DVC_REMOTE_URL" if remote_url else "the DVC remote")
     target = workspace / out_path

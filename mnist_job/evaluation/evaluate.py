@@ -10,8 +10,11 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from mnist_job.core.errors import DataError
 from mnist_job.core.files import output_errors, write_atomically
 from mnist_job.core.paths import FileOutput
+from mnist_job.data.dvc_store import ensure_dataset
+from mnist_job.data.format import load_dataset
 
 if TYPE_CHECKING:
     from mnist_job.evaluation.scoring import Evaluation
@@ -53,9 +56,6 @@ def write_report(evaluation: Evaluation, metrics_path: Path, plots_dir: Path) ->
 
 def evaluate_saved_model(params, runtime, checkpoint: Path, metrics_path: Path, plots_dir: Path) -> Evaluation:
     """``mnist-job evaluate``: a checkpoint written by train, scored on the prepared test set."""
-    from mnist_job.core.errors import DataError
-    from mnist_job.data.dvc_store import ensure_dataset
-    from mnist_job.data.format import load_dataset
     from mnist_job.evaluation.scoring import evaluate, plot_curves
     from mnist_job.model.network import build_model, load_checkpoint
 

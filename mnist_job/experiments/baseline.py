@@ -20,9 +20,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from mnist_job.core.config import load_params
 from mnist_job.core.errors import InvalidInput, JobError
-from mnist_job.core.paths import FileOutput
+from mnist_job.core.paths import FileOutput, check_outputs
 from mnist_job.experiments.compare import RunSummary, connect, markdown_table, runs_by_id
+from mnist_job.tracking.runs import resolve_tracking_uri
+from mnist_job.training.driver import run_training
+from mnist_job.training.planning import TRAIN_OUTPUTS
 
 DEFAULT_FILE = "bench/ci-baseline.json"
 # The fixed configuration CI trains when the baseline file does not name one: seconds, not minutes.
@@ -116,11 +120,6 @@ def verdicts(baseline: Baseline, metrics: dict[str, float]) -> tuple[list[str], 
 
 
 def _train(config: list[str], runtime) -> str:
-    from mnist_job.core.config import load_params
-    from mnist_job.core.paths import check_outputs
-    from mnist_job.training.driver import run_training
-    from mnist_job.training.planning import TRAIN_OUTPUTS
-
     params_file = runtime.project_dir / "params.yaml"
     params = load_params(params_file if params_file.is_file() else None, config)
     check_outputs(TRAIN_OUTPUTS, None, params, runtime)
@@ -129,8 +128,6 @@ def _train(config: list[str], runtime) -> str:
 
 def ci_report(runtime, baseline_path: Path, run_id: str | None = None, refresh: bool = False) -> tuple[str, int]:
     """(what to print, exit code): the table of the baseline against this run and one verdict per metric."""
-    from mnist_job.tracking.runs import resolve_tracking_uri
-
     old = Baseline.read(baseline_path) if baseline_path.is_file() or not refresh else None
     config = old.config if old else DEFAULT_CONFIG
     run_id = run_id or _train(config, runtime)

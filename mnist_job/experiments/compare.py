@@ -9,12 +9,13 @@ comparison and study runs are never picked up as "the last N runs" themselves.
 
 from __future__ import annotations
 
-import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from mnist_job.core.errors import InvalidInput, ServiceUnavailable
+from mnist_job.tracking.client import mlflow_client
+from mnist_job.tracking.runs import check_tracking_server, resolve_tracking_uri
 
 KIND_TAG = "mnist.kind"  # comparison | study: runs that did not train a model
 COMPARED_TAG = "compare.runs"
@@ -217,8 +218,6 @@ def compare_command(params, runtime, run_ids: list[str], champion: bool = False,
                     tag: str | None = None, experiment: str | None = None, out_dir: Path | None = None,
                     log: bool = True) -> str:
     """`mnist-job compare`: picks the runs as asked, compares them; returns what is printed."""
-    from mnist_job.tracking.runs import resolve_tracking_uri
-
     chosen = [name for name, given in (("RUN_ID", run_ids), ("--last", last is not None), ("--tag", tag)) if given]
     if len(chosen) > 1:
         raise InvalidInput(f"compare: pick runs one way: {' and '.join(chosen)} were both given")
@@ -243,13 +242,7 @@ def compare_command(params, runtime, run_ids: list[str], champion: bool = False,
 
 
 def connect(tracking_uri: str):
-    from mlflow import MlflowClient
-
-    from mnist_job.tracking.runs import check_tracking_server
-
     check_tracking_server(tracking_uri)
     # a server that goes away mid-comparison fails in seconds, not after MLflow's long default retries
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
-    return MlflowClient(tracking_uri=tracking_uri)
+    return mlflow_client(tracking_uri, fail_fast=True)
 

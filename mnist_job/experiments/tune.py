@@ -21,9 +21,15 @@ from mnist_job.core.config import Params, Runtime
 from mnist_job.core.errors import InvalidInput, JobError
 from mnist_job.core.paths import Output
 from mnist_job.core.tuning_params import SEARCHABLE
-from mnist_job.data.dvc_store import CACHED_DATA_OUTPUTS
+from mnist_job.data.dvc_store import CACHED_DATA_OUTPUTS, ensure_dataset
 from mnist_job.experiments.compare import KIND_TAG
+from mnist_job.experiments.study_report import log_study
+from mnist_job.tracking import runs as tracking
+from mnist_job.tracking.client import mlflow_client
+from mnist_job.tracking.runs import get_or_create_experiment, resolve_tracking_uri
+from mnist_job.training.driver import run_training
 from mnist_job.training.planning import resolve_storage_path, when_nodes_join
+from mnist_job.training.ray_cluster import init_ray, keep_every_log_line
 
 logger = logging.getLogger(__name__)
 
@@ -99,9 +105,6 @@ def _run_trial(config: dict, base: Params, runtime: Runtime, study: str, parent_
     from ray import tune
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    from mnist_job.tracking.runs import get_or_create_experiment, resolve_tracking_uri
-    from mnist_job.training.driver import run_training
-
     class EpochsBeforeTheLast(TuneReportCallback):
         """Every epoch but the last to Tune. Tune stops a trial once it reports its last epoch (ASHA's
         max_t), which would kill the trainer while it still logs the test metrics and the model; the
@@ -111,12 +114,10 @@ def _run_trial(config: dict, base: Params, runtime: Runtime, study: str, parent_
             if metrics and metrics[0].get("epoch", 0) < base.tune.max_epochs:
                 super().after_report(run_context, metrics, checkpoint)
 
-    from mlflow import MlflowClient
-
     runtime = runtime.for_this_node()  # the trial's node: its own data cache and project folder (a pod's)
     trial_id = tune.get_context().get_trial_id()
     params = trial_params(base, config, study, trial_id, cpus_per_worker)
-    client = MlflowClient(tracking_uri=resolve_tracking_uri(runtime))
+    client = mlflow_client(resolve_tracking_uri(runtime))
     done = client.search_runs([get_or_create_experiment(client, params.mlflow.experiment, runtime.project_dir,
                                                         client.tracking_uri)],
                               filter_string=f"tags.`{TRIAL_TAG}` = '{trial_id}' and attributes.status = 'FINISHED'")
@@ -171,19 +172,14 @@ def _cpus_per_worker(params: Params, ray, runtime: Runtime) -> int:
 def run_study(params: Params, runtime: Runtime) -> StudyResult:
     import os
 
-    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    keep_every_log_line()  # before any import of ray
     # Tune saves the study's state every 10 s or more by default: a trial started and killed inside that
     # window would be unknown to the restored study. Every second, a new trial is saved before its actor
     # has started its MLflow run; finish_study marks any run that still escaped (ORPHAN_TAG).
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "1")
-    from mlflow import MlflowClient
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search.optuna import OptunaSearch
-
-    from mnist_job.data.dvc_store import ensure_dataset
-    from mnist_job.tracking import runs as tracking
-    from mnist_job.training.ray_cluster import init_ray
 
     study = params.tune.study_name or f"study-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}"
     storage = resolve_storage_path(params.tune.storage_path, runtime)
@@ -195,7 +191,7 @@ def run_study(params: Params, runtime: Runtime) -> StudyResult:
     ray = init_ray(runtime)
     cpus_per_worker = _cpus_per_worker(params, ray, runtime)
 
-    client = MlflowClient(tracking_uri=tracking_uri)
+    client = mlflow_client(tracking_uri)
     experiment_id = tracking.get_or_create_experiment(client, params.mlflow.experiment, runtime.project_dir,
                                                       tracking_uri)
     parent, resumed_parent = study_parent_run(client, experiment_id, study, params)
@@ -229,8 +225,6 @@ def run_study(params: Params, runtime: Runtime) -> StudyResult:
 def finish_study(client, experiment_id: str, parent: str, study: str, params: Params, results,
                  resumed: bool) -> StudyResult:
     """Stopped trials' runs marked, the best trial found, and the parent run given what it should hold."""
-    from mnist_job.experiments.study_report import log_study
-
     children = {r.data.tags.get(TRIAL_TAG): r for r in client.search_runs(
         [experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent}'", max_results=10000)}
     rows, stopped = [], 0

@@ -14,6 +14,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from mnist_job.core.errors import DataError
+
 # Mean and standard deviation of MNIST training pixels (scaled to 0..1).
 PIXEL_MEAN = 0.1307
 PIXEL_STD = 0.3081
@@ -87,8 +89,6 @@ def load_checkpoint(path, map_location: torch.device | str = "cpu") -> dict:
     code on load; one that needs more is refused, never loaded with the unsafe unpickler.
     """
     import pickle
-
-    from mnist_job.core.errors import DataError
 
     try:
         return torch.load(path, map_location=map_location, weights_only=True)

@@ -24,10 +24,13 @@ from pathlib import Path
 import numpy as np
 import orjson
 
+from mnist_job.core.config import Runtime
 from mnist_job.core.errors import DataError
 from mnist_job.core.paths import FileOutput
 from mnist_job.model.pixel_pyfunc import DIGIT_COLUMNS, pixel_batch
 from mnist_job.serving.images import decode_image
+from mnist_job.tracking.registry import CHAMPION
+from mnist_job.training.ray_cluster import init_ray
 
 MAX_IMAGES = 256  # per request; larger batches belong in `mnist-job predict`
 MAX_BODY_BYTES = 4 << 20  # 256 images of 28x28 as JSON fit well below this
@@ -175,8 +178,6 @@ def serve_forever(runtime, tracking_uri: str, model_uri: str, host: str, port: i
 
     from ray import serve
 
-    from mnist_job.training.ray_cluster import init_ray
-
     init_ray(runtime)
     serve.start(http_options={"host": host, "port": port})
     serve.run(build_app(tracking_uri, model_uri, num_cpus, follow_s), name="mnist", route_prefix="/")
@@ -193,13 +194,10 @@ def app_builder(args: dict):
 
     ``args``: ``model_uri`` (default: the champion of ``model``, itself default mnist-cnn), ``num_cpus``,
     ``follow_champion_s`` (how often a served alias is polled; 0: never).
-    MLFLOW_TRACKING_URI comes from the pods' environment (the platform's ConfigMap).
+    MLFLOW_TRACKING_URI comes from the pods' environment (the platform's ConfigMap), read as every entry point
+    reads it: ``Runtime.from_env``.
     """
-    import os
-
-    from mnist_job.tracking.registry import CHAMPION
-
-    tracking_uri = os.environ.get("MLFLOW_TRACKING_URI", "").strip()
+    tracking_uri = Runtime.from_env().tracking_uri
     if not tracking_uri:
         raise ValueError("MLFLOW_TRACKING_URI: not set in the Ray pods' environment; the model cannot be loaded")
     model_uri = args.get("model_uri") or f"models:/{args.get('model', 'mnist-cnn')}@{CHAMPION}"

@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import mlflow.pyfunc
-from mlflow import MlflowClient
+
+from mnist_job.tracking.client import mlflow_client
 
 logger = logging.getLogger(__name__)
 ALIAS_URI = re.compile(r"^models:/(?P<name>[^/@]+)@(?P<alias>[^/]+)$")
@@ -33,7 +34,7 @@ class Loaded:
 class ServedModel:
     def __init__(self, tracking_uri: str, model_uri: str, poll_s: float = 30.0):
         mlflow.set_tracking_uri(tracking_uri)
-        self.client, self.model_uri, self.poll_s = MlflowClient(tracking_uri=tracking_uri), model_uri, poll_s
+        self.client, self.model_uri, self.poll_s = mlflow_client(tracking_uri), model_uri, poll_s
         self.alias = ALIAS_URI.match(model_uri)
         self.current = self._load(self._version())
         if self.alias and poll_s > 0:

@@ -14,7 +14,6 @@ champion. ``mnist-job promote`` moves it by hand.
 from __future__ import annotations
 
 import logging
-import os
 import time
 from pathlib import Path
 
@@ -23,13 +22,13 @@ from mnist_job.core.phases import PREFIX, WORKER_PHASES, PhaseClock, metric_key
 
 FINAL_TAG = "final.logged"  # set last: the whole final logging of the run is done
 CHAMPION = "champion"
-IMAGE_ENV = "MNIST_IMAGE"  # the container image the run used, where the deployment sets it
 
 logger = logging.getLogger(__name__)
 
 
 def log_final_results(client, tracking_uri: str, run_id: str, model, evaluation, folder: Path, example,
-                      registered_model: str | None, step: int, phases: PhaseClock | None = None) -> str | None:
+                      registered_model: str | None, step: int, phases: PhaseClock | None = None,
+                      image: str | None = None) -> str | None:
     """Test metrics, plots, the model and its registry version: each written once, however often this is retried.
 
     ``example`` is a few raw uint8 test images (N, 28, 28): the model's input example. A retry after
@@ -37,7 +36,8 @@ def log_final_results(client, tracking_uri: str, run_id: str, model, evaluation,
     is already there: the metrics, the artifacts, the logged model (tag ``model.uri``) and the registered
     version (found by run id), so nothing is logged twice. Returns the registered version, or None when
     ``registered_model`` is None. ``phases``, rank 0's clock (mnist_job/core/phases.py), times the steps
-    here too and is logged as ``phase_*_s`` metrics, once, just before the run's final tag.
+    here too and is logged as ``phase_*_s`` metrics, once, just before the run's final tag. ``image``: the
+    container image this ran in (Runtime.image), tagged on the registered version.
     """
     from mlflow.entities import Metric
 
@@ -50,7 +50,7 @@ def log_final_results(client, tracking_uri: str, run_id: str, model, evaluation,
     version = None
     if registered_model:
         with clock.phase("register"):
-            version = _register_once(client, registered_model, model_uri, run, evaluation)
+            version = _register_once(client, registered_model, model_uri, run, evaluation, image)
     client.set_tag(run_id, "model.registered", f"{registered_model}/{version}" if registered_model else "false")
     if phases is not None and not any(key.startswith(PREFIX) for key in run.data.metrics):
         now = int(time.time() * 1000)
@@ -100,18 +100,18 @@ def _log_model_once(client, tracking_uri: str, run, model, example) -> str:
     return model_uri
 
 
-def _register_once(client, registered_model: str, model_uri: str, run, evaluation) -> str:
+def _register_once(client, registered_model: str, model_uri: str, run, evaluation, image: str | None) -> str:
     """The run's registry version (an earlier attempt's when there is one), tagged, crowned if it is the best."""
     import mlflow
 
     mine = client.search_model_versions(f"name='{registered_model}' and run_id='{run.info.run_id}'")
     version = str(mine[0].version if mine else mlflow.register_model(model_uri, registered_model).version)
-    tag_version(client, registered_model, version, run, evaluation)
+    tag_version(client, registered_model, version, run, evaluation, image)
     crown_if_better(client, registered_model, version)
     return version
 
 
-def tag_version(client, name: str, version: str, run, evaluation) -> None:
+def tag_version(client, name: str, version: str, run, evaluation, image: str | None = None) -> None:
     """Where the version came from and how it scored; setting a tag twice is harmless, so a retry just repeats."""
     tags = {
         "test_accuracy": f"{evaluation.accuracy:.6f}",
@@ -120,8 +120,8 @@ def tag_version(client, name: str, version: str, run, evaluation) -> None:
         "git_commit": run.data.tags.get("git.commit", "unknown"),
         "dvc_data_md5": run.data.tags.get("dvc.data_md5", "unknown"),
     }
-    if os.environ.get(IMAGE_ENV, "").strip():
-        tags["image"] = os.environ[IMAGE_ENV].strip()
+    if image:
+        tags["image"] = image
     for key, value in tags.items():
         client.set_model_version_tag(name, version, key, value)
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import importlib
 import json
 import logging
-import os
 import sys
 import threading
 import time
@@ -24,11 +23,18 @@ from mnist_job.core.console import chatter_to_file, stderr_to_file, to_log_file_
 from mnist_job.core.errors import InvalidInput, JobError
 from mnist_job.core.files import write_atomically
 from mnist_job.core.phases import PhaseClock
+from mnist_job.data.dvc_store import dvc_lock_hash, dvc_remote_location, ensure_dataset
+from mnist_job.data.format import MANIFEST, SPLIT_FILES, manifest_digest
 from mnist_job.data.s3 import check_s3_location
+from mnist_job.tracking import runs as tracking
+from mnist_job.tracking.client import mlflow_client
+from mnist_job.tracking.registry import logged_phases
+from mnist_job.tracking.runs import redact
 from mnist_job.training import planning
 from mnist_job.training.failures import fit_or_stop
 from mnist_job.training.planning import BatchPlan, WorkerPlan, plan_batches, plan_resources, resolve_storage_path
-from mnist_job.training.ray_cluster import init_ray, owns_local_cluster
+from mnist_job.training.ray_cluster import init_ray, keep_every_log_line, owns_local_cluster
+from mnist_job.training.ray_output import route_ray_output
 
 logger = logging.getLogger(__name__)
 
@@ -48,8 +54,6 @@ class TrainingResult:
     def summary_lines(self) -> list[str]:
         """What a person needs at the end: the run, how good, where the model and the plots are, where the time
         went, and the log."""
-        from mnist_job.tracking.runs import redact
-
         accuracy = "n/a" if self.test_accuracy is None else f"{self.test_accuracy:.4f}"
         where = redact(self.tracking_uri)
         if where.startswith(("http://", "https://")):
@@ -66,10 +70,7 @@ def run_training(params: Params, runtime: Runtime, verbose: bool = False, extra_
 
     ``extra_tags`` go on the MLflow run (a tuning trial: its study run as parent); ``callbacks`` to Ray Train.
     """
-    # Ray folds log lines that differ only in numbers ("[rank 0] epoch 2" / "[rank 1] epoch 2"),
-    # which hides per-rank progress and resume messages in the log file; keep every line.
-    # Ray reads this when it is imported, so before any import of ray.
-    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    keep_every_log_line()  # before any import of ray
     import mlflow  # noqa: F401 (imported before their loggers are routed: importing them sets those up)
     import ray  # noqa: F401
 
@@ -141,10 +142,6 @@ class _StartedRun:
 
 def _check_services_and_data(params: Params, runtime: Runtime) -> _Checked:
     """Before any work: the services (exit 3, naming the endpoint), then the dataset (exit 4) and its split (exit 2)."""
-    from mnist_job.data.dvc_store import ensure_dataset
-    from mnist_job.data.format import MANIFEST, SPLIT_FILES
-    from mnist_job.tracking import runs as tracking
-
     storage_path = resolve_storage_path(params.train.storage_path, runtime)
     if runtime.ray_address and not runtime.tracking_uri:
         # On a cluster the embedded SQLite store would live and die with one pod.
@@ -166,8 +163,6 @@ def _start_cluster(params: Params, runtime: Runtime, log_file: Path, verbose: bo
     """The Ray cluster and what it can run; what Ray and its workers print goes to the log file."""
     import ray
 
-    from mnist_job.training.ray_output import route_ray_output
-
     t_ray, was_running = time.monotonic(), ray.is_initialized()  # e.g. a tuning trial, in the study's Ray
     with stderr_to_file(log_file, enabled=not verbose):  # Ray's C++ core writes its warnings to fd 2
         ray = init_ray(runtime, dashboard=False)  # a lone run has no use for it (training/ray_cluster.py)
@@ -187,12 +182,7 @@ def _start_cluster(params: Params, runtime: Runtime, log_file: Path, verbose: bo
 def _start_run(params: Params, runtime: Runtime, checked: _Checked, cluster: _Cluster, base_name: str,
                extra_tags: dict | None) -> _StartedRun:
     """The MLflow run, tagged with what it runs on; resumed when a restarted driver reruns the same run name."""
-    from mlflow import MlflowClient
-
-    from mnist_job.data.dvc_store import dvc_lock_hash, dvc_remote_location
-    from mnist_job.tracking import runs as tracking
-
-    client = MlflowClient(tracking_uri=checked.tracking_uri)
+    client = mlflow_client(checked.tracking_uri)
     experiment_id = tracking.get_or_create_experiment(client, params.mlflow.experiment, runtime.project_dir,
                                                       checked.tracking_uri)
     data_md5 = dvc_lock_hash(runtime.project_dir, params.data.dir)
@@ -211,9 +201,6 @@ def _run_tags(params: Params, runtime: Runtime, checked: _Checked, cluster: _Clu
     """What a run ran: code, data, library versions, workers."""
     import mlflow
     import torch
-
-    from mnist_job.data.format import manifest_digest
-    from mnist_job.tracking import runs as tracking
 
     commit = tracking.git_commit(runtime.project_dir, runtime.git_commit)
     return {
@@ -257,7 +244,6 @@ def _trainer(plan: WorkerPlan, cluster: _Cluster, run_name: str, storage_path: s
 def _final_outputs(fitted, run: _StartedRun, checked: _Checked, log_file: Path, fit_seconds: float,
                    t_start: float):
     """(the result, the run as MLflow holds it): the final model next to the project, and run.json."""
-    from mnist_job.tracking.runs import redact
     from mnist_job.training.loop import CHECKPOINT_FILE
 
     client, run_id = run.client, run.run_id
@@ -286,8 +272,6 @@ def _finish(result: TrainingResult, logged, run: _StartedRun, clock: PhaseClock,
     """The phase breakdown (rank 0's inside fit) to train.log and MLflow; then FINISHED: a run marked finished
     is complete."""
     from mlflow.entities import Metric
-
-    from mnist_job.tracking.registry import logged_phases
 
     phases = f"{clock.describe({'fit': logged_phases(run.client, logged)})}; total {total_seconds:.1f} s"
     to_log_file_only(logger, f"phases: {phases}")

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import tempfile
 import time
 from pathlib import Path
@@ -22,8 +21,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from mnist_job.core.console import report_progress, show_on_stdout
 from mnist_job.core.phases import PhaseClock
+from mnist_job.data.dvc_store import ensure_dataset
+from mnist_job.data.format import load_dataset
 from mnist_job.model.network import images_to_tensor
+from mnist_job.tracking.client import mlflow_client
+from mnist_job.tracking.registry import FINAL_TAG, log_final_results
+from mnist_job.tracking.runs import EpochMetricsLogger, retry
 from mnist_job.training.epoch import (
     Shard,
     TrainingState,
@@ -77,8 +82,6 @@ def _join(plan: WorkerPlan) -> Worker:
     import ray.train
     import ray.train.torch
 
-    from mnist_job.core.console import show_on_stdout
-
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
     show_on_stdout(rank=rank, verbose=plan.verbose)
@@ -91,9 +94,6 @@ def _join(plan: WorkerPlan) -> Worker:
 
 def _load_shard(plan: WorkerPlan, worker: Worker) -> Shard:
     """The dataset from this node's copy (pulled once per node), split, on this worker's device."""
-    from mnist_job.data.dvc_store import ensure_dataset
-    from mnist_job.data.format import load_dataset
-
     data_params, rank, world, device = plan.params.data, worker.rank, worker.world, worker.device
     started = time.monotonic()
     data_dir = ensure_dataset(data_params, plan.runtime.for_this_node())  # this node's own paths and endpoints
@@ -156,8 +156,6 @@ def _restore(training: TrainingState, worker: Worker) -> None:
 
 def _train_epoch(plan: WorkerPlan, worker: Worker, shard: Shard, training: TrainingState, epoch: int) -> dict:
     """One epoch on this rank's share, scored on its validation slice; the metrics summed over the ranks."""
-    from mnist_job.core.console import report_progress
-
     epochs, rank, world = plan.params.train.epochs, worker.rank, worker.world
     t0 = time.monotonic()
     order = shard_indices(len(shard.x), epoch, plan.params.train.seed, rank, world)
@@ -209,15 +207,8 @@ def _checkpoint(plan: WorkerPlan, worker: Worker, training: TrainingState, epoch
 
 
 def _mlflow_logger(plan: WorkerPlan):
-    from mlflow import MlflowClient
-
-    from mnist_job.tracking.runs import EpochMetricsLogger
-
-    # Fail a request in seconds rather than minutes so an outage only delays logging.
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
-    client = MlflowClient(tracking_uri=plan.tracking_uri)
-    return EpochMetricsLogger(client, plan.run_id)
+    # Fail a request in seconds rather than minutes so an outage only delays logging (the buffer retries).
+    return EpochMetricsLogger(mlflow_client(plan.tracking_uri, fail_fast=True), plan.run_id)
 
 
 def finish_run(plan: WorkerPlan, model: torch.nn.Module, test: tuple[np.ndarray, np.ndarray],
@@ -226,9 +217,6 @@ def finish_run(plan: WorkerPlan, model: torch.nn.Module, test: tuple[np.ndarray,
 
     ``clock``: rank 0's phases so far; the final ones are added, and all of them logged with the results.
     """
-    from mnist_job.tracking.registry import FINAL_TAG, log_final_results
-    from mnist_job.tracking.runs import retry
-
     params, client, run_id = plan.params, metrics_logger.client, plan.run_id
     clock = clock or PhaseClock()
     timeout = params.mlflow.flush_timeout_s
@@ -251,7 +239,8 @@ def finish_run(plan: WorkerPlan, model: torch.nn.Module, test: tuple[np.ndarray,
         def log_everything():
             return log_final_results(client, plan.tracking_uri, run_id, model, evaluation, folder, example,
                                      params.mlflow.registered_model if register else None,
-                                     int(history[-1]["epoch"]) if history else 0, phases=clock)
+                                     int(history[-1]["epoch"]) if history else 0, phases=clock,
+                                     image=plan.runtime.for_this_node().image)  # rank 0's pod's image
 
         version = retry(log_everything, "log the final model and plots", timeout)
     if register:

@@ -42,13 +42,20 @@ def init_ray(runtime: Runtime, dashboard: bool = True):
         # fails when it finds two (another user's, a test's): the cleaner died, a tuning trial stopped by
         # ASHA kept its CPUs, and the next trial waited for them for ever. So the cluster's own processes
         # (started by ray.init, with this environment) get its address; this process's is restored.
-        port = os.environ.get("RAY_GCS_SERVER_PORT") or str(_free_local_port())
+        port = runtime.ray_gcs_port or str(_free_local_port())
         with _environment(RAY_GCS_SERVER_PORT=port, RAY_ADDRESS=f"127.0.0.1:{port}"):
             ray.init(address="local", include_dashboard=dashboard, dashboard_host="127.0.0.1", log_to_driver=True,
                      _system_config=LOCAL_RAY_SYSTEM_CONFIG)
         logger.debug(f"ray: local cluster started in {time.monotonic() - t0:.1f} s")
         _owned_local_cluster.append(ray.get_runtime_context().get_job_id())
     return ray
+
+
+def keep_every_log_line() -> None:
+    """Ray folds log lines that differ only in numbers ("[rank 0] epoch 2" / "[rank 1] epoch 2"), which hides
+    per-rank progress and resume messages in the log file; keep every line. Ray reads this when it is
+    imported: call it before any import of ray (a training run's driver, a study's)."""
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 
 
 def _free_local_port() -> int:

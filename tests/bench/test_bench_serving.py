@@ -17,7 +17,7 @@ PROJECT_DIR = Path(__file__).resolve().parents[2]
 
 @pytest.mark.slow
 def test_tiny_serving_load_writes_the_figure(prepared_dataset, tmp_path, request):
-    # The small network of tests/support/models.py, from the cache the trained_network fixture fills.
+    # The small network of loopback/models.py, from the cache the trained_network fixture fills.
     cache = request.config.cache.mkdir("trained-network")
     done = subprocess.run([sys.executable, "-m", "bench.serving", "--rounds", "2", "--requests", "4",
                            "--concurrency", "2", "--cache", str(cache), "--out", str(tmp_path)],

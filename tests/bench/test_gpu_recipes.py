@@ -10,9 +10,9 @@ import sys
 import pytest
 
 from bench import gpu_recipes
+from loopback import services
 from mnist_job.core.config import load_params
 from mnist_job.core.presets import preset_overrides
-from tests.support import services
 
 
 @pytest.mark.slow

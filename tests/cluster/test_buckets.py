@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from loopback import services
 from mnist_job.core.errors import ServiceUnavailable
 from mnist_job.data.s3 import ensure_buckets
-from tests.support import services
 
 
 def test_buckets_are_created_once(s3, monkeypatch, caplog):

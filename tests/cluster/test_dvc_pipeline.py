@@ -12,8 +12,8 @@ import subprocess
 import pytest
 import yaml
 
+from loopback.services import PROJECT_DIR, VENV_BIN, base_env
 from tests.support.dvc import copy_dvc_project
-from tests.support.services import PROJECT_DIR, VENV_BIN, base_env
 
 pytestmark = pytest.mark.slow
 

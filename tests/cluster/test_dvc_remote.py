@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
+from loopback.services import base_env
 from mnist_job.core.config import DataParams, Runtime
 from mnist_job.core.errors import DataError, ServiceUnavailable
 from mnist_job.data.dvc_store import ensure_dataset
 from mnist_job.data.format import MANIFEST, verify_dataset
 from tests.support.dvc import copy_dvc_project, push_dataset
-from tests.support.services import base_env
 
 REMOTE = "s3://dvc-test/dvcstore"
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -135,6 +136,27 @@ def test_runtime_reads_only_what_it_is_given(tmp_path):
     assert runtime.project_dir == tmp_path.resolve()
     assert runtime.data_cache == (tmp_path / "c").resolve()
     assert runtime.tracking_uri is None and runtime.s3_endpoint is None
+    assert runtime.image is None and runtime.ray_gcs_port is None and not runtime.kube_in_cluster
+
+
+def test_runtime_holds_what_the_modules_used_to_read_themselves(tmp_path):
+    env = {"MNIST_PROJECT_DIR": str(tmp_path), "MNIST_IMAGE": " img:1 ", "RAY_GCS_SERVER_PORT": "6390",
+           "KUBERNETES_SERVICE_HOST": "10.0.0.1"}
+    runtime = Runtime.from_env(env)
+    assert (runtime.image, runtime.ray_gcs_port, runtime.kube_in_cluster) == ("img:1", "6390", True)
+    assert not Runtime.from_env(env | {"KUBECONFIG": "/k"}).kube_in_cluster, "a kubeconfig wins over the pod's"
+    # rank 0 tags the image of its own pod (a worker image may differ from the head's)
+    assert runtime.for_this_node({"MNIST_IMAGE": "worker:1"}).image == "worker:1"
+    assert runtime.for_this_node({}).image == "img:1"
+
+
+def test_only_config_reads_the_environment(project_dir):
+    """docs/architecture.md: mnist_job/core/config.py is the only reader; others may set variables for libraries,
+    hand the whole environment to a subprocess, or restore what they set (training/ray_cluster.py's _environment)."""
+    reads = re.compile(r"os\.getenv\(|os\.environ\.get\(|os\.environ\[[^]]+\](?!\s*=[^=])")
+    found = {str(path.relative_to(project_dir)): hits for path in (project_dir / "mnist_job").rglob("*.py")
+             if (hits := reads.findall(path.read_text())) and path.name != "config.py"}
+    assert found == {"mnist_job/training/ray_cluster.py": ["os.environ.get("]}
 
 
 def test_real_process_exit_code_and_no_traceback():

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import ast
 
-from tests.support.services import PROJECT_DIR
+from loopback.services import PROJECT_DIR
 
 PACKAGE = PROJECT_DIR / "mnist_job"
 FOUNDATION = ["core.errors", "core.tuning_params", "core.config", "core.presets", "core.files", "core.paths", "core.phases",
@@ -28,6 +28,7 @@ LIBRARIES = [
     "model.pixel_pyfunc",
     "model.export",
     "evaluation.scoring",
+    "tracking.client",
     "tracking.runs",
     "tracking.registry",
     "training.failures",
@@ -130,3 +131,13 @@ def test_the_check_can_fail():
         "cli.commands": {"training.driver"},
     }
     assert against_layering(graph) == ["data.fetch -> training.driver", "evaluation.scoring -> evaluation.evaluate"]
+
+
+def test_bench_stands_on_the_package_and_loopback_alone():
+    """bench/ measures the package; what it shares with the tests (local services) is in loopback/, not tests/."""
+    bench = [p for p in (PROJECT_DIR / "bench").rglob("*.py")]
+    imports = {f"{p.name}: {name}" for p in bench for node in ast.walk(ast.parse(p.read_text()))
+               for name in ([a.name for a in node.names] if isinstance(node, ast.Import) else
+                            [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+               if name.split(".")[0] == "tests"}
+    assert bench and imports == set()

@@ -8,7 +8,7 @@ import subprocess
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-TOP = ("mnist_job", "tests", "scripts", "bench", "docs", "charts", "k8s", "image", "mk", "cluster-tools",
+TOP = ("mnist_job", "tests", "loopback", "scripts", "bench", "docs", "charts", "k8s", "image", "mk", "cluster-tools",
        "requirements", ".ci", ".github")
 # a path from one of the top folders; a wildcard, placeholder or template after it makes it a pattern, not a name
 NAMED = re.compile(r"(?<![\w./-])((?:" + "|".join(re.escape(t) for t in TOP) + r")/[\w./-]*\w)(?![-_]|\.?[\w*<{$\[])")
@@ -23,7 +23,7 @@ def tracked_text_files() -> list[Path]:
 
 def exists(name: str) -> bool:
     """In the tree, an output the repository ignores (bench/results/...), or a module's attribute
-    (tests/support/services.start_s3)."""
+    (loopback/services.start_s3)."""
     if (ROOT / name).exists() or MEDIA_TYPES.fullmatch(name) or name.endswith(".new"):
         return True
     if (ROOT / f"{name.rpartition('.')[0]}.py").is_file():

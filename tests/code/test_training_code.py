@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import ast
 
-from tests.support.services import PROJECT_DIR
+from loopback.services import PROJECT_DIR
 
 PACKAGE = PROJECT_DIR / "mnist_job"
 TRAINING = PACKAGE / "training"

@@ -94,7 +94,7 @@ def test_partial_dataset_is_refused(dataset_copy):
 def test_train_refuses_a_corrupted_dataset_before_any_training(dataset_copy, tmp_path):
     """Exit 4, the file named, and no Ray started: nothing is trained on bad data."""
     (dataset_copy / "train_labels.npy").write_bytes(b"garbage")
-    from tests.support.services import base_env
+    from loopback.services import base_env
 
     done = run_cli("train", "--set", f"data.dir={dataset_copy}", "--set", f"train.storage_path={tmp_path / 'ray'}",
                    env=base_env(MNIST_PROJECT_DIR=str(tmp_path)), cwd=tmp_path, timeout=120)

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from loopback import services
 from tests.data.test_hostile_paths import snapshot
-from tests.support import services
 
 
 @pytest.fixture(scope="module")

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from loopback import services
 from mnist_job import cli
-from tests.support import services
 
 HOME = str(Path.home())
 

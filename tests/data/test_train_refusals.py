@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from tests.support import services
+from loopback import services
 
 
 @pytest.mark.parametrize(("sets", "field"), [

@@ -1,10 +1,10 @@
-"""A real MLflow server per test module (tests/support/services.py) and a client of it."""
+"""A real MLflow server per test module (loopback/services.py) and a client of it."""
 
 from __future__ import annotations
 
 import pytest
 
-from tests.support import services
+from loopback import services
 
 
 @pytest.fixture(scope="module")

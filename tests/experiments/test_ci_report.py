@@ -10,9 +10,9 @@ import json
 
 import pytest
 
+from loopback import services
 from mnist_job.core.config import Runtime
 from mnist_job.experiments.baseline import DEFAULT_CONFIG, DEFAULT_TOLERANCES, Baseline, ci_report
-from tests.support import services
 from tests.support.cli import run_cli
 
 BASELINE = {"test_accuracy": 0.93, "test_loss": 0.27, "val_accuracy": 0.94, "images_per_s": 1400.0,

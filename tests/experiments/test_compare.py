@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import pytest
 
+from loopback import services
 from mnist_job.experiments import compare
-from tests.support import services
 from tests.support.cli import run_cli
 
 EXPERIMENT = "compare-test"

@@ -11,7 +11,7 @@ import json
 import shutil
 import subprocess
 
-from tests.support.services import PROJECT_DIR, VENV_BIN, base_env
+from loopback.services import PROJECT_DIR, VENV_BIN, base_env
 
 
 def _run(*cmd: str, cwd) -> str:

@@ -16,10 +16,10 @@ import time
 
 import pytest
 
+from loopback import services
+from loopback.polling import wait_until
 from mnist_job.experiments.compare import KIND_TAG
 from mnist_job.experiments.tune import ORPHAN_TAG, STUDY_TAG, TRIAL_TAG
-from tests.support import services
-from tests.support.polling import wait_until
 from tests.support.training import EPOCH_METRICS, epoch_steps
 
 pytestmark = pytest.mark.slow

@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from tests.support import services
+from loopback import services
 from tests.support.training import (
     CHECKPOINT_BUCKET,
     Training,

@@ -9,8 +9,8 @@ import contextlib
 
 import pytest
 
+from loopback.polling import wait_until
 from tests.support.local_cluster import NAMESPACE, PLATFORM_RELEASE
-from tests.support.polling import wait_until
 
 pytestmark = [pytest.mark.kubernetes, pytest.mark.slow]
 

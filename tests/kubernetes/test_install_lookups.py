@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from loopback.project_env import PROJECT_ENV
 from tests.support.local_cluster import PLATFORM_RELEASE, ROOT, TOOLS, LocalCluster
-from tests.support.project_env import PROJECT_ENV
 
 pytestmark = [pytest.mark.kubernetes, pytest.mark.slow]
 

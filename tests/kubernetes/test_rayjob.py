@@ -10,9 +10,9 @@ import time
 
 import pytest
 
+from loopback.polling import wait_until
 from mnist_job.tracking.runs import RUN_BASE_TAG, RUN_NAME_TAG
 from tests.support.local_cluster import NAMESPACE, ROOT, mlflow_as_a_user, operator_source
-from tests.support.polling import wait_until
 from tests.support.training import EPOCH_METRICS
 
 pytestmark = [pytest.mark.kubernetes, pytest.mark.slow]

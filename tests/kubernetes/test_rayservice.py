@@ -12,10 +12,10 @@ import time
 import numpy as np
 import pytest
 
+from loopback.polling import wait_until
+from loopback.project_env import PROJECT_ENV
 from tests.support.load import Load
 from tests.support.local_cluster import NAMESPACE, PLATFORM_RELEASE, ROOT, MlflowReader
-from tests.support.polling import wait_until
-from tests.support.project_env import PROJECT_ENV
 
 pytestmark = [pytest.mark.kubernetes, pytest.mark.slow]
 

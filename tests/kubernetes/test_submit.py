@@ -13,8 +13,8 @@ import pytest
 import yaml
 from kubernetes.utils.quantity import parse_quantity
 
+from loopback.polling import wait_until
 from tests.support.local_cluster import NAMESPACE, MlflowReader, edited_manifest, mlflow_as_a_user
-from tests.support.polling import wait_until
 
 pytestmark = [pytest.mark.kubernetes, pytest.mark.slow]
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import yaml
 
+from loopback.project_env import PROJECT_ENV
 from tests.support.local_cluster import operator_source
-from tests.support.project_env import PROJECT_ENV
 
 ROOT = Path(__file__).resolve().parents[2]
 TOOLS = ROOT / ".tools" / "bin"

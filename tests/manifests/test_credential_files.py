@@ -12,7 +12,7 @@ import pytest
 from manifest_helpers import PLATFORM, PLATFORM_RELEASE, ROOT, one
 
 sys.path.insert(0, str(ROOT))
-from tests.support import services  # noqa: E402
+from loopback import services  # noqa: E402
 from tests.support.iam_s3 import start_iam_s3  # noqa: E402
 
 pytestmark = pytest.mark.slow

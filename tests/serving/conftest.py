@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.support.serving import serving
+from loopback.serving import serving
 
 
 @pytest.fixture(scope="session")

@@ -9,9 +9,9 @@ import threading
 import numpy as np
 from mlflow import MlflowClient
 
-from tests.support.models import register
-from tests.support.polling import wait_until
-from tests.support.serving import serving
+from loopback.models import register
+from loopback.polling import wait_until
+from loopback.serving import serving
 
 NAME = "mnist-follow"
 

@@ -7,8 +7,8 @@ import json
 import numpy as np
 from PIL import Image
 
+from loopback import services
 from mnist_job.data.format import encode_idx
-from tests.support import services
 from tests.support.cli import run_cli
 
 

@@ -7,7 +7,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from tests.support.services import PROJECT_DIR, VENV_BIN, base_env
+from loopback.services import PROJECT_DIR, VENV_BIN, base_env
 
 
 def push_dataset(workdir: Path, remote_url: str, s3_env: dict[str, str], data_dir: str = "data/mnist") -> str:

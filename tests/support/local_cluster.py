@@ -22,9 +22,9 @@ from pathlib import Path
 
 import yaml
 
-from tests.support.polling import wait_until
+from loopback.polling import wait_until
+from loopback.project_env import PROJECT_ENV
 from tests.support.port_forward import port_forward
-from tests.support.project_env import PROJECT_ENV
 
 ROOT = Path(__file__).resolve().parents[2]
 TOOLS = ROOT / ".tools" / "bin"

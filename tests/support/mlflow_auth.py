@@ -14,7 +14,7 @@ import tempfile
 import urllib.parse
 from pathlib import Path
 
-from tests.support import services
+from loopback import services
 
 ADMIN = ("admin", "admin-password-for-tests-4e1b")
 SERVING = ("mnist-serving", "serving-password-for-tests-7d0")

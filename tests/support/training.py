@@ -15,8 +15,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.support import services
-from tests.support.polling import wait_until
+from loopback import services
+from loopback.polling import wait_until
 
 # The metrics the package logs to MLflow once per epoch (mnist_job/training/loop.py).
 EPOCH_METRICS = ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "images_per_s", "epoch_time_s")

@@ -8,9 +8,9 @@ import urllib.request
 
 import pytest
 
+from loopback.services import base_env
 from tests.support import mlflow_auth
 from tests.support.cli import run_cli
-from tests.support.services import base_env
 
 pytestmark = pytest.mark.slow
 

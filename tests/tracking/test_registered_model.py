@@ -11,9 +11,9 @@ import sys
 
 import pytest
 
-from tests.support import services
+from loopback import services
+from loopback.models import register
 from tests.support.cli import run_cli
-from tests.support.models import register
 
 # Run in a fresh interpreter outside the project: what a user without this package does.
 STOCK_CLIENT = """

@@ -15,7 +15,7 @@ import sys
 
 import pytest
 
-from tests.support.services import PROJECT_DIR, base_env, start_ray_cluster
+from loopback.services import PROJECT_DIR, base_env, start_ray_cluster
 
 pytestmark = pytest.mark.slow
 

@@ -15,7 +15,7 @@ import sys
 
 import pytest
 
-from tests.support.services import PROJECT_DIR
+from loopback.services import PROJECT_DIR
 
 pytestmark = pytest.mark.slow
 

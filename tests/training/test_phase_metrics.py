@@ -13,8 +13,8 @@ import sys
 
 import pytest
 
+from loopback import services
 from mnist_job.core.phases import DRIVER_PHASES, WORKER_PHASES
-from tests.support import services
 from tests.support.training import assert_one_value_per_epoch
 
 pytestmark = pytest.mark.slow

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import yaml
 
-from tests.support import services
-from tests.support.project_env import PROJECT_ENV
+from loopback import services
+from loopback.project_env import PROJECT_ENV
 
 ROOT = services.PROJECT_DIR
 VENV_BIN = services.VENV_BIN

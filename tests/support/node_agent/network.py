@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.support import services
+from loopback import services
 from tests.support.node_agent import pids
 
 HOST_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-PROJECT_ENV_FILE = Path(__file__).resolve().parents[2] / "project.env"
+PROJECT_ENV_FILE = Path(__file__).resolve().parents[1] / "project.env"
 
 
 def read_project_env(path: Path = PROJECT_ENV_FILE) -> dict[str, str]:

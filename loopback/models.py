@@ -61,12 +61,11 @@ class RegisteredModel:
 def register(tracking_uri: str, network, dataset: Path, folder: Path, name: str = "mnist-cnn",
              experiment: str = "serving-tests", run_tags: dict | None = None) -> RegisteredModel:
     """One finished run holding ``network``, scored on the full test set and registered as training does it."""
-    from mlflow import MlflowClient
-
     from mnist_job.evaluation.scoring import evaluate
     from mnist_job.tracking import registry
+    from mnist_job.tracking.client import mlflow_client
 
-    client = MlflowClient(tracking_uri=tracking_uri)
+    client = mlflow_client(tracking_uri)
     found = client.get_experiment_by_name(experiment)
     experiment_id = found.experiment_id if found else client.create_experiment(experiment)
     run_id = client.create_run(experiment_id, tags=run_tags or {}).info.run_id

@@ -19,11 +19,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.support.polling import wait_until
-from tests.support.project_env import PROJECT_ENV
+from loopback.polling import wait_until
+from loopback.project_env import PROJECT_ENV
 
 VENV_BIN = Path(sys.executable).parent
-PROJECT_DIR = Path(__file__).resolve().parents[2]
+PROJECT_DIR = Path(__file__).resolve().parents[1]
 
 TEST_ACCESS_KEY = "testkey-AKIAMNISTEXAMPLE"
 TEST_SECRET_KEY = "testsecret-do-not-leak-8d1f3c"
