@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from loopback.polling import wait_until
 from tests.support.node_agent import container as containers
 from tests.support.node_agent import dns, images, memory, pids, pod_state
 from tests.support.node_agent.network import AddressPool
@@ -20,7 +21,6 @@ from tests.support.node_agent.pod_sandbox import Node, now
 from tests.support.node_agent.pod_worker import PodWorker
 from tests.support.node_agent.podspec import container_env, expand, field_value
 from tests.support.node_agent.service_map import ServiceMap
-from tests.support.polling import wait_until
 
 POD = {"metadata": {"name": "p", "namespace": "ns", "uid": "u-1", "labels": {"app": "web"}},
        "spec": {"nodeName": "n", "serviceAccountName": "sa", "containers": [
