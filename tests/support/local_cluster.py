@@ -127,12 +127,14 @@ class LocalCluster:
         with urllib.request.urlopen(request, timeout=30) as answer:
             return json.loads(answer.read())
 
-    def outage(self, component: str, seconds: float) -> None:
-        """One component of the cluster stopped, down for `seconds`, started again: what the scripts' --only
-        does for a developer (scripts/cluster-down.sh, cluster-up.sh)."""
-        self.run("bash", "scripts/cluster-down.sh", "--only", component, timeout=60)
+    def outage(self, *components: str, seconds: float) -> None:
+        """Components of the cluster stopped in this order, down together for `seconds`, started again in the
+        reverse order: what the scripts' --only does for a developer (scripts/cluster-down.sh, cluster-up.sh)."""
+        for component in components:
+            self.run("bash", "scripts/cluster-down.sh", "--only", component, timeout=60)
         time.sleep(seconds)
-        self.run("bash", "scripts/cluster-up.sh", "--only", component, timeout=180)
+        for component in reversed(components):
+            self.run("bash", "scripts/cluster-up.sh", "--only", component, timeout=180)
 
     def cluster_ip(self, service: str, namespace: str = NAMESPACE) -> str:
         return self.get("service", service, "-n", namespace)["spec"]["clusterIP"]
