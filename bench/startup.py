@@ -149,12 +149,22 @@ def one(variant: str, storage: Path) -> dict:
     trainer.fit()
     stamps = [json.loads((marks / f"rank-{r}").read_text()) for r in range(WORKERS)]
     phases = ray_phases(logs)
-    ray.shutdown()
+    node_processes = {kind: [info.process for info in infos]
+                      for kind, infos in ray._private.worker._global_node.all_processes.items()}
+    shutdown_started = time.time()
+    if variant == "now":  # the driver's own shutdown (mnist_job/training/ray_cluster.py)
+        from mnist_job.training.ray_cluster import shutdown_local_cluster
+
+        shutdown_local_cluster(ray)
+    else:
+        ray.shutdown()
+    shutdown_s = time.time() - shutdown_started
+    exit_codes = {kind: [process.wait(timeout=30) for process in processes] for kind, processes in node_processes.items()}
     shutil.rmtree(os.environ["RAY_TMPDIR"], ignore_errors=True)
     points = {"imports_s": imported, "ray_init_s": initialized, "fit_called_s": fit_called,
               **{k: v for k, v in phases.items() if k.endswith("_s")},
               "train_fn_started_s": max(s[0] for s in stamps), "first_step_s": max(s[1] for s in stamps)}
-    return {"variant": variant, "processes": phases["processes"],
+    return {"variant": variant, "processes": phases["processes"], "exit_codes": exit_codes, "shutdown_s": shutdown_s,
             **{key: at - PROCESS_START for key, at in points.items()}, "fit_to_first_step_s": points["first_step_s"] - fit_called}
 
 

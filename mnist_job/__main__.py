@@ -1,5 +1,3 @@
-import sys
+from mnist_job.cli.commands import console_main
 
-from mnist_job.cli.commands import main
-
-sys.exit(main())
+console_main()

@@ -6,7 +6,7 @@ and ``--set key=value``; expected failures print one line and exit with the code
 mnist_job/core/errors.py: 2 invalid input, 3 service unreachable, 4 bad data.
 """
 
-from mnist_job.cli.commands import main, run
+from mnist_job.cli.commands import console_main, main, run
 from mnist_job.cli.parser import TRAIN_FLAGS, build_parser
 
-__all__ = ["TRAIN_FLAGS", "build_parser", "main", "run"]
+__all__ = ["TRAIN_FLAGS", "build_parser", "console_main", "main", "run"]

@@ -12,8 +12,10 @@ mnist_job/core/errors.py: 2 invalid input, 3 service unreachable, 4 bad data.
 from __future__ import annotations
 
 import argparse
+import atexit
 import os
 import sys
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -234,3 +236,22 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+
+
+def console_main() -> None:
+    """The ``mnist-job`` executable: ``main``, then the exit handlers, then exit without Python's teardown.
+
+    A command has closed what it opened when it returns (Ray shut down, MLflow runs ended, files written
+    atomically), and the exit handlers (logging's, MLflow's, Ray's) still run here. What is skipped is the
+    interpreter freeing every object of torch, Ray and MLflow one by one: about 2 s after a training run,
+    which the user waits for (bench/commands.py times each command to its exit). A thread still at work
+    (not a daemon) gets the usual exit, which waits for it.
+    """
+    code = main()
+    if any(thread.is_alive() and not thread.daemon for thread in threading.enumerate()
+           if thread is not threading.main_thread()):
+        sys.exit(code)
+    atexit._run_exitfuncs()  # what Python runs before its teardown: the one step of it kept
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(int(code or 0))

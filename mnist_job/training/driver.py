@@ -11,8 +11,8 @@ import importlib
 import json
 import logging
 import sys
-import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
@@ -33,7 +33,7 @@ from mnist_job.tracking.runs import redact
 from mnist_job.training import planning
 from mnist_job.training.failures import fit_or_stop
 from mnist_job.training.planning import BatchPlan, WorkerPlan, plan_batches, plan_resources, resolve_storage_path
-from mnist_job.training.ray_cluster import init_ray, keep_every_log_line, owns_local_cluster
+from mnist_job.training.ray_cluster import init_ray, keep_every_log_line, owns_local_cluster, shutdown_local_cluster
 from mnist_job.training.ray_output import route_ray_output
 
 logger = logging.getLogger(__name__)
@@ -88,12 +88,15 @@ def _train(params: Params, runtime: Runtime, log_file: Path, verbose: bool, extr
     base_name = params.train.run_name or planning.default_run_name()
     with clock.phase("checks"):
         checked = _check_services_and_data(params, runtime)
-    # Starting Ray is mostly waiting for its processes: torch, which run start needs, imports meanwhile.
-    threading.Thread(target=importlib.import_module, args=("torch",), name="import-torch", daemon=True).start()
-    with clock.phase("ray_start"):
-        cluster = _start_cluster(params, runtime, log_file, verbose)
-    with clock.phase("run_start"):
-        run = _start_run(params, runtime, checked, cluster, base_name, extra_tags)
+    # Starting Ray is mostly waiting for its processes (bench/startup.py): meanwhile MLflow's store gets
+    # ready (a new SQLite store creates its tables: seconds) and the modules fit needs are imported.
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="meanwhile") as meanwhile:
+        tracking_ready = meanwhile.submit(_ready_tracking, params, runtime, checked)
+        meanwhile.map(importlib.import_module, FIT_MODULES)  # an import that fails here fails again where used
+        with clock.phase("ray_start"):
+            cluster = _start_cluster(params, runtime, log_file, verbose)
+        with clock.phase("run_start"):  # what is left of it once Ray runs: usually the run's creation alone
+            run = _start_run(params, runtime, checked, cluster, base_name, extra_tags, *tracking_ready.result())
     # everything the workers are told, decided here once: they take it as it is
     plan = WorkerPlan(params=params, runtime=runtime, tracking_uri=checked.tracking_uri, run_id=run.run_id,
                       threads_per_worker=cluster.cpus_per_worker, threads_after_training=cluster.threads_after_training,
@@ -105,7 +108,7 @@ def _train(params: Params, runtime: Runtime, log_file: Path, verbose: bool, extr
         result, logged = _final_outputs(fitted, run, checked, log_file, clock.seconds("fit"), t_start)
     if cluster.started_here:  # a local cluster this call started; a connected one is left as it is
         with clock.phase("shutdown"), stderr_to_file(log_file, enabled=not verbose):
-            cluster.ray.shutdown()
+            shutdown_local_cluster(cluster.ray)
     return _finish(result, logged, run, clock, time.monotonic() - t_start)
 
 
@@ -179,12 +182,22 @@ def _start_cluster(params: Params, runtime: Runtime, log_file: Path, verbose: bo
     return _Cluster(ray, use_gpu, cpus_per_worker, final_threads, progress, started_here)
 
 
-def _start_run(params: Params, runtime: Runtime, checked: _Checked, cluster: _Cluster, base_name: str,
-               extra_tags: dict | None) -> _StartedRun:
-    """The MLflow run, tagged with what it runs on; resumed when a restarted driver reruns the same run name."""
+# What fit imports on the driver (the trainer and the function it ships to the workers): imported while
+# Ray starts, not after it (Python imports each module once, whichever thread asks first).
+FIT_MODULES = ("torch", "ray.train.torch", "mnist_job.training.loop", "mnist_job.training.local_trainer")
+
+
+def _ready_tracking(params: Params, runtime: Runtime, checked: _Checked) -> tuple[Any, str]:
+    """(an MlflowClient, its store open; the experiment, created if new): no run yet, so a cluster that fails
+    to start leaves none."""
     client = mlflow_client(checked.tracking_uri)
-    experiment_id = tracking.get_or_create_experiment(client, params.mlflow.experiment, runtime.project_dir,
-                                                      checked.tracking_uri)
+    return client, tracking.get_or_create_experiment(client, params.mlflow.experiment, runtime.project_dir,
+                                                     checked.tracking_uri)
+
+
+def _start_run(params: Params, runtime: Runtime, checked: _Checked, cluster: _Cluster, base_name: str,
+               extra_tags: dict | None, client, experiment_id: str) -> _StartedRun:
+    """The MLflow run, tagged with what it runs on; resumed when a restarted driver reruns the same run name."""
     data_md5 = dvc_lock_hash(runtime.project_dir, params.data.dir)
     tags = _run_tags(params, runtime, checked, cluster, data_md5) | (extra_tags or {})
     run_id, run_name, resumed = tracking.start_or_resume_run(client, experiment_id, base_name, params.flat(), tags,

@@ -51,6 +51,21 @@ def init_ray(runtime: Runtime, dashboard: bool = True):
     return ray
 
 
+def shutdown_local_cluster(ray) -> None:
+    """``ray.shutdown()`` of the local cluster this process started, a second sooner.
+
+    Ray stops its processes one after another, each with SIGTERM and up to 1 s to exit. Its autoscaler
+    monitor, which a local cluster has no use for, answers SIGTERM by reporting its end to the GCS that
+    Ray has stopped just before, and takes its whole second; killed first, it takes none. The monitor is
+    found in Ray 2.60's node object; where that moved, the plain shutdown does it all, only slower.
+    """
+    node = getattr(ray._private.worker, "_global_node", None)
+    for monitor in getattr(node, "all_processes", {}).get("monitor", []):
+        monitor.process.kill()
+        monitor.process.wait(timeout=5)
+    ray.shutdown()
+
+
 def keep_every_log_line() -> None:
     """Ray folds log lines that differ only in numbers ("[rank 0] epoch 2" / "[rank 1] epoch 2"), which hides
     per-rank progress and resume messages in the log file; keep every line. Ray reads this when it is

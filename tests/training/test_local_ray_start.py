@@ -43,3 +43,11 @@ def test_every_phase_is_timed_in_order(local_start):
     values = [figures[key] for key in order]
     assert all(math.isfinite(v) and v > 0 for v in values), figures
     assert values == sorted(values), figures
+
+
+def test_the_shutdown_stops_every_process_of_the_local_cluster(local_start):
+    figures, _ = local_start
+    exit_codes = figures["exit_codes"]  # each process of Ray's node, waited for after the driver's shutdown
+    assert {"raylet", "gcs_server", "monitor"} <= set(exit_codes), exit_codes
+    assert all(code is not None for codes in exit_codes.values() for code in codes), exit_codes
+    assert exit_codes["monitor"] == [-9], "the autoscaler monitor is killed first, not asked and waited for"
