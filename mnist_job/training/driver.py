@@ -88,8 +88,9 @@ def _train(params: Params, runtime: Runtime, log_file: Path, verbose: bool, extr
     base_name = params.train.run_name or planning.default_run_name()
     with clock.phase("checks"):
         checked = _check_services_and_data(params, runtime)
-    # Starting Ray is mostly waiting for its processes (bench/startup.py): meanwhile MLflow's store gets
-    # ready (a new SQLite store creates its tables: seconds) and the modules fit needs are imported.
+    # While Ray starts its processes, MLflow's store gets ready (a new SQLite store creates its tables:
+    # seconds) and the modules fit needs are imported: side by side where cores are free; on 2 busy cores
+    # it only moves time from run start to Ray's start (bench/RESULTS.md).
     with ThreadPoolExecutor(max_workers=2, thread_name_prefix="meanwhile") as meanwhile:
         tracking_ready = meanwhile.submit(_ready_tracking, params, runtime, checked)
         meanwhile.map(importlib.import_module, FIT_MODULES)  # an import that fails here fails again where used
