@@ -20,12 +20,14 @@ from dataclasses import dataclass
 from mnist_job.core.config import Params, Runtime
 from mnist_job.core.errors import InvalidInput, JobError
 from mnist_job.core.paths import Output
+from mnist_job.core.phases import PhaseClock
 from mnist_job.core.tuning_params import SEARCHABLE
 from mnist_job.data.dvc_store import CACHED_DATA_OUTPUTS, ensure_dataset
 from mnist_job.experiments.compare import KIND_TAG
 from mnist_job.experiments.study_report import log_study
 from mnist_job.tracking import runs as tracking
 from mnist_job.tracking.client import mlflow_client
+from mnist_job.tracking.registry import log_phases
 from mnist_job.tracking.runs import get_or_create_experiment, resolve_tracking_uri
 from mnist_job.training.driver import run_training
 from mnist_job.training.planning import resolve_storage_path, when_nodes_join
@@ -58,6 +60,7 @@ class StudyResult:
     stopped_early: int
     resumed: bool
     orphaned: int = 0
+    phases: str = ""  # where the study's time went, on its driver's clock (mnist_job/core/phases.py)
 
 
 def with_values(params: Params, values: dict) -> Params:
@@ -182,19 +185,22 @@ def run_study(params: Params, runtime: Runtime) -> StudyResult:
     from ray.tune.search.optuna import OptunaSearch
 
     study = params.tune.study_name or f"study-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}"
-    storage = resolve_storage_path(params.tune.storage_path, runtime)
-    if runtime.ray_address and not runtime.tracking_uri:
-        raise InvalidInput("MLFLOW_TRACKING_URI: must be set when running on a Ray cluster (RAY_ADDRESS is set)")
-    tracking_uri = tracking.resolve_tracking_uri(runtime)
-    tracking.check_tracking_server(tracking_uri)
-    ensure_dataset(params.data, runtime)  # a missing or corrupt dataset fails here, not in every trial
-    ray = init_ray(runtime)
-    cpus_per_worker = _cpus_per_worker(params, ray, runtime)
-
-    client = mlflow_client(tracking_uri)
-    experiment_id = tracking.get_or_create_experiment(client, params.mlflow.experiment, runtime.project_dir,
-                                                      tracking_uri)
-    parent, resumed_parent = study_parent_run(client, experiment_id, study, params)
+    clock = PhaseClock()
+    with clock.phase("checks"):
+        storage = resolve_storage_path(params.tune.storage_path, runtime)
+        if runtime.ray_address and not runtime.tracking_uri:
+            raise InvalidInput("MLFLOW_TRACKING_URI: must be set when running on a Ray cluster (RAY_ADDRESS is set)")
+        tracking_uri = tracking.resolve_tracking_uri(runtime)
+        tracking.check_tracking_server(tracking_uri)
+        ensure_dataset(params.data, runtime)  # a missing or corrupt dataset fails here, not in every trial
+    with clock.phase("ray_start"):
+        ray = init_ray(runtime)
+        cpus_per_worker = _cpus_per_worker(params, ray, runtime)
+    with clock.phase("study_start"):
+        client = mlflow_client(tracking_uri)
+        experiment_id = tracking.get_or_create_experiment(client, params.mlflow.experiment, runtime.project_dir,
+                                                          tracking_uri)
+        parent, resumed_parent = study_parent_run(client, experiment_id, study, params)
     trainable = tune.with_parameters(_run_trial, base=params, runtime=runtime, study=study, parent_run_id=parent,
                                      cpus_per_worker=cpus_per_worker)
     # the trial only waits on its trainer: no CPU (Ray needs some resource in the bundle: a little memory);
@@ -215,16 +221,29 @@ def run_study(params: Params, runtime: Runtime) -> StudyResult:
             max_concurrent_trials=params.tune.max_concurrent, time_budget_s=params.tune.budget_s),
             run_config=tune.RunConfig(name=study, storage_path=storage, verbose=0))
     try:
-        results = tuner.fit()
+        with clock.phase("trials"):
+            results = tuner.fit()
     except BaseException:
         client.set_terminated(parent, status="KILLED")  # a rerun with the same study name resumes it
         raise
-    return finish_study(client, experiment_id, parent, study, params, results, resumed or resumed_parent)
+    return finish_study(client, experiment_id, parent, study, params, results, resumed or resumed_parent, clock)
 
 
 def finish_study(client, experiment_id: str, parent: str, study: str, params: Params, results,
-                 resumed: bool) -> StudyResult:
-    """Stopped trials' runs marked, the best trial found, and the parent run given what it should hold."""
+                 resumed: bool, clock: PhaseClock) -> StudyResult:
+    """Stopped trials' runs marked, the best trial found, and the parent run given what it should hold: the
+    study's phases too (``clock``, this one's ``report`` added), as ``phase_<name>_s`` metrics before FINISHED."""
+    with clock.phase("report"):
+        rows, best, stopped, orphaned = _report(client, experiment_id, parent, study, params, results)
+    log_phases(client, parent, clock)
+    client.set_terminated(parent, status="FINISHED")
+    return StudyResult(study, parent, best["config"], best["value"], best["run_id"], len(rows), stopped, resumed,
+                       orphaned, clock.describe())
+
+
+def _report(client, experiment_id: str, parent: str, study: str, params: Params, results):
+    """The trials' rows (their runs marked where ASHA stopped them), the best one, how many stopped early and
+    how many runs were orphaned; the study's files and best config logged to the parent run."""
     children = {r.data.tags.get(TRIAL_TAG): r for r in client.search_runs(
         [experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent}'", max_results=10000)}
     rows, stopped = [], 0
@@ -251,9 +270,7 @@ def finish_study(client, experiment_id: str, parent: str, study: str, params: Pa
         raise JobError(f"tune: no trial of study {study} reported {OBJECTIVE}; see the trials' logs")
     best = max(scored, key=lambda r: (r["epochs"], r["value"]))  # a full-budget trial beats one stopped early
     log_study(client, parent, rows, best, optuna_space(params))
-    client.set_terminated(parent, status="FINISHED")
-    return StudyResult(study, parent, best["config"], best["value"], best["run_id"], len(rows), stopped, resumed,
-                       orphaned)
+    return rows, best, stopped, orphaned
 
 
 def mark_orphans(client, children: dict, trial_ids: set) -> int:
@@ -276,7 +293,8 @@ def summary(result: StudyResult) -> str:
         + (f", {result.orphaned} interrupted run(s) outside the study (tag {ORPHAN_TAG})" if result.orphaned else ""),
         f"best {OBJECTIVE}: {result.best_value:.4f} (MLflow run {result.best_run_id})",
         f"best params: {best}",
-        f"study run: {result.parent_run_id} (best params, trials.md, search.png)",
+        f"study run: {result.parent_run_id} (best params, trials.md, search.png, phase_<name>_s)",
+        *([f"phases: {result.phases}"] if result.phases else []),
         "train with them: mnist-job train " + " ".join(f"--set {SEARCHABLE[k][0]}={v:.6g}"
                                                         for k, v in sorted(result.best_params.items())),
     ])

@@ -39,8 +39,6 @@ def log_final_results(client, tracking_uri: str, run_id: str, model, evaluation,
     here too and is logged as ``phase_*_s`` metrics, once, just before the run's final tag. ``image``: the
     container image this ran in (Runtime.image), tagged on the registered version.
     """
-    from mlflow.entities import Metric
-
     clock = phases or PhaseClock()
     run = client.get_run(run_id)
     with clock.phase("mlflow_logging"):
@@ -53,10 +51,19 @@ def log_final_results(client, tracking_uri: str, run_id: str, model, evaluation,
             version = _register_once(client, registered_model, model_uri, run, evaluation, image)
     client.set_tag(run_id, "model.registered", f"{registered_model}/{version}" if registered_model else "false")
     if phases is not None and not any(key.startswith(PREFIX) for key in run.data.metrics):
-        now = int(time.time() * 1000)
-        client.log_batch(run_id, metrics=[Metric(k, v, now, s) for k, v, s in phases.metrics()])
+        log_phases(client, run_id, phases)
     client.set_tag(run_id, FINAL_TAG, "true")
     return version
+
+
+def log_phases(client, run_id: str, clock: PhaseClock, **totals: float) -> None:
+    """``clock``'s phases as ``phase_<name>_s`` metrics (a repeated phase's steps as steps), with ``totals``
+    (name: seconds) at step 0, in one request."""
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    client.log_batch(run_id, metrics=[Metric(key, value, now, 0) for key, value in totals.items()]
+                     + [Metric(key, value, now, step) for key, value, step in clock.metrics()])
 
 
 def logged_phases(client, run) -> PhaseClock:

@@ -28,7 +28,7 @@ from mnist_job.data.format import MANIFEST, SPLIT_FILES, manifest_digest
 from mnist_job.data.s3 import check_s3_location
 from mnist_job.tracking import runs as tracking
 from mnist_job.tracking.client import mlflow_client
-from mnist_job.tracking.registry import logged_phases
+from mnist_job.tracking.registry import log_phases, logged_phases
 from mnist_job.tracking.runs import redact
 from mnist_job.training import planning
 from mnist_job.training.failures import fit_or_stop
@@ -285,12 +285,8 @@ def _final_outputs(fitted, run: _StartedRun, checked: _Checked, log_file: Path, 
 def _finish(result: TrainingResult, logged, run: _StartedRun, clock: PhaseClock, total_seconds: float) -> TrainingResult:
     """The phase breakdown (rank 0's inside fit) to train.log and MLflow; then FINISHED: a run marked finished
     is complete."""
-    from mlflow.entities import Metric
-
     phases = f"{clock.describe({'fit': logged_phases(run.client, logged)})}; total {total_seconds:.1f} s"
     to_log_file_only(logger, f"phases: {phases}")
-    now = int(time.time() * 1000)
-    run.client.log_batch(run.run_id, metrics=[Metric("fit_wall_s", clock.seconds("fit"), now, 0)]
-                         + [Metric(key, value, now, step) for key, value, step in clock.metrics()])
+    log_phases(run.client, run.run_id, clock, fit_wall_s=clock.seconds("fit"))
     run.client.set_terminated(run.run_id, status="FINISHED")
     return replace(result, phases=phases)

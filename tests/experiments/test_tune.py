@@ -95,6 +95,11 @@ def test_a_study_nests_its_trials_logs_the_best_config_and_asha_stops_weak_trial
         assert json.load(handle)["run_id"] == best.info.run_id
     assert f"best params: train.learning_rate={float(tags['best.train.learning_rate']):.6g}" in text
     assert f"{len(stopped)} stopped early by ASHA" in text
+    # where the study's time went, on its driver's clock: in the summary and on the study run
+    phases = {key: value for key, value in parent.data.metrics.items() if key.startswith("phase_")}
+    assert set(phases) == {f"phase_{name}_s" for name in ("checks", "ray_start", "study_start", "trials", "report")}
+    assert phases["phase_trials_s"] > sum(phases.values()) / 2, phases  # four trials' training dominates
+    assert "phases: checks " in text and ", study start " in text and ", trials " in text and ", report " in text
 
 
 def test_a_killed_study_resumes_and_runs_only_the_unfinished_trials(client, mlflow_server, tmp_path):
