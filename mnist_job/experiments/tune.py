@@ -294,7 +294,7 @@ def summary(result: StudyResult) -> str:
         f"best {OBJECTIVE}: {result.best_value:.4f} (MLflow run {result.best_run_id})",
         f"best params: {best}",
         f"study run: {result.parent_run_id} (best params, trials.md, search.png, phase_<name>_s)",
-        *([f"phases: {result.phases}"] if result.phases else []),
+        f"phases: {result.phases}",
         "train with them: mnist-job train " + " ".join(f"--set {SEARCHABLE[k][0]}={v:.6g}"
                                                         for k, v in sorted(result.best_params.items())),
     ])
